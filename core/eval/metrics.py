@@ -1,0 +1,134 @@
+"""Every metric of METHODS.md §5, computed from probabilities; one plain-language sentence each."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+from core.data.dataset import Dataset
+from core.data.requests import ForgetRequest
+from core.models.base import Classifier
+
+EXPLANATIONS = {
+    "TA": "Test accuracy: % of held-out test images classified correctly.",
+    "RA": "Retain accuracy: % of the training images that were kept that are classified correctly.",
+    "FA": "Forget accuracy: % of the forgotten training images still classified correctly; "
+          "compare with the oracle, which never saw them.",
+    "retained_TA": "Test accuracy on the classes that were not forgotten (class requests).",
+    "forgotten_TA": "Test accuracy on test images of the forgotten classes (class requests): "
+                    "0 means the class can no longer be recognised.",
+    "PG": "Prediction gap: % of test images where this model's predicted class differs from the oracle's.",
+    "KL": "KL(oracle || model): how far this model's test probabilities are from the oracle's, in nats.",
+    "MIA": "Membership-inference AUROC (%): how well the per-sample loss tells forgotten training images "
+           "from unseen images; 50 means they look unseen.",
+    "AvgGap": "Mean absolute difference from the oracle over TA, RA, FA and MIA, in points.",
+    "seconds": "Wall-clock time of the unlearning step itself.",
+    "speedup": "Oracle retrain time divided by this method's time, measured on this machine.",
+}
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Percentage of rows whose argmax equals the label (NaN for no rows)."""
+    if len(labels) == 0:
+        return float("nan")
+    return float((np.asarray(probs).argmax(1) == labels).mean() * 100)
+
+
+def per_class_accuracy(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    pred = np.asarray(probs).argmax(1)
+    out = np.full(num_classes, np.nan)
+    for c in range(num_classes):
+        sel = labels == c
+        if sel.any():
+            out[c] = (pred[sel] == c).mean() * 100
+    return out
+
+
+def prediction_gap(probs: np.ndarray, oracle_probs: np.ndarray) -> float:
+    """100 - % agreement of the argmax with the oracle's."""
+    return float(100 - (np.asarray(probs).argmax(1) == np.asarray(oracle_probs).argmax(1)).mean() * 100)
+
+
+def kl_divergence(oracle_probs: np.ndarray, probs: np.ndarray, eps: float = 1e-8) -> float:
+    """Mean over rows of KL(p_oracle || p_model) in nats; probabilities are clamped at ``eps``."""
+    p = np.clip(np.asarray(oracle_probs, np.float64), eps, 1)
+    q = np.clip(np.asarray(probs, np.float64), eps, 1)
+    p /= p.sum(1, keepdims=True)
+    q /= q.sum(1, keepdims=True)
+    return float((p * (np.log(p) - np.log(q))).sum(1).mean())
+
+
+def auroc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
+    """Area under the ROC curve in %, by the Mann-Whitney rank statistic (ties count one half)."""
+    pos, neg = np.asarray(positive_scores, np.float64), np.asarray(negative_scores, np.float64)
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    ranks = rankdata(np.concatenate([pos, neg]))  # average ranks over ties
+    u = ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
+    return float(u / (len(pos) * len(neg)) * 100)
+
+
+def sample_loss(probs: np.ndarray, labels: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    return -np.log(np.clip(np.asarray(probs)[np.arange(len(labels)), labels], eps, 1))
+
+
+def mia_auroc(member_probs: np.ndarray, member_labels: np.ndarray, heldout_probs: np.ndarray,
+              heldout_labels: np.ndarray) -> float:
+    """Loss-threshold membership attack: AUROC (%) of -loss separating members from held-out samples."""
+    return auroc(-sample_loss(member_probs, member_labels), -sample_loss(heldout_probs, heldout_labels))
+
+
+def heldout_for(request: ForgetRequest, dataset: Dataset) -> np.ndarray:
+    """Test rows the attack compares D_f with: the forgotten classes' test images for a class request
+    (same distribution as D_f), else the whole test set."""
+    if request.classes:
+        return np.flatnonzero(np.isin(dataset.y_test, request.classes))
+    return np.arange(len(dataset.y_test))
+
+
+def model_metrics(test_probs: np.ndarray, train_probs: np.ndarray, dataset: Dataset,
+                  request: ForgetRequest) -> dict:
+    """Metrics of one model on its own: TA, RA, FA, MIA, per-class accuracy, class-request splits."""
+    forget = request.mask(dataset.num_train)
+    out = {
+        "TA": accuracy(test_probs, dataset.y_test),
+        "RA": accuracy(train_probs[~forget], dataset.y_train[~forget]),
+        "FA": accuracy(train_probs[forget], dataset.y_train[forget]),
+        "per_class": per_class_accuracy(test_probs, dataset.y_test, dataset.num_classes).tolist(),
+    }
+    held = heldout_for(request, dataset)
+    out["MIA"] = mia_auroc(train_probs[forget], dataset.y_train[forget], test_probs[held], dataset.y_test[held])
+    if request.classes:
+        gone = np.isin(dataset.y_test, request.classes)
+        out["retained_TA"] = accuracy(test_probs[~gone], dataset.y_test[~gone])
+        out["forgotten_TA"] = accuracy(test_probs[gone], dataset.y_test[gone])
+    return out
+
+
+def gap_metrics(metrics: dict, test_probs: np.ndarray, oracle_metrics: dict, oracle_test_probs: np.ndarray) -> dict:
+    """The model against the oracle: PG, KL and AvgGap over TA, RA, FA, MIA."""
+    return {
+        "PG": prediction_gap(test_probs, oracle_test_probs),
+        "KL": kl_divergence(oracle_test_probs, test_probs),
+        "AvgGap": float(np.mean([abs(metrics[k] - oracle_metrics[k]) for k in ("TA", "RA", "FA", "MIA")])),
+    }
+
+
+def evaluate(model: Classifier, oracle: Classifier, dataset: Dataset, request: ForgetRequest,
+             seconds: float | None = None, oracle_seconds: float | None = None) -> dict:
+    """Every metric of ``model`` for ``request``, and its gap to ``oracle`` (retrained without D_f)."""
+    test_p, train_p = model.split_proba(dataset, "test"), model.split_proba(dataset, "train")
+    o_test, o_train = oracle.split_proba(dataset, "test"), oracle.split_proba(dataset, "train")
+    metrics = model_metrics(test_p, train_p, dataset, request)
+    oracle_metrics = model_metrics(o_test, o_train, dataset, request)
+    metrics.update(gap_metrics(metrics, test_p, oracle_metrics, o_test))
+    if seconds is not None:
+        metrics["seconds"] = seconds
+        if oracle_seconds:
+            metrics["speedup"] = oracle_seconds / max(seconds, 1e-9)
+    return metrics
+
+
+def noise_floor(oracle_a: Classifier, oracle_b: Classifier, dataset: Dataset, request: ForgetRequest) -> dict:
+    """The same gap metrics between two oracles that differ only in their seed."""
+    return evaluate(oracle_b, oracle_a, dataset, request)

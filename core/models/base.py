@@ -1,0 +1,104 @@
+"""What every trained model offers the rest of the project, and the helpers they share."""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+Progress = Callable[[float, str], None]
+
+
+def no_progress(fraction: float, message: str) -> None:
+    """A progress callback that ignores its reports."""
+
+
+class Cancelled(RuntimeError):
+    """Raised inside long work when its cancel token is set; nothing partial is saved."""
+
+
+class CancelToken:
+    """Set from another thread to stop training or an unlearning loop at the next step."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise Cancelled("cancelled by the user")
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """CUDA when present and asked for (or on auto), else CPU."""
+    if preference == "cpu":
+        return torch.device("cpu")
+    if preference in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    if preference == "cuda":
+        raise RuntimeError("CUDA was asked for but torch sees no GPU")
+    return torch.device("cpu")
+
+
+def to_device(x: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Images to a float tensor on ``device`` in channels-last layout (faster convolutions on CPU)."""
+    t = torch.as_tensor(x, dtype=torch.float32)
+    return t.to(device).contiguous(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, device: torch.device,
+            batch_size: int = 1024) -> np.ndarray:
+    """Apply ``fn`` to ``x`` in batches without gradients; returns a float32 numpy array."""
+    outs = [fn(to_device(x[i:i + batch_size], device)).float().cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(outs).numpy() if outs else np.zeros((0,), np.float32)
+
+
+class Classifier(abc.ABC):
+    """A trained model as the evaluation and the UI see it.
+
+    Instances are treated as immutable: by-design models return a *new* instance from ``forget``
+    (sharing the network and cached features), so a model cached for every browser session is never
+    changed by one of them.
+    """
+
+    kind: str = ""
+    num_classes: int = 0
+
+    @abc.abstractmethod
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities, shape (N, C)."""
+
+    @abc.abstractmethod
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        """Penultimate features, shape (N, d)."""
+
+    @abc.abstractmethod
+    def networks(self) -> dict[str, nn.Module]:
+        """The torch modules whose weights define the model (for saving and hashing)."""
+
+    def split_proba(self, dataset, split: str) -> np.ndarray:
+        """Probabilities on a whole split ("train" or "test"), memoised on this (immutable) instance."""
+        cache = self.__dict__.setdefault("_split_proba", {})
+        key = (dataset.fingerprint(), split)
+        if key not in cache:
+            cache[key] = self.predict_proba(getattr(dataset, f"x_{split}"))
+        return cache[key]
+
+    def split_embed(self, dataset, split: str) -> np.ndarray:
+        """Penultimate features on a whole split, memoised on this instance."""
+        cache = self.__dict__.setdefault("_split_embed", {})
+        key = (dataset.fingerprint(), split)
+        if key not in cache:
+            cache[key] = self.embed(getattr(dataset, f"x_{split}"))
+        return cache[key]

@@ -1,0 +1,48 @@
+"""Model kinds registered by name (timm-style), so the UI, the CLI and the tests iterate one list."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from core.data.dataset import Dataset
+from core.models.base import Classifier
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """How to build, train and wrap one kind of model.
+
+    build(dataset, config) -> untrained network
+    fit(net, dataset, train_ids, config, train_config, progress, cancel, device) -> None (trains in place)
+    wrap(net, dataset, train_ids, config, device) -> Classifier ready to predict
+    """
+
+    name: str
+    description: str
+    config_cls: type
+    build: Callable[[Dataset, Any], nn.Module]
+    fit: Callable[..., None]
+    wrap: Callable[..., Classifier]
+    by_design: bool = False  # forgets by editing a memory, not weights
+
+
+_MODELS: dict[str, ModelKind] = {}
+
+
+def register_model(kind: ModelKind) -> ModelKind:
+    _MODELS[kind.name] = kind
+    return kind
+
+
+def get_model_kind(name: str) -> ModelKind:
+    if name not in _MODELS:
+        raise KeyError(f"unknown model kind {name!r}; known: {', '.join(sorted(_MODELS))}")
+    return _MODELS[name]
+
+
+def list_model_kinds() -> list[str]:
+    return list(_MODELS)

@@ -1,0 +1,313 @@
+"""SPM: the semi-parametric model of "Designing to Forget" (Zheng et al., CVPR 2026, arXiv 2603.22870).
+
+Predictions fuse an image's features with class prototypes built from training samples:
+``logits_c = (W_q f(x)) . (W_s mu_c) / sqrt(d)``, with no classification head. Deleting training
+samples at test time only changes the prototypes; no weight moves. METHODS.md §1 says what is taken
+from the authors' code and what is our choice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import faiss
+import numpy as np
+import torch
+from torch import nn
+
+from core.data.dataset import Dataset
+from core.models.base import CancelToken, Classifier, Progress, batched, no_progress, to_device
+from core.models.encoders import EncoderConfig, build_encoder
+from core.models.registry import ModelKind, register_model
+from core.models.training import TrainConfig, train_loop
+
+
+@dataclass(frozen=True)
+class SPMConfig:
+    """SPM training and inference settings."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)  # same encoder as the parametric model
+    support_size: int = 128  # support images per episode, split over the batch's labels (paper: 1024 on GPU)
+    mode: str = "prototype"  # "prototype": class means (the paper); "knn": attend over nearest samples
+    knn_k: int = 32  # neighbours in kNN mode (the authors' code has the mode, unused by their scripts)
+    min_prob: float = 1e-8  # probabilities are clamped here before the log, as in the authors' code
+
+
+class SPMNet(nn.Module):
+    """Encoder plus the two bias-free d x d maps of the fusion; no classification head."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        d = encoder.out_dim
+        self.w_q = nn.Linear(d, d, bias=False)
+        self.w_s = nn.Linear(d, d, bias=False)
+        self.scale = 1.0 / math.sqrt(d)
+
+    def fuse(self, query_features: torch.Tensor, prototypes: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Logits over classes; a class with no support gets -inf (probability exactly 0)."""
+        logits = self.w_q(query_features) @ self.w_s(prototypes).T * self.scale
+        return logits.masked_fill(~present, float("-inf"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+
+def sample_support(batch_ids: np.ndarray, batch_labels: np.ndarray, class_pools: dict[int, np.ndarray],
+                   support_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Support ids for one episode: split evenly over the batch's labels, never one of the batch's ids."""
+    labels = np.unique(batch_labels)
+    per_class = max(1, support_size // len(labels))
+    chosen = []
+    for c in labels:
+        pool = class_pools[int(c)]
+        n_in_batch = int((batch_labels == c).sum())
+        take = min(len(pool), per_class + n_in_batch)
+        candidates = rng.choice(pool, size=take, replace=False)
+        candidates = candidates[~np.isin(candidates, batch_ids)]
+        chosen.append(candidates[:per_class])
+    return np.concatenate(chosen)
+
+
+def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int):
+    """Per-class mean features and a mask of the classes that have any sample."""
+    sums = torch.zeros(num_classes, features.shape[1], dtype=features.dtype, device=features.device)
+    sums.index_add_(0, labels, features)
+    counts = torch.bincount(labels, minlength=num_classes).to(features.dtype)
+    present = counts > 0
+    return sums / counts.clamp(min=1).unsqueeze(1), present
+
+
+def fit_spm(net: SPMNet, dataset: Dataset, train_ids: np.ndarray, config: SPMConfig, train_config: TrainConfig,
+            progress: Progress = no_progress, cancel: CancelToken | None = None,
+            device: torch.device | None = None, episode_hook=None) -> dict:
+    """Episodic training: queries are classified against prototypes of a support set that excludes them.
+
+    ``episode_hook(batch_ids, support_ids)`` sees every episode (the tests check self-exclusion with it).
+    """
+    device = device or torch.device("cpu")
+    net.to(device)
+    labels_np = dataset.y_train
+    labels = torch.as_tensor(labels_np)
+    pools = {int(c): train_ids[labels_np[train_ids] == c] for c in np.unique(labels_np[train_ids])}
+
+    def step_loss(batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        support = sample_support(batch, labels_np[batch], pools, config.support_size, rng)
+        if episode_hook is not None:
+            episode_hook(batch, support)
+        feats = net(to_device(dataset.x_train[np.concatenate([batch, support])], device))
+        q, s = feats[:len(batch)], feats[len(batch):]
+        protos, present = class_means(s, labels[support].to(device), dataset.num_classes)
+        y = labels[batch].to(device)
+        keep = present[y]  # a query whose class got no support (tiny datasets only) is left out
+        probs = torch.softmax(net.fuse(q[keep], protos, present), 1)
+        picked = probs.gather(1, y[keep].unsqueeze(1)).squeeze(1)
+        return -torch.log(picked.clamp(min=config.min_prob)).mean()
+
+    return train_loop(net, train_ids, train_config, step_loss, progress, cancel, label="SPM")
+
+
+@dataclass
+class _Shared:
+    """Read-only state shared by an SPM and every copy made by forget/restore."""
+
+    net: SPMNet
+    train_features: np.ndarray  # f(x) for every training id, float32 (N, d)
+    train_labels: np.ndarray
+    num_classes: int
+    config: SPMConfig
+    device: torch.device
+    features: dict = field(default_factory=dict)  # (fingerprint, split) -> features
+    train_images: np.ndarray | None = None  # for the re-encode deletion path
+    index: faiss.Index | None = None  # all training features, for kNN mode and retrieval
+
+    def knn_index(self) -> faiss.Index:
+        if self.index is None:
+            index = faiss.IndexFlatL2(self.train_features.shape[1])
+            index.add(np.ascontiguousarray(self.train_features, dtype=np.float32))
+            self.index = index
+        return self.index
+
+
+class SPMClassifier(Classifier):
+    """A trained SPM with its memory: per-class feature sums and counts over the active training ids."""
+
+    kind = "spm"
+
+    def __init__(self, shared: _Shared, active: np.ndarray, sums: np.ndarray, counts: np.ndarray):
+        self._shared = shared
+        self.active = active  # bool over training ids: which samples the memory holds
+        self.sums = sums  # float64 (C, d), exact enough for incremental deletion
+        self.counts = counts  # int64 (C,)
+        self.num_classes = shared.num_classes
+        self.config = shared.config
+
+    # ---- memory ---------------------------------------------------------------------------------
+    @classmethod
+    def from_features(cls, shared: _Shared, active: np.ndarray) -> SPMClassifier:
+        feats = shared.train_features[active].astype(np.float64)
+        labels = shared.train_labels[active]
+        sums = np.zeros((shared.num_classes, feats.shape[1]))
+        np.add.at(sums, labels, feats)
+        counts = np.bincount(labels, minlength=shared.num_classes).astype(np.int64)
+        return cls(shared, active, sums, counts)
+
+    @property
+    def prototypes(self) -> np.ndarray:
+        """Class means mu_c (zero rows for classes with no samples)."""
+        return self.sums / np.maximum(self.counts, 1)[:, None]
+
+    def _checked_ids(self, ids, must_be_active: bool) -> np.ndarray:
+        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        n = len(self.active)
+        if len(ids) == 0:
+            raise ValueError("no ids given")
+        if ids.min() < 0 or ids.max() >= n:
+            bad = ids[(ids < 0) | (ids >= n)][:5].tolist()
+            raise ValueError(f"unknown training ids {bad}: ids run from 0 to {n - 1}")
+        wrong = ids[self.active[ids] != must_be_active]
+        if len(wrong):
+            state = "already forgotten" if must_be_active else "not forgotten"
+            raise ValueError(f"{len(wrong)} ids are {state}, e.g. {wrong[:5].tolist()}")
+        return ids
+
+    def forget(self, ids, mode: str = "incremental") -> SPMClassifier:
+        """A new SPM whose memory lacks ``ids``; this one is unchanged. No weight moves.
+
+        mode "incremental" subtracts the forgotten features from the class sums (O(|D_f|));
+        mode "reencode" re-encodes every retained image and rebuilds the sums, as the authors' code does.
+        """
+        ids = self._checked_ids(ids, must_be_active=True)
+        active = self.active.copy()
+        active[ids] = False
+        if mode == "reencode":
+            retained = np.flatnonzero(active)
+            shared = self._shared
+            feats = batched(shared.net.encoder, shared.train_images[retained], shared.device).astype(np.float64)
+            sums = np.zeros_like(self.sums)
+            np.add.at(sums, shared.train_labels[retained], feats)
+            counts = np.bincount(shared.train_labels[retained], minlength=self.num_classes).astype(np.int64)
+            return SPMClassifier(shared, active, sums, counts)
+        if mode != "incremental":
+            raise ValueError(f"unknown deletion mode {mode!r}; known: incremental, reencode")
+        return self._moved(ids, active, sign=-1.0)
+
+    def restore(self, ids) -> SPMClassifier:
+        """A new SPM with forgotten ``ids`` back in memory."""
+        ids = self._checked_ids(ids, must_be_active=False)
+        active = self.active.copy()
+        active[ids] = True
+        return self._moved(ids, active, sign=1.0)
+
+    def _moved(self, ids: np.ndarray, active: np.ndarray, sign: float) -> SPMClassifier:
+        labels = self._shared.train_labels[ids]
+        sums = self.sums.copy()
+        np.add.at(sums, labels, sign * self._shared.train_features[ids].astype(np.float64))
+        counts = self.counts + int(sign) * np.bincount(labels, minlength=self.num_classes)
+        return SPMClassifier(self._shared, active, sums, counts)
+
+    def with_mode(self, mode: str, knn_k: int | None = None) -> SPMClassifier:
+        """The same memory read in prototype or kNN mode."""
+        config = replace(self.config, mode=mode, knn_k=knn_k or self.config.knn_k)
+        shared = replace(self._shared, config=config)
+        return SPMClassifier(shared, self.active, self.sums, self.counts)
+
+    # ---- prediction -----------------------------------------------------------------------------
+    def features_of(self, dataset: Dataset, split: str) -> np.ndarray:
+        """Encoder features of a whole split, cached for this network (deletion never changes them)."""
+        key = (dataset.fingerprint(), split)
+        if key not in self._shared.features:
+            if split == "train" and len(dataset.y_train) == len(self._shared.train_features):
+                self._shared.features[key] = self._shared.train_features
+            else:
+                self._shared.features[key] = self.embed(getattr(dataset, f"x_{split}"))
+        return self._shared.features[key]
+
+    @torch.no_grad()
+    def class_scores(self, features: np.ndarray) -> np.ndarray:
+        """Fusion logits of each feature row against each class prototype (-inf: class absent)."""
+        net = self._shared.net
+        q = torch.as_tensor(features, dtype=torch.float32, device=self._shared.device)
+        protos = torch.as_tensor(self.prototypes, dtype=torch.float32, device=self._shared.device)
+        present = torch.as_tensor(self.counts > 0, device=self._shared.device)
+        return net.fuse(q, protos, present).cpu().numpy()
+
+    @torch.no_grad()
+    def neighbours(self, features: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest *active* training ids per row and their attention weights (kNN mode)."""
+        k = k or self.config.knn_k
+        shared = self._shared
+        allowed = np.packbits(self.active, bitorder="little")
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(len(self.active), faiss.swig_ptr(allowed)))
+        _, ids = shared.knn_index().search(np.ascontiguousarray(features, dtype=np.float32), k, params=params)
+        safe = np.where(ids < 0, 0, ids)
+        net = shared.net
+        q = net.w_q(torch.as_tensor(features, dtype=torch.float32, device=shared.device))
+        s = net.w_s(torch.as_tensor(shared.train_features[safe], dtype=torch.float32, device=shared.device))
+        scores = torch.einsum("nd,nkd->nk", q, s) * net.scale
+        scores = scores.masked_fill(torch.as_tensor(ids < 0, device=shared.device), float("-inf"))
+        return ids, torch.softmax(scores, 1).cpu().numpy()
+
+    def proba_from_features(self, features: np.ndarray) -> np.ndarray:
+        if self.config.mode == "knn":
+            ids, weights = self.neighbours(features)
+            probs = np.zeros((len(features), self.num_classes), np.float32)
+            labels = self._shared.train_labels[np.where(ids < 0, 0, ids)]
+            np.add.at(probs, (np.repeat(np.arange(len(features)), ids.shape[1]), labels.ravel()), weights.ravel())
+            return probs
+        scores = torch.as_tensor(self.class_scores(features))
+        return torch.softmax(scores, 1).numpy()
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return self.proba_from_features(self.embed(x))
+
+    def split_proba(self, dataset: Dataset, split: str) -> np.ndarray:
+        cache = self.__dict__.setdefault("_split_proba", {})
+        key = (dataset.fingerprint(), split)
+        if key not in cache:
+            cache[key] = self.proba_from_features(self.features_of(dataset, split))
+        return cache[key]
+
+    def split_embed(self, dataset: Dataset, split: str) -> np.ndarray:
+        return self.features_of(dataset, split)
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        return batched(self._shared.net.encoder, x, self._shared.device)
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"net": self._shared.net}
+
+    @property
+    def train_features(self) -> np.ndarray:
+        return self._shared.train_features
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        return self._shared.train_labels
+
+
+def build_spm(dataset: Dataset, config: SPMConfig) -> SPMNet:
+    encoder = build_encoder(dataset.image_shape[0], config.encoder)
+    return SPMNet(encoder).to(memory_format=torch.channels_last)
+
+
+def wrap_spm(net: SPMNet, dataset: Dataset, train_ids: np.ndarray, config: SPMConfig,
+             device: torch.device | None = None, train_features: np.ndarray | None = None) -> SPMClassifier:
+    """Encode every training image once; the memory holds ``train_ids`` (all of D, or D_r for an oracle)."""
+    device = device or torch.device("cpu")
+    net = net.to(device).eval()
+    if train_features is None:
+        train_features = batched(net.encoder, dataset.x_train, device)
+    shared = _Shared(net=net, train_features=train_features, train_labels=dataset.y_train,
+                     num_classes=dataset.num_classes, config=config, device=device, train_images=dataset.x_train)
+    active = np.zeros(dataset.num_train, bool)
+    active[train_ids] = True
+    return SPMClassifier.from_features(shared, active)
+
+
+register_model(ModelKind(
+    name="spm",
+    description="Semi-parametric model: prototypes of training samples, deletion edits memory only",
+    config_cls=SPMConfig, build=build_spm, fit=fit_spm, wrap=wrap_spm, by_design=True,
+))

@@ -1,0 +1,221 @@
+"""Models and runs on disk: safetensors weights, JSON metadata, content hashes, atomic writes.
+
+Layout under ``home()`` (``$UE_HOME`` or ``~/.cache/unlearning-explorer``)::
+
+    models/<key>/weights.safetensors, meta.json, train_features.npy (cache)
+    runs/<key>/run.json, arrays.npz
+
+``assets/models`` in the repository is a read-only second place to find models (the shipped bundle).
+Loading reads weights only (safetensors; never pickle), and a corrupt or foreign file gives StoreError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from core.configs import ConfigError, config_from_dict, config_to_dict
+
+ASSETS_MODELS = Path(__file__).resolve().parent.parent / "assets" / "models"
+
+
+class StoreError(RuntimeError):
+    """A stored model or run is missing, corrupt, or does not fit; the message says which."""
+
+
+def home() -> Path:
+    root = Path(os.environ.get("UE_HOME", Path.home() / ".cache" / "unlearning-explorer"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def versions() -> dict:
+    import numpy
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
+
+
+def _atomic_dir(final: Path):
+    """A temporary folder beside ``final`` that is renamed into place when the writer finishes."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+
+
+def _commit_dir(tmp: Path, final: Path) -> None:
+    if final.exists():  # another writer finished first: same key means same content
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    os.replace(tmp, final)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---- models -------------------------------------------------------------------------------------
+@dataclass
+class StoredModel:
+    key: str
+    path: Path
+    meta: dict
+
+
+def model_dirs(key: str) -> list[Path]:
+    return [home() / "models" / key, ASSETS_MODELS / key]
+
+
+def find_model(key: str) -> StoredModel | None:
+    for path in model_dirs(key):
+        if (path / "meta.json").is_file() and (path / "weights.safetensors").is_file():
+            return StoredModel(key, path, read_meta(path))
+    return None
+
+
+def read_meta(path: Path) -> dict:
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise StoreError(f"model metadata at {path} is unreadable: {err}") from err
+    if not isinstance(meta, dict) or "kind" not in meta or "config" not in meta:
+        raise StoreError(f"model metadata at {path} lacks 'kind' or 'config'")
+    return meta
+
+
+def save_model(key: str, net: nn.Module, meta: dict) -> StoredModel:
+    """Write weights and metadata under ``models/<key>`` atomically (a killed job leaves nothing half-written)."""
+    final = home() / "models" / key
+    tmp = _atomic_dir(final)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    save_file(state, str(tmp / "weights.safetensors"))
+    meta = {**meta, "key": key, "versions": versions(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "weights_sha256": file_sha256(tmp / "weights.safetensors")}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    _commit_dir(tmp, final)
+    return StoredModel(key, final, read_meta(final))
+
+
+def load_weights(net: nn.Module, path: Path) -> None:
+    """Load safetensors weights into ``net``; any missing, extra or misshapen tensor is a StoreError."""
+    file = path / "weights.safetensors" if path.is_dir() else path
+    try:
+        state = load_file(str(file))
+    except Exception as err:  # safetensors raises several types for corrupt headers
+        raise StoreError(f"weights at {file} are not a readable safetensors file: {err}") from err
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        raise StoreError(f"weights at {file} do not fit this model: missing {missing[:4]}, unexpected {extra[:4]}")
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise StoreError(f"weights at {file}: {name} has shape {tuple(tensor.shape)}, "
+                             f"the model expects {tuple(expected[name].shape)}")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise StoreError(f"weights at {file}: {name} contains NaN or infinite values")
+    net.load_state_dict(state, strict=True)
+
+
+def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    """A user's checkpoint: safetensors, or a torch file read with ``weights_only=True`` (never pickle code)."""
+    try:
+        if str(path).endswith(".safetensors"):
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise StoreError(f"{path.name} is not a weights-only checkpoint: {err}") from err
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise StoreError(f"{path.name} does not hold a mapping of tensor names to tensors")
+    return state
+
+
+def config_of(meta: dict, cls: type):
+    try:
+        return config_from_dict(cls, meta["config"])
+    except ConfigError as err:
+        raise StoreError(f"stored config does not fit {cls.__name__}: {err}") from err
+
+
+def cached_array(stored: StoredModel, name: str) -> np.ndarray | None:
+    path = home() / "models" / stored.key / f"{name}.npy"
+    if path.is_file():
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)
+    return None
+
+
+def cache_array(stored: StoredModel, name: str, array: np.ndarray) -> None:
+    folder = home() / "models" / stored.key
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npy")
+    with os.fdopen(fd, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+    os.replace(tmp, folder / f"{name}.npy")
+
+
+# ---- runs ---------------------------------------------------------------------------------------
+def save_run(key: str, record: dict, arrays: dict[str, np.ndarray] | None = None) -> Path:
+    """Store an unlearning run: its record (config, request, metrics, timings, versions) and arrays."""
+    final = home() / "runs" / key
+    if final.exists():
+        shutil.rmtree(final)
+    tmp = _atomic_dir(final)
+    record = {**record, "key": key, "versions": versions(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    (tmp / "run.json").write_text(json.dumps(record, indent=1, default=_json_default))
+    if arrays:
+        np.savez_compressed(tmp / "arrays.npz", **arrays)
+    _commit_dir(tmp, final)
+    return final
+
+
+def load_run(key: str) -> tuple[dict, dict[str, np.ndarray]]:
+    folder = home() / "runs" / key
+    try:
+        record = json.loads((folder / "run.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise StoreError(f"run {key} is missing or unreadable: {err}") from err
+    arrays = {}
+    if (folder / "arrays.npz").is_file():
+        with np.load(folder / "arrays.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    return record, arrays
+
+
+def list_runs() -> list[dict]:
+    """Every stored run's record, newest first (unreadable ones are skipped)."""
+    out = []
+    for path in (home() / "runs").glob("*/run.json"):
+        try:
+            out.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return sorted(out, key=lambda r: r.get("saved_at", ""), reverse=True)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if hasattr(value, "__dataclass_fields__"):
+        return config_to_dict(value)
+    raise TypeError(f"cannot store {type(value).__name__} in a run record")
