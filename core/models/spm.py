@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-import faiss
 import numpy as np
 import torch
 from torch import nn
@@ -120,9 +119,11 @@ class _Shared:
     device: torch.device
     features: dict = field(default_factory=dict)  # (fingerprint, split) -> features
     train_images: np.ndarray | None = None  # for the re-encode deletion path
-    index: faiss.Index | None = None  # all training features, for kNN mode and retrieval
+    index: object = None  # faiss.Index, built on first use  # all training features, for kNN mode and retrieval
 
-    def knn_index(self) -> faiss.Index:
+    def knn_index(self):
+        import faiss
+
         if self.index is None:
             index = faiss.IndexFlatL2(self.train_features.shape[1])
             index.add(np.ascontiguousarray(self.train_features, dtype=np.float32))
@@ -236,6 +237,8 @@ class SPMClassifier(Classifier):
     @torch.no_grad()
     def neighbours(self, features: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest *active* training ids per row and their attention weights (kNN mode)."""
+        import faiss
+
         k = k or self.config.knn_k
         shared = self._shared
         allowed = np.packbits(self.active, bitorder="little")
