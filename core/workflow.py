@@ -31,7 +31,7 @@ def oracle(kind: str, dataset: Dataset, request: ForgetRequest, seed_offset: int
            progress: Progress = no_progress, cancel: CancelToken | None = None, **kwargs) -> bundle.TrainedModel:
     """The same recipe retrained from scratch without ``request``'s samples (seed + ``seed_offset``)."""
     base = kwargs.pop("train_config", None) or bundle.recipe(dataset.name)
-    tc = replace(base, seed=base.seed + seed_offset)
+    tc = replace(base, seed=base.seed + seed_offset)  # the noise floor compares two seeds
     return bundle.train_or_load(kind, dataset, train_config=tc, excluded=request, progress=progress,
                                 cancel=cancel, **kwargs)
 
@@ -130,3 +130,28 @@ def save_comparison(method: str, model_key: str, request: ForgetRequest, config,
 
 def predictions_digest(probs: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(probs.argmax(1)).tobytes()).hexdigest()[:12]
+
+
+def method_run(method: str, original_model: bundle.TrainedModel, dataset: Dataset, request: ForgetRequest,
+               config=None, progress: Progress = no_progress, cancel: CancelToken | None = None) -> dict:
+    """Run a method, retrain (or load) the oracle, compare, and store the run; the record the pages list."""
+    kind = original_model.meta["kind"]
+    config = config or get_method(method).config_cls()
+    result = run_method(method, original_model.classifier, dataset, request, config, progress, cancel)
+    progress(0.9, "oracle for comparison")
+    oracle_model = oracle(kind, dataset, request, cancel=cancel)
+    second = oracle(kind, dataset, request, seed_offset=NOISE_FLOOR_SEED_OFFSET, allow_train=False) \
+        if bundle.is_available(kind, dataset, excluded=request,
+                               train_config=_seeded(dataset, NOISE_FLOOR_SEED_OFFSET)) else None
+    comparison = compare(result.model, oracle_model.classifier, dataset, request,
+                         second.classifier if second else None, result.seconds, train_seconds(oracle_model))
+    key = save_comparison(method, original_model.key, request, config, comparison, result.seconds,
+                          result.model.split_proba(dataset, "test"), {"touched": result.touched})
+    return {"method": method, "kind": kind, "seconds": result.seconds, "comparison": comparison,
+            "model": result.model, "log": result.log, "run_key": key, "request_key": request.key(),
+            "config": config}
+
+
+def _seeded(dataset: Dataset, offset: int):
+    base = bundle.recipe(dataset.name)
+    return replace(base, seed=base.seed + offset)

@@ -1,0 +1,24 @@
+"""Unlearning Explorer: pick what to forget, and see what changed against a model retrained without it."""
+
+from pathlib import Path
+
+import streamlit as st
+
+st.set_page_config(page_title="Unlearning Explorer", page_icon="assets/icon.png", layout="wide")
+
+from pages.common import sidebar_ui  # noqa: E402  (after set_page_config)
+
+HERE = Path(__file__).parent
+PAGES = [
+    ("pages/models.py", "Models", ":material/model_training:"),
+    ("pages/forget.py", "Forget", ":material/delete_sweep:"),
+    ("pages/predictions.py", "Predictions", ":material/compare_arrows:"),
+    ("pages/embeddings.py", "Embeddings", ":material/scatter_plot:"),
+    ("pages/retrieval.py", "Retrieval", ":material/manage_search:"),
+]
+
+navigation = st.navigation([st.Page(path, title=title, icon=icon) for path, title, icon in PAGES
+                            if (HERE / path).is_file()])
+st.sidebar.title("Unlearning Explorer")
+st.session_state["dataset"] = sidebar_ui()
+navigation.run()

@@ -1,0 +1,193 @@
+"""What the pages share: cached data and job runner, the sidebar, session state, config forms, images.
+
+Widget-drawing functions end in ``_ui``; everything that computes lives in core/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from core import bundle, workflow
+from core.configs import field_help
+from core.data import DataError, Dataset, list_datasets, load_dataset
+from core.jobs import Job, JobRunner
+from core.models import get_model_kind, list_model_kinds
+from core.session import ForgetSession
+
+DEFAULT_DATASET = os.environ.get("UE_DATASET", "fashion-mnist")
+
+
+@st.cache_resource
+def job_runner() -> JobRunner:
+    """One runner per server process: sessions asking for the same model or oracle share its job."""
+    return JobRunner(workers=1)
+
+
+@st.cache_resource(max_entries=4)
+def cached_dataset(name: str) -> Dataset:
+    return load_dataset(name)
+
+
+def sidebar_ui() -> Dataset | None:
+    """Dataset and device pickers; returns the dataset (None with a message when it cannot load)."""
+    registered = list_datasets()
+    uploads: dict[str, Dataset] = st.session_state.get("user_datasets", {})  # this session's own data only
+    names = list(registered) + list(uploads)
+    default = DEFAULT_DATASET if DEFAULT_DATASET in names else names[0]
+    if "pending_dataset" in st.session_state:
+        st.session_state.dataset_name = st.session_state.pop("pending_dataset")
+    if st.session_state.get("dataset_name") not in names:
+        st.session_state.dataset_name = default
+    st.sidebar.selectbox("Dataset", names, key="dataset_name",
+                         help="Fashion-MNIST is the default; digits and mnist-5k are small and train in seconds.")
+    chosen = st.session_state.dataset_name
+    if chosen in uploads:
+        st.sidebar.caption("your upload (this browser session only)")
+        dataset = uploads[chosen]
+    else:
+        st.sidebar.caption(registered[chosen])
+        try:
+            dataset = cached_dataset(chosen)
+        except DataError as err:
+            st.sidebar.error(str(err))
+            return None
+    st.sidebar.caption(f"{dataset.num_train:,} training / {len(dataset.y_test):,} test images, "
+                       f"{dataset.num_classes} classes, {dataset.image_shape[1]}x{dataset.image_shape[2]}")
+    fs = forget_session(dataset)
+    if fs.current is not None:
+        st.sidebar.info(f"Forgetting: **{fs.current.description}** ({len(fs.current):,} samples)")
+    jobs_sidebar_ui()
+    return dataset
+
+
+def forget_session(dataset: Dataset) -> ForgetSession:
+    """This browser session's deletions for ``dataset`` (kept per dataset)."""
+    sessions = st.session_state.setdefault("forget_sessions", {})
+    if dataset.fingerprint() not in sessions:
+        sessions[dataset.fingerprint()] = ForgetSession(dataset.fingerprint())
+    return sessions[dataset.fingerprint()]
+
+
+# ---- models and oracles as background jobs ------------------------------------------------------
+def model_job(kind: str, dataset: Dataset, start: bool = True) -> Job | None:
+    """The job that trains or loads the original ``kind`` model (started when ``start``)."""
+    runner = job_runner()
+    key = f"model:{kind}:{dataset.fingerprint()}"
+    job = runner.get(key)
+    if job is None and start:
+        job = runner.submit(key, f"{kind} on {dataset.name}",
+                            lambda p, c: workflow.original(kind, dataset, progress=p, cancel=c))
+    return job
+
+
+def oracle_job(kind: str, dataset: Dataset, request, seed_offset: int = 0, start: bool = True) -> Job | None:
+    runner = job_runner()
+    key = workflow.oracle_job_key(kind, dataset, request, seed_offset)
+    job = runner.get(key)
+    if job is None and start:
+        title = f"{kind} oracle without {request.description}" + (f" (seed +{seed_offset})" if seed_offset else "")
+        job = runner.submit(key, title, lambda p, c: workflow.oracle(kind, dataset, request, seed_offset, p, c))
+    return job
+
+
+def ready_model(kind: str, dataset: Dataset):
+    """The original model when its job has finished, else None."""
+    job = model_job(kind, dataset, start=False)
+    return job.result if job is not None and job.finished_ok else None
+
+
+def by_design_kinds() -> list[str]:
+    return [k for k in list_model_kinds() if get_model_kind(k).by_design]
+
+
+def job_status_ui(job: Job | None, label: str = "") -> bool:
+    """Progress bar, error or cancel button for a job; True when it has finished successfully."""
+    if job is None:
+        return False
+    if job.finished_ok:
+        return True
+    if job.active:
+        cols = st.columns([5, 1])
+        cols[0].progress(job.progress, text=f"{label or job.title}: {job.message}")
+        if cols[1].button("Cancel", key=f"cancel-{job.key}"):
+            job.cancel()
+            st.rerun()
+    elif job.state == "failed":
+        st.error(f"{label or job.title} failed: {job.error}")
+    elif job.state == "cancelled":
+        st.warning(f"{label or job.title} was cancelled.")
+    return False
+
+
+def jobs_sidebar_ui() -> None:
+    active = [j for j in job_runner().jobs() if j.active]
+    if active:
+        st.sidebar.markdown("**Background work**")
+        for job in active:
+            st.sidebar.progress(job.progress, text=f"{job.title}: {job.message}")
+
+
+def poll_while_active(jobs: list[Job | None], seconds: float = 1.0) -> None:
+    """Re-run the page every ``seconds`` while any of ``jobs`` is still going."""
+    if any(j is not None and j.active for j in jobs):
+        @st.fragment(run_every=seconds)
+        def _poll():
+            if not any(j is not None and j.active for j in jobs):
+                st.rerun()
+        _poll()
+
+
+# ---- config forms ------------------------------------------------------------------------------
+def config_form_ui(cls: type, key: str):
+    """Widgets for each field of a config dataclass, with the field's reason as help; returns the config."""
+    helps = field_help(cls)
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        hint, default = hints[f.name], getattr(cls(), f.name)
+        wkey, helptext = f"{key}-{f.name}", helps.get(f.name)
+        if dataclasses.is_dataclass(hint):
+            continue  # nested configs (e.g. the encoder) keep their defaults in forms
+        if hint is bool:
+            values[f.name] = st.checkbox(f.name, value=default, key=wkey, help=helptext)
+        elif hint is int:
+            values[f.name] = int(st.number_input(f.name, value=int(default), step=1, key=wkey, help=helptext))
+        elif hint is float:
+            values[f.name] = float(st.number_input(f.name, value=float(default), format="%g", key=wkey,
+                                                   help=helptext))
+        elif hint is str:
+            values[f.name] = st.text_input(f.name, value=default, key=wkey, help=helptext)
+    return dataclasses.replace(cls(), **values)
+
+
+# ---- images ------------------------------------------------------------------------------------
+def to_image(x: np.ndarray, scale: int = 3) -> Image.Image:
+    """A CHW float image in [0, 1] as a PIL image, enlarged for display."""
+    arr = (np.clip(x, 0, 1) * 255).astype(np.uint8)
+    img = Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0))
+    return img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+
+
+def image_grid_ui(images: list[np.ndarray], captions: list[str], columns: int = 8) -> None:
+    if not images:
+        return
+    scale = max(1, 84 // images[0].shape[-1])
+    for start in range(0, len(images), columns):
+        cols = st.columns(columns)
+        for col, img, cap in zip(cols, images[start:start + columns], captions[start:start + columns]):
+            col.image(to_image(img, scale), caption=cap, width="stretch")
+
+
+def class_label(dataset: Dataset, c: int) -> str:
+    return f"{c}: {dataset.class_names[c]}"
+
+
+def recipe_note(dataset: Dataset) -> str:
+    tc = bundle.recipe(dataset.name)
+    return f"{tc.epochs} epochs, batch {tc.batch_size}, lr {tc.lr}, seed {tc.seed}"

@@ -1,0 +1,158 @@
+"""Predictions: what changed after forgetting, against the oracle retrained without the forgotten samples."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import workflow
+from core.eval import metrics as M
+from pages.common import (
+    by_design_kinds,
+    class_label,
+    forget_session,
+    image_grid_ui,
+    job_runner,
+    job_status_ui,
+    oracle_job,
+    poll_while_active,
+    ready_model,
+)
+
+st.header("Predictions")
+dataset = st.session_state.get("dataset")
+if dataset is None:
+    st.warning("No dataset is loaded: pick one in the sidebar.")
+    st.stop()
+session = forget_session(dataset)
+request = session.current
+if request is None:
+    st.info("Nothing is forgotten yet: choose what to forget on the Forget page.")
+    st.stop()
+st.markdown(f"Forgetting **{request.description}** ({len(request):,} training samples).")
+
+with st.expander("What the numbers mean"):
+    for name, text in M.EXPLANATIONS.items():
+        st.markdown(f"- **{name}**: {text}")
+
+ready = [k for k in by_design_kinds() if ready_model(k, dataset) is not None]
+runs = [job_runner().get(k) for k in st.session_state.get("method_runs", {}).get(request.key(), [])]
+done_runs = [j for j in runs if j is not None and j.finished_ok]
+choices = ready + [j.result["method"] for j in done_runs]
+if not choices:
+    st.info("No model is loaded yet: open the Models page.")
+    st.stop()
+shown = st.radio("Model", choices, horizontal=True, key="pred-model",
+                 help="By-design models forget by deletion; the others are post-hoc runs from the Forget page.")
+
+jobs = []
+if shown in ready:
+    trained = ready_model(shown, dataset)
+    before = trained.classifier
+    applied = session.apply_by_design(trained.key, before)
+    after, seconds, kind = applied.model, applied.seconds, shown
+else:
+    record = next(j.result for j in done_runs if j.result["method"] == shown)
+    before = ready_model(record["kind"], dataset).classifier
+    after, seconds, kind = record["model"], record["seconds"], record["kind"]
+
+oracle_a, oracle_b = oracle_job(kind, dataset, request), oracle_job(kind, dataset, request, 1)
+jobs += [oracle_a, oracle_b]
+job_status_ui(oracle_a, "oracle")
+job_status_ui(oracle_b, "second oracle (noise floor)")
+
+p_before, p_after = before.split_proba(dataset, "test"), after.split_proba(dataset, "test")
+m_before = M.model_metrics(p_before, before.split_proba(dataset, "train"), dataset, request)
+m_after = M.model_metrics(p_after, after.split_proba(dataset, "train"), dataset, request)
+oracle_model = oracle_a.result.classifier if oracle_a.finished_ok else None
+p_oracle = oracle_model.split_proba(dataset, "test") if oracle_model is not None else None
+
+st.subheader("Against the oracle")
+if oracle_model is None:
+    st.caption("The oracle is still training: the model's own numbers are shown now, the gaps appear when it is done.")
+    comparison = None
+else:
+    second = oracle_b.result.classifier if oracle_b.finished_ok else None
+    comparison = workflow.compare(after, oracle_model, dataset, request, second, seconds,
+                                  workflow.train_seconds(oracle_a.result))
+    m_before.update(M.gap_metrics(m_before, p_before, comparison.oracle_metrics, p_oracle))
+
+rows = []
+for name in ("TA", "RA", "FA", "retained_TA", "forgotten_TA", "MIA", "PG", "KL", "AvgGap"):
+    if name not in m_after and (comparison is None or name not in comparison.metrics):
+        continue
+    row = {"metric": name, "before": m_before.get(name),
+           "after": (comparison.metrics if comparison else m_after).get(name)}
+    if comparison is not None:
+        row["oracle"] = comparison.oracle_metrics.get(name)
+        row["noise floor (oracle vs oracle)"] = (comparison.noise_floor or {}).get(name)
+    row["meaning"] = M.EXPLANATIONS[name]
+    rows.append(row)
+table = pd.DataFrame(rows)
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={c: st.column_config.NumberColumn(format="%.2f") for c in table.columns
+                            if c not in ("metric", "meaning")})
+cols = st.columns(3)
+cols[0].metric("Unlearning time", f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.1f} s",
+               help=M.EXPLANATIONS["seconds"])
+if comparison is not None and "speedup" in comparison.metrics:
+    cols[1].metric("Speed-up over retraining", f"{comparison.metrics['speedup']:,.0f}x", help=M.EXPLANATIONS["speedup"])
+if comparison is not None and comparison.noise_floor is None:
+    cols[2].caption("Noise floor: waiting for the second oracle.")
+st.download_button("Export this table (CSV)", table.to_csv(index=False), f"metrics-{request.key()}-{shown}.csv",
+                   "text/csv")
+
+st.subheader("Per-class test accuracy")
+per_class = pd.DataFrame({"class": [class_label(dataset, c) for c in range(dataset.num_classes)],
+                          "original": m_before["per_class"], "unlearned": m_after["per_class"]})
+if p_oracle is not None:
+    per_class["oracle"] = M.per_class_accuracy(p_oracle, dataset.y_test, dataset.num_classes)
+fig = go.Figure([go.Bar(name=c, x=per_class["class"], y=per_class[c]) for c in per_class.columns[1:]])
+fig.update_layout(barmode="group", height=320, margin=dict(t=10, b=10), yaxis_title="accuracy %")
+st.plotly_chart(fig, width="stretch")
+
+st.subheader("Predicted class before → after")
+matrix = workflow.transition_matrix(p_before, p_after, dataset.num_classes)
+names = [class_label(dataset, c) for c in range(dataset.num_classes)]
+heat = go.Figure(go.Heatmap(z=np.log1p(matrix), x=names, y=names, text=matrix, texttemplate="%{text}",
+                            colorscale="Blues", showscale=False,
+                            hovertemplate="before %{y}<br>after %{x}<br>%{text} test images<extra></extra>"))
+heat.update_layout(height=420, margin=dict(t=10, b=10), xaxis_title="after", yaxis_title="before",
+                   yaxis_autorange="reversed")
+st.plotly_chart(heat, width="stretch")
+
+st.subheader("Test images whose prediction changed")
+changed = workflow.changed_predictions(p_before, p_after, p_oracle, dataset.y_test)
+st.caption(f"{len(changed):,} of {len(dataset.y_test):,} test images changed their predicted class "
+           "(largest confidence shifts first).")
+limit = st.slider("Images to show", 8, 96, 24, 8, key="pred-limit")
+
+
+def caption(row: dict) -> str:
+    text = (f"true {dataset.class_names[row['label']]} | before {dataset.class_names[row['before']]} "
+            f"{row['before_conf']:.2f} | after {dataset.class_names[row['after']]} {row['after_conf']:.2f}")
+    if "oracle" in row:
+        text += f" | oracle {dataset.class_names[row['oracle']]} {row['oracle_conf']:.2f}"
+    return text
+
+
+image_grid_ui([dataset.x_test[r["test_id"]] for r in changed[:limit]], [caption(r) for r in changed[:limit]])
+st.download_button("Export changed predictions (JSON)", json.dumps(changed), f"changed-{request.key()}.json",
+                   "application/json")
+
+if done_runs or ready:
+    st.subheader("All runs of this request")
+    rows = []
+    for job in done_runs:
+        record = job.result
+        rows.append({"run": record["method"], "kind": record["kind"], "seconds": record["seconds"],
+                     **{k: record["comparison"].metrics.get(k) for k in ("TA", "RA", "FA", "MIA", "PG", "AvgGap",
+                                                                        "speedup")}})
+    if comparison is not None and shown in ready:
+        rows.append({"run": f"{shown} deletion", "kind": shown, "seconds": seconds,
+                     **{k: comparison.metrics.get(k) for k in ("TA", "RA", "FA", "MIA", "PG", "AvgGap", "speedup")}})
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+poll_while_active(jobs + runs)
