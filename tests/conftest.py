@@ -1,0 +1,31 @@
+"""Shared fixtures: one temporary model store for the whole run, and small trained models on digits."""
+
+import os
+import tempfile
+
+import pytest
+
+# Before any project import: the store and the app's default dataset for every test in this run.
+os.environ.setdefault("UE_HOME", tempfile.mkdtemp(prefix="ue-test-home-"))
+os.environ.setdefault("UE_DATASET", "digits")
+os.environ.setdefault("UE_NO_DOWNLOAD", "1")
+
+from core import bundle  # noqa: E402
+from core.data import load_dataset  # noqa: E402
+
+FAST = bundle.recipe("digits")  # the app's own recipe: tests, CLI and AppTest share the trained models
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def spm_model(digits):
+    return bundle.train_or_load("spm", digits, train_config=FAST).classifier
+
+
+@pytest.fixture(scope="session")
+def parametric_model(digits):
+    return bundle.train_or_load("parametric", digits, train_config=FAST).classifier

@@ -1,0 +1,91 @@
+"""AppTest runs of every page on digits, and two browser sessions that must not see each other's deletions."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pages.common import job_runner
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def wait_for_jobs():
+    for job in job_runner().jobs():
+        job.wait(600)
+
+
+def started_app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception, at.exception
+    wait_for_jobs()
+    return at.run()
+
+
+@pytest.fixture(scope="module")
+def app(spm_model, parametric_model):
+    return started_app()
+
+
+def forget_class(at: AppTest, label: str) -> AppTest:
+    at.switch_page("pages/forget.py").run()
+    at.multiselect(key="forget-classes").select(label).run()
+    at.radio(key="forget-kind").set_value("classes").run()
+    return at.button(key="forget-go").click().run()
+
+
+def test_models_page_shows_each_model(app):
+    assert not app.exception
+    labels = [m.label for m in app.metric]
+    assert labels.count("Test accuracy") >= 2
+    assert all(float(m.value.rstrip("%")) > 80 for m in app.metric if m.label == "Test accuracy")
+
+
+def test_forget_page_rejects_an_empty_request():
+    at = started_app()
+    at.switch_page("pages/forget.py").run()
+    at.button(key="forget-go").click().run()
+    assert any("Nothing was forgotten" in e.value for e in at.error)
+
+
+def test_forget_then_predictions_against_oracle_and_undo():
+    at = forget_class(started_app(), "0: 0")
+    assert not at.exception
+    assert any("Deleted" in s.value and "no weight changed" in s.value for s in at.success)
+    wait_for_jobs()
+    at.switch_page("pages/predictions.py").run()
+    wait_for_jobs()
+    at.run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    fa = table.set_index("metric").loc["FA"]
+    assert fa["after"] == 0.0 and fa["before"] > 80
+    assert "oracle" in table.columns and "noise floor (oracle vs oracle)" in table.columns
+    at.switch_page("pages/forget.py").run()
+    at.button(key="forget-undo").click().run()
+    assert any("Nothing is forgotten" in i.value for i in at.info)
+
+
+def test_ids_request_with_unknown_ids_is_refused():
+    at = started_app()
+    at.switch_page("pages/forget.py").run()
+    at.text_area(key="forget-ids").input("1, 2, 999999").run()
+    at.radio(key="forget-kind").set_value("sample ids").run()
+    at.button(key="forget-go").click().run()
+    assert any("999999" in e.value for e in at.error)
+
+
+def test_two_sessions_do_not_see_each_others_deletions():
+    first, second = started_app(), started_app()
+    forget_class(first, "1: 1")
+    second.switch_page("pages/predictions.py").run()
+    assert any("Nothing is forgotten" in i.value for i in second.info)
+    first.switch_page("pages/predictions.py").run()
+    assert any("class 1" in m.value or "1 (" in m.value for m in first.markdown)
+    # the original model that both sessions share still predicts class 1
+    from core import bundle
+    from core.data import load_dataset
+
+    ds = load_dataset("digits")
+    trained = bundle.train_or_load("spm", ds)
+    assert (trained.classifier.split_proba(ds, "test").argmax(1) == 1).sum() > 0

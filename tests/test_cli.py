@@ -1,0 +1,40 @@
+"""The command line end to end on digits, as a user would run it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str) -> tuple[int, dict]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_cli_train_forget_evaluate(digits, spm_model):
+    code, datasets = cli("datasets")
+    assert code == 0 and "digits" in datasets and "fashion-mnist" in datasets
+    code, out = cli("train", "--dataset", "digits", "--model", "spm")
+    assert code == 0 and out["test_acc"] > 80
+    code, out = cli("forget", "--dataset", "digits", "--model", "spm", "--classes", "0",
+                    "--method", "spm-delete")
+    assert code == 0, out
+    assert out["metrics"]["FA"] == 0.0 and out["metrics"]["forgotten_TA"] == 0.0
+    assert out["touched"]["parameters"] == 0 and out["metrics"]["speedup"] > 1
+    assert {"TA", "RA", "MIA", "PG", "KL", "AvgGap"} <= set(out["metrics"])
+
+
+def test_cli_rejects_bad_requests_clearly(tmp_path):
+    code, out = cli("forget", "--dataset", "digits", "--classes", "99", "--no-oracle")
+    assert code == 2 and "class" in out["error"]
+    ids = tmp_path / "ids.txt"
+    ids.write_text("1, 2, banana")
+    code, out = cli("forget", "--dataset", "digits", "--ids-file", str(ids), "--no-oracle")
+    assert code == 2 and "banana" in out["error"]
+    code, out = cli("forget", "--dataset", "digits", "--classes", "0", "--method", "nope", "--no-oracle")
+    assert code == 2 and "unknown" in out["error"]

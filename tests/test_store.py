@@ -1,0 +1,95 @@
+"""Checkpoints load weights only; corrupt, foreign or hostile files give a clear StoreError."""
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core import bundle, store
+from core.models import get_model_kind
+from tests.conftest import FAST
+
+
+def small_net(digits):
+    kind = get_model_kind("parametric")
+    return kind.build(digits, kind.config_cls())
+
+
+def test_save_and_load_roundtrip(digits):
+    net = small_net(digits)
+    saved = store.save_model("roundtrip-test", net, {"kind": "parametric", "config": {}})
+    other = small_net(digits)
+    store.load_weights(other, saved.path)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), other.state_dict().values()))
+    assert saved.meta["weights_sha256"] == store.file_sha256(saved.path / "weights.safetensors")
+
+
+def test_corrupt_weights_are_refused(digits, tmp_path):
+    (tmp_path / "weights.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(store.StoreError, match="not a readable safetensors"):
+        store.load_weights(small_net(digits), tmp_path)
+
+
+def test_weights_of_another_shape_are_refused(digits, tmp_path):
+    from safetensors.torch import save_file
+
+    state = {k: torch.zeros(3) for k in small_net(digits).state_dict()}
+    save_file(state, str(tmp_path / "weights.safetensors"))
+    with pytest.raises(store.StoreError, match="shape"):
+        store.load_weights(small_net(digits), tmp_path)
+
+
+class Hostile:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/ue-hostile-pickle-ran",))
+
+
+def test_hostile_pickle_checkpoint_is_not_executed(tmp_path):
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"w": Hostile()}, f)
+    Path("/tmp/ue-hostile-pickle-ran").unlink(missing_ok=True)
+    with pytest.raises(store.StoreError, match="weights-only"):
+        store.load_state_dict_file(path)
+    assert not Path("/tmp/ue-hostile-pickle-ran").exists()
+
+
+def test_plain_torch_state_dict_loads(digits, tmp_path):
+    net = small_net(digits)
+    torch.save(net.state_dict(), tmp_path / "ok.pt")
+    state = store.load_state_dict_file(tmp_path / "ok.pt")
+    assert set(state) == set(net.state_dict())
+
+
+def test_unreadable_metadata_is_reported(tmp_path):
+    (tmp_path / "meta.json").write_text("{not json")
+    with pytest.raises(store.StoreError, match="unreadable"):
+        store.read_meta(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps({"no": "kind"}))
+    with pytest.raises(store.StoreError, match="lacks"):
+        store.read_meta(tmp_path)
+
+
+def test_a_second_start_loads_instead_of_training(digits, spm_model, monkeypatch):
+    from dataclasses import replace
+
+    from core.models import registry
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again instead of loading")
+
+    bundle.forget_memo()
+    monkeypatch.setitem(registry._MODELS, "spm", replace(get_model_kind("spm"), fit=no_training))
+    reloaded = bundle.train_or_load("spm", digits, train_config=FAST).classifier
+    np.testing.assert_allclose(reloaded.split_proba(digits, "test"), spm_model.split_proba(digits, "test"), atol=1e-6)
+
+
+def test_runs_are_stored_and_listed():
+    store.save_run("run-test", {"method": "x", "metrics": {"TA": np.float32(1.5)}}, {"p": np.eye(2)})
+    record, arrays = store.load_run("run-test")
+    assert record["metrics"]["TA"] == 1.5 and np.array_equal(arrays["p"], np.eye(2))
+    assert any(r["key"] == "run-test" for r in store.list_runs())
