@@ -44,14 +44,15 @@ for kind in list_model_kinds():
         if job_status_ui(job):
             trained = job.result
             meta = trained.meta
-            cols = st.columns(4)
+            cols = st.columns(3)
             cols[0].metric("Test accuracy", f"{meta.get('test_acc', float('nan')):.2f}%",
                            help="% of held-out test images classified correctly.")
             train_s = workflow.train_seconds(trained)
             cols[1].metric("Training time", f"{train_s:.0f} s" if train_s else "n/a",
                            help="Wall-clock time of the training run that produced these weights.")
             cols[2].metric("Training images", f"{meta.get('num_train_ids', dataset.num_train):,}")
-            cols[3].metric("Stored as", trained.key[:18], help="Content hash of kind, configs and data.")
+            st.caption(f"Stored as `{trained.key}` (a content hash of kind, configs and data) · "
+                       f"data `{meta.get('dataset_fingerprint', '')}`")
             probs = trained.classifier.split_proba(dataset, "test")
             pred = probs.argmax(1)
             per_class = [(pred[dataset.y_test == c] == c).mean() * 100 for c in range(dataset.num_classes)]

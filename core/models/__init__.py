@@ -1,6 +1,6 @@
 """Model kinds; importing this package registers every kind."""
 
-from core.models import parametric, spm  # noqa: F401  (registration)
+from core.models import munkey, parametric, spm, vit  # noqa: F401  (registration)
 from core.models.registry import get_model_kind, list_model_kinds
 
 __all__ = ["get_model_kind", "list_model_kinds"]

@@ -1,0 +1,177 @@
+"""MUNKEY key deletion against its oracles (arXiv 2603.15033; issue 4; METHODS.md §2 and §5).
+
+    python bench/munkey.py                                   # Fashion-MNIST, random 10% (seed 0) and class 0
+    python bench/munkey.py --dataset digits --epochs 10      # a quick run
+    python bench/munkey.py --seeds 0,1,2 --settings self     # more request seeds, one self-retrieval setting
+
+For each self-retrieval setting (a training query may / may not retrieve its own entry) it trains or
+loads MUNKEY, the MUNKEY oracle retrained on D_r (and a second-seed oracle for the noise floor on random
+requests), and a plain ViT of the same size with the same budget (original and oracle). It prints TA,
+RA, FA and MIA AUROC after deletion, of the MUNKEY oracle and of the ViT oracle, the AvgGap to each
+oracle next to the noise floor, AvgGap before deletion, deletion time against oracle retrain time, A_img
+on the test and forget sets (and the oracle's A_img on the forget set), and the inference cost of K
+passes against one. The last line is one JSON object for the default setting (the one with the smaller
+AvgGap to the MUNKEY oracle on random 10%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from core import bundle, workflow  # noqa: E402
+from core.data import load_dataset, request_classes, request_random  # noqa: E402
+from core.eval import metrics as M  # noqa: E402
+from core.eval import munkey_diag  # noqa: E402
+from core.models.munkey import MunkeyConfig  # noqa: E402
+from core.models.vit import PlainViTConfig  # noqa: E402
+
+KEYS = ("TA", "RA", "FA", "MIA")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def train(kind, ds, config, tc, request=None, seed_offset=0):
+    tc = replace(tc, seed=tc.seed + seed_offset)
+    start = time.perf_counter()
+    model = bundle.train_or_load(kind, ds, config, tc, excluded=request)
+    log(f"  {kind} {'oracle ' + request.description if request else 'original'} seed+{seed_offset}: "
+        f"{time.perf_counter() - start:.1f}s (train_s {workflow.train_seconds(model)})")
+    return model
+
+
+def fmt(m: dict) -> str:
+    return "  ".join(f"{k} {m[k]:6.2f}" for k in KEYS)
+
+
+def avg_gap(a: dict, b: dict) -> float:
+    return float(np.mean([abs(a[k] - b[k]) for k in KEYS]))
+
+
+def bench_setting(ds, tc, self_retrieval: bool, requests, vit_models: dict, token_lr_scale: float | None) -> dict:
+    config = MunkeyConfig(self_retrieval=self_retrieval)
+    if token_lr_scale is not None:
+        config = replace(config, token_lr_scale=token_lr_scale)
+    name = "self" if self_retrieval else "no-self"
+    print(f"\n=== MUNKEY, self_retrieval={self_retrieval} ===", flush=True)
+    original = train(("munkey"), ds, config, tc)
+    model = original.classifier
+    out = {"test_acc": M.accuracy(model.split_proba(ds, "test"), ds.y_test), "requests": {}}
+    diag = munkey_diag.diagnostics(model, ds)
+    out["a_img_test"] = diag["A_img_test"]
+    out["pathway_sensitivity"] = diag["pathway_sensitivity"]
+    print(f"test acc {out['test_acc']:.2f}  A_img(test) {diag['A_img_test']:.2f}  "
+          f"pathway sensitivity {diag['pathway_sensitivity']:.3f}", flush=True)
+    cost = munkey_diag.inference_cost(model, ds.x_test[:2000])
+    out["inference_cost"] = cost
+    print(f"inference per image: K passes {cost['ensemble'] * 1e6:.1f} us, one pass {cost['single_pass'] * 1e6:.1f} us "
+          f"({cost['ensemble_over_single']:.2f}x), image only {cost['image_only'] * 1e6:.1f} us", flush=True)
+    for label, request in requests:
+        oracle = train("munkey", ds, config, tc, request)
+        result = workflow.run_method("munkey-delete", model, ds, request)
+        deleted = result.model
+        mk_o = M.model_metrics(oracle.classifier.split_proba(ds, "test"), oracle.classifier.split_proba(ds, "train"),
+                               ds, request)
+        after = M.model_metrics(deleted.split_proba(ds, "test"), deleted.split_proba(ds, "train"), ds, request)
+        before = M.model_metrics(model.split_proba(ds, "test"), model.split_proba(ds, "train"), ds, request)
+        vit_o = vit_models[label]
+        vit_m = M.model_metrics(vit_o.classifier.split_proba(ds, "test"), vit_o.classifier.split_proba(ds, "train"),
+                                ds, request)
+        row = {"after": after, "before": before, "oracle": mk_o, "vit_oracle": vit_m,
+               "avg_gap": avg_gap(after, mk_o), "avg_gap_before": avg_gap(before, mk_o),
+               "avg_gap_vit": avg_gap(after, vit_m), "delete_s": result.seconds,
+               "oracle_train_s": workflow.train_seconds(oracle)}
+        row["speedup"] = (row["oracle_train_s"] or float("nan")) / max(result.seconds, 1e-9)
+        if not request.classes:
+            oracle2 = train("munkey", ds, config, tc, request, seed_offset=workflow.NOISE_FLOOR_SEED_OFFSET)
+            o2 = M.model_metrics(oracle2.classifier.split_proba(ds, "test"),
+                                 oracle2.classifier.split_proba(ds, "train"), ds, request)
+            row["noise_floor"] = avg_gap(o2, mk_o)
+        d_after = munkey_diag.diagnostics(deleted, ds, request)
+        d_oracle = munkey_diag.diagnostics(oracle.classifier, ds, request)
+        row.update(a_img_forget=d_after["A_img_forget"], a_img_forget_oracle=d_oracle["A_img_forget"],
+                   a_img_test_oracle=d_oracle["A_img_test"])
+        out["requests"][label] = row
+        print(f"\n-- {request.description} ({len(request)} samples), self_retrieval={self_retrieval}", flush=True)
+        print(f"MUNKEY before deletion : {fmt(before)}   AvgGap {row['avg_gap_before']:.2f}")
+        print(f"MUNKEY after deletion  : {fmt(after)}   AvgGap {row['avg_gap']:.2f} (MUNKEY oracle)  "
+              f"{row['avg_gap_vit']:.2f} (ViT oracle)")
+        print(f"MUNKEY oracle          : {fmt(mk_o)}"
+              + (f"   noise floor AvgGap {row['noise_floor']:.2f}" if "noise_floor" in row else ""))
+        print(f"ViT oracle             : {fmt(vit_m)}")
+        print(f"A_img: test {diag['A_img_test']:.2f}, forget set {row['a_img_forget']:.2f} "
+              f"(oracle: test {row['a_img_test_oracle']:.2f}, forget set {row['a_img_forget_oracle']:.2f})")
+        print(f"deletion {row['delete_s'] * 1e3:.2f} ms, oracle retrain {row['oracle_train_s']:.1f} s: "
+              f"speed-up {row['speedup']:.0f}x", flush=True)
+    out["name"] = name
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--seeds", default="0", help="request seeds of the random 10%% request, comma separated")
+    ap.add_argument("--settings", default="both", choices=("both", "self", "no-self"))
+    ap.add_argument("--epochs", type=int, default=None, help="override the dataset recipe's epochs")
+    ap.add_argument("--token-lr-scale", type=float, default=None)
+    args = ap.parse_args()
+    ds = load_dataset(args.dataset)
+    tc = bundle.recipe(ds.name)
+    if args.epochs:
+        tc = replace(tc, epochs=args.epochs)
+    log(f"{ds.name}: {ds.num_train} train / {len(ds.y_test)} test, recipe {tc}")
+    requests = [(f"random10_s{s}", request_random(ds, 0.1, seed=int(s))) for s in args.seeds.split(",")]
+    requests.append(("class0", request_classes(ds, [0])))
+    print("=== plain ViT, same backbone and budget ===", flush=True)
+    vit = train("vit", ds, PlainViTConfig(), tc)
+    vit_acc = M.accuracy(vit.classifier.split_proba(ds, "test"), ds.y_test)
+    print(f"ViT test acc {vit_acc:.2f}  (train {workflow.train_seconds(vit):.1f}s)", flush=True)
+    vit_models = {label: train("vit", ds, PlainViTConfig(), tc, r) for label, r in requests}
+    settings = {"both": (True, False), "self": (True,), "no-self": (False,)}[args.settings]
+    results = [bench_setting(ds, tc, s, requests, vit_models, args.token_lr_scale) for s in settings]
+
+    def random_gap(r):
+        return float(np.mean([v["avg_gap"] for k, v in r["requests"].items() if k.startswith("random10")]))
+
+    print("\n=== summary ===")
+    for r in results:
+        print(f"{r['name']:8s} test acc {r['test_acc']:.2f} (ViT {vit_acc:.2f})  AvgGap random10 {random_gap(r):.2f}"
+              f"  class0 {r['requests']['class0']['avg_gap']:.2f}")
+    best = min(results, key=random_gap)
+    print(f"default by AvgGap on random 10%: {best['name']} "
+          f"(MunkeyConfig().self_retrieval = {MunkeyConfig().self_retrieval})", flush=True)
+    rand = [v for k, v in best["requests"].items() if k.startswith("random10")]
+
+    def mean(key, sub=None):
+        return float(np.mean([(v[sub][key] if sub else v[key]) for v in rand]))
+
+    summary = {
+        "dataset": ds.name, "default_setting": best["name"],
+        "munkey_test_acc": best["test_acc"], "vit_test_acc": vit_acc,
+        "avg_gap_random10": mean("avg_gap"), "avg_gap_random10_before": mean("avg_gap_before"),
+        "avg_gap_random10_vit_oracle": mean("avg_gap_vit"),
+        "noise_floor_avg_gap_random10": mean("noise_floor"),
+        "fa_deleted": mean("FA", "after"), "fa_oracle": mean("FA", "oracle"),
+        "mia_auroc_deleted": mean("MIA", "after"), "mia_auroc_oracle": mean("MIA", "oracle"),
+        "speedup_oracle_over_delete": mean("speedup"),
+        "a_img_test": best["a_img_test"], "a_img_forget": mean("a_img_forget"),
+        "avg_gap_class0": best["requests"]["class0"]["avg_gap"],
+        "inference_k_over_single": best["inference_cost"]["ensemble_over_single"],
+        "other_settings": {r["name"]: {"test_acc": r["test_acc"], "avg_gap_random10": random_gap(r)}
+                           for r in results if r is not best},
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

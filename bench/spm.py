@@ -1,0 +1,115 @@
+"""SPM on Fashion-MNIST: accuracy, training and deletion time, and the gap to retrained oracles.
+
+    python bench/spm.py [--dataset fashion-mnist] [--home DIR] [--reuse]
+
+Everything is measured in this one run: by default the models are trained into a fresh store (``--home``,
+a temporary folder), so training and oracle times come from this machine now. ``--reuse`` uses the normal
+store instead (times are then those recorded when the models were trained). Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def timed(fn, repeats: int = 1):
+    """(result of the last call, median seconds over ``repeats`` calls)."""
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return out, statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--home", help="model store for this run (default: a new temporary folder)")
+    ap.add_argument("--reuse", action="store_true", help="use the normal store and its recorded times")
+    args = ap.parse_args()
+    if not args.reuse:
+        os.environ["UE_HOME"] = args.home or tempfile.mkdtemp(prefix="ue-bench-spm-")
+
+    from core import workflow
+    from core.data import load_dataset, request_classes, request_random
+    from core.eval import metrics as M
+
+    def log(fraction, message):
+        print(f"  [{fraction * 100:5.1f}%] {message}", file=sys.stderr, end="\r")
+
+    ds = load_dataset(args.dataset)
+    print(f"dataset {ds.name}: {ds.num_train} train / {len(ds.y_test)} test; store {os.environ.get('UE_HOME')}")
+    parametric = workflow.original("parametric", ds, progress=log)
+    spm = workflow.original("spm", ds, progress=log)
+    out = {"spm_test_acc": spm.meta["test_acc"], "parametric_test_acc": parametric.meta["test_acc"],
+           "spm_train_s": workflow.train_seconds(spm), "parametric_train_s": workflow.train_seconds(parametric)}
+    print(f"\ntest accuracy: SPM {out['spm_test_acc']:.2f}%  parametric {out['parametric_test_acc']:.2f}%  "
+          f"(same encoder and epochs; SPM trained in {out['spm_train_s']:.0f} s, "
+          f"parametric in {out['parametric_train_s']:.0f} s)")
+
+    model = spm.classifier
+    requests = {"class0": request_classes(ds, [0]), "random10": request_random(ds, 0.1, 0)}
+    for name, request in requests.items():
+        ids = list(request.ids)
+        deleted, incremental_s = timed(lambda ids=ids: model.forget(ids), repeats=5)
+        _, reencode_s = timed(lambda ids=ids: model.forget(ids, mode="reencode"))
+
+        def page_update(ids=ids):  # what the Predictions page computes after a deletion
+            after = model.forget(ids)
+            return M.model_metrics(after.split_proba(ds, "test"), after.split_proba(ds, "train"), ds, request)
+
+        _, page_s = timed(page_update, repeats=3)
+        oracle = workflow.oracle("spm", ds, request, progress=log)
+        oracle_s = workflow.train_seconds(oracle)
+        cmp = workflow.compare(deleted, oracle.classifier, ds, request, None, incremental_s, oracle_s)
+        before = M.evaluate(model, oracle.classifier, ds, request)
+        print(f"\n== {request.description}: {len(ids)} samples")
+        print(f"deletion: incremental {incremental_s * 1e3:.3f} ms, re-encode {reencode_s:.2f} s; "
+              f"oracle retrain {oracle_s:.0f} s -> oracle / incremental = {oracle_s / incremental_s:,.0f}x, "
+              f"oracle / re-encode = {oracle_s / reencode_s:,.0f}x; predictions page update {page_s * 1e3:.0f} ms")
+        m, o = cmp.metrics, cmp.oracle_metrics
+        print(f"after deletion vs oracle: PG {m['PG']:.2f}  KL {m['KL']:.4f}  (before deletion PG {before['PG']:.2f})")
+        print(f"TA {m['TA']:.2f} / oracle {o['TA']:.2f}   RA {m['RA']:.2f} / {o['RA']:.2f}   "
+              f"FA {m['FA']:.2f} / {o['FA']:.2f}   MIA {m['MIA']:.2f} / {o['MIA']:.2f}")
+        out.update({f"pg_{name}": m["PG"], f"kl_{name}": m["KL"], f"fa_{name}": m["FA"],
+                    f"fa_{name}_oracle": o["FA"], f"mia_auroc_{name}": m["MIA"],
+                    f"mia_auroc_{name}_oracle": o["MIA"], f"pg_{name}_before": before["PG"],
+                    f"delete_incremental_s_{name}": incremental_s, f"delete_reencode_s_{name}": reencode_s,
+                    f"oracle_train_s_{name}": oracle_s, f"predictions_update_s_{name}": page_s})
+        if name == "random10":
+            second = workflow.oracle("spm", ds, request, seed_offset=1, progress=log)
+            floor = M.noise_floor(oracle.classifier, second.classifier, ds, request)
+            knn_model, knn_oracle = model.with_mode("knn"), oracle.classifier.with_mode("knn")
+            knn = M.evaluate(knn_model.forget(ids), knn_oracle, ds, request)
+            knn_before = M.evaluate(knn_model, knn_oracle, ds, request)
+            print(f"noise floor (oracle seed 0 vs seed 1): PG {floor['PG']:.2f}  KL {floor['KL']:.4f}  "
+                  f"FA {floor['FA']:.2f}")
+            print(f"kNN mode (k={knn_model.config.knn_k}) vs kNN-mode oracle: PG {knn['PG']:.2f} "
+                  f"(before deletion {knn_before['PG']:.2f})  FA {knn['FA']:.2f} / oracle "
+                  f"{M.model_metrics(knn_oracle.split_proba(ds, 'test'), knn_oracle.split_proba(ds, 'train'), ds, request)['FA']:.2f}"
+                  f"  TA {knn['TA']:.2f}")
+            out.update({"noise_floor_pg_random10": floor["PG"], "pg_random10_knn": knn["PG"],
+                        "fa_random10_knn": knn["FA"], "pg_random10_knn_before": knn_before["PG"],
+                        "delete_incremental_s": incremental_s, "delete_reencode_s": reencode_s,
+                        "oracle_train_s": oracle_s, "speedup_oracle_over_delete": oracle_s / incremental_s})
+    keys = ["spm_test_acc", "parametric_test_acc", "spm_train_s", "delete_incremental_s", "delete_reencode_s",
+            "oracle_train_s", "speedup_oracle_over_delete", "pg_class0", "pg_random10", "noise_floor_pg_random10",
+            "fa_class0", "fa_random10", "fa_random10_oracle", "mia_auroc_random10", "mia_auroc_random10_oracle",
+            "pg_random10_before", "pg_random10_knn", "fa_random10_knn"]
+    extra = {k: v for k, v in out.items() if k not in keys}
+    print("\nother measurements:", json.dumps({k: round(v, 6) for k, v in extra.items()}))
+    print(json.dumps({k: round(out[k], 6) for k in keys}))
+
+
+if __name__ == "__main__":
+    main()

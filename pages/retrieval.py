@@ -1,0 +1,88 @@
+"""Retrieval: the training samples MUNKEY reads for one test image, before and after this session's deletion."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core.eval import munkey_diag
+from pages.common import forget_session, image_grid_ui, job_status_ui, model_job, poll_while_active
+
+st.header("Retrieval (MUNKEY)")
+st.caption("MUNKEY (arXiv 2603.15033) retrieves the K training samples whose frozen keys are nearest to the image "
+           "and reads each one's learned exemplar token; forgetting deletes keys, so deleted samples can never be "
+           "retrieved again. No weight changes.")
+dataset = st.session_state.get("dataset")
+if dataset is None:
+    st.warning("No dataset is loaded: pick one in the sidebar.")
+    st.stop()
+
+job = model_job("munkey", dataset, start=False)
+if job is None:
+    st.info("MUNKEY is not loaded for this dataset.")
+    if st.button("Load or train MUNKEY", key="retrieval-load"):
+        model_job("munkey", dataset)
+        st.rerun()
+    st.stop()
+if not job_status_ui(job, "MUNKEY"):
+    poll_while_active([job])
+    st.stop()
+
+trained = job.result
+model = trained.classifier
+session = forget_session(dataset)
+applied = session.apply_by_design(trained.key, model)
+after = applied.model if applied is not None else None
+
+n_test = len(dataset.y_test)
+if "retrieval-test-id" not in st.session_state:
+    st.session_state["retrieval-test-id"] = 0
+cols = st.columns([2, 1])
+if cols[1].button("Random test image", key="retrieval-random"):
+    st.session_state["retrieval-test-id"] = int(np.random.default_rng().integers(n_test))
+test_id = int(cols[0].number_input("Test image id", 0, n_test - 1, step=1, key="retrieval-test-id"))
+x = dataset.x_test[test_id:test_id + 1]
+names = dataset.class_names
+
+
+def panel_ui(title: str, explained: dict, deleted: set[int]) -> None:
+    proba = explained["proba"][0]
+    st.markdown(f"**{title}**: predicts **{names[int(proba.argmax())]}** ({proba.max():.2f})")
+    ids, weights, sims = explained["ids"][0], explained["weights"][0], explained["similarity"][0]
+    passes = explained.get("pass_proba")
+    images, captions = [], []
+    for j, (i, w, s) in enumerate(zip(ids, weights, sims)):
+        if i < 0:
+            continue
+        text = f"#{i} {names[dataset.y_train[i]]} | weight {w:.2f} | cos {s:.2f}"
+        if passes is not None:
+            text += f" | pass says {names[int(passes[0, j].argmax())]}"
+        if int(i) in deleted:
+            text += " | FORGOTTEN"
+        images.append(dataset.x_train[i])
+        captions.append(text)
+    image_grid_ui(images, captions, columns=max(1, len(images)))
+
+
+left, right = st.columns([1, 4])
+left.image(dataset.x_test[test_id][0] if dataset.x_test.shape[1] == 1 else dataset.x_test[test_id].transpose(1, 2, 0),
+           caption=f"test #{test_id}: {names[dataset.y_test[test_id]]}", width=120, clamp=True)
+deleted = set(session.current.ids) if session.current is not None else set()
+with right:
+    before_expl = model.explain(x)
+    panel_ui("Before deletion", before_expl, deleted)
+    if after is None:
+        st.info("Nothing is forgotten in this session: choose what to forget on the Forget page to see the "
+                "retrieval after deletion.")
+    else:
+        after_expl = after.explain(x)
+        panel_ui(f"After forgetting {session.current.description}", after_expl, set())
+        gone = sorted(set(before_expl["ids"][0].tolist()) - set(after_expl["ids"][0].tolist()))
+        if gone:
+            st.caption(f"No longer retrieved: {', '.join(f'#{i}' for i in gone)}")
+
+with st.expander("What the shared weights know without the memory (A_img)"):
+    st.markdown(munkey_diag.EXPLANATIONS["A_img"])
+    st.markdown(munkey_diag.EXPLANATIONS["pathway_sensitivity"])
+    if st.button("Compute A_img", key="retrieval-aimg"):
+        diag = munkey_diag.diagnostics(after or model, dataset, session.current)
+        st.dataframe(pd.DataFrame([diag]), hide_index=True)

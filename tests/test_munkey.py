@@ -1,0 +1,157 @@
+"""MUNKEY (arXiv 2603.15033): deletion removes memory entries by id, never weights, never reads D_f."""
+
+from dataclasses import replace
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core import bundle
+from core.data import request_classes, request_random
+from core.eval import munkey_diag
+from core.models import get_model_kind, list_model_kinds
+from core.models.munkey import MunkeyConfig, RandomKeyEncoder, fit_munkey
+from core.models.training import TrainConfig
+from core.unlearn import get_method, list_methods
+
+TINY = TrainConfig(epochs=3, batch_size=64, lr=0.1)
+
+
+@pytest.fixture(scope="module")
+def munkey(digits):
+    return bundle.train_or_load("munkey", digits, MunkeyConfig(), TINY).classifier
+
+
+def test_registered():
+    assert {"munkey", "vit"} <= set(list_model_kinds())
+    assert get_model_kind("munkey").by_design
+    assert list_methods("munkey") == ["munkey-delete"]
+
+
+def test_key_encoder_depends_on_no_data(digits):
+    """Same seed -> same keys for any model; no trainable parameter and nothing saved with the weights."""
+    a, b = RandomKeyEncoder(1, MunkeyConfig().keys), RandomKeyEncoder(1, MunkeyConfig().keys)
+    assert not list(a.parameters()) and not a.state_dict()
+    x = torch.as_tensor(digits.x_test[:16])
+    assert torch.equal(a(x), b(x))
+    net = get_model_kind("munkey").build(digits, MunkeyConfig())
+    assert not any(k.startswith("key_encoder") for k in net.state_dict())
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_deleted_key_is_never_retrieved(munkey, digits, data):
+    n = digits.num_train
+    deleted = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n // 2, unique=True))
+    queries = data.draw(st.lists(st.integers(0, len(digits.y_test) - 1), min_size=1, max_size=8, unique=True))
+    forgotten = munkey.forget(deleted)
+    ids, weights = forgotten.retrieve(digits.x_test[queries])
+    assert not np.isin(ids, deleted).any()
+    assert ids.shape == (len(queries), munkey.config.k) and (ids >= 0).all()
+    np.testing.assert_allclose(weights.sum(1), 1, atol=1e-6)
+    # forget samples queried themselves (the cached split path) never find their own entries either
+    train_ids, _ = forgotten.neighbours(forgotten.split_keys(digits, "train"), cache=(digits.fingerprint(), "train"))
+    assert not np.isin(train_ids, deleted).any()
+    direct, _ = forgotten.neighbours(forgotten.split_keys(digits, "train")[deleted])
+    np.testing.assert_array_equal(direct, train_ids[deleted])
+
+
+def test_deletion_touches_no_weight_and_not_the_original(munkey, digits):
+    before = {k: v.clone() for k, v in munkey.networks()["net"].state_dict().items()}
+    probs = munkey.split_proba(digits, "test").copy()
+    request = request_random(digits, 0.3, 0)
+    deleted = get_method("munkey-delete").run(munkey, digits, request, get_method("munkey-delete").config_cls())
+    after = deleted.model.networks()["net"].state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert deleted.touched["parameters"] == 0
+    assert munkey.active.all()
+    np.testing.assert_array_equal(munkey.split_proba(digits, "test"), probs)
+    assert not np.array_equal(deleted.model.split_proba(digits, "test"), probs)
+
+
+def test_restore_gives_identical_predictions(munkey, digits):
+    ids = request_random(digits, 0.25, 5).ids
+    restored = munkey.forget(ids).restore(ids)
+    np.testing.assert_array_equal(restored.split_proba(digits, "test"), munkey.split_proba(digits, "test"))
+    np.testing.assert_array_equal(restored.predict_proba(digits.x_test[:50]), munkey.predict_proba(digits.x_test[:50]))
+    with pytest.raises(ValueError, match="already forgotten"):
+        munkey.forget(ids).forget(ids[:3])
+
+
+def test_deletion_reads_no_forget_image_or_label(munkey, digits):
+    request = request_classes(digits, [3])
+    mask = request.mask(digits.num_train)
+    x = digits.x_train.copy()
+    x[mask] = np.nan
+    y = digits.y_train.copy()
+    y[mask] = np.random.default_rng(0).permutation(y[mask])
+    y[mask] = (y[mask] + 1) % digits.num_classes
+    poisoned = SimpleNamespace(**{**digits.__dict__, "x_train": x, "y_train": y})
+    spec = get_method("munkey-delete")
+    honest = spec.run(munkey, digits, request, spec.config_cls()).model
+    blind = spec.run(munkey, poisoned, request, spec.config_cls()).model
+    np.testing.assert_array_equal(blind.active, honest.active)
+    np.testing.assert_array_equal(blind.split_proba(digits, "test"), honest.split_proba(digits, "test"))
+
+
+@pytest.mark.parametrize("self_retrieval", [True, False])
+def test_self_retrieval_option_holds_in_every_batch(digits, self_retrieval):
+    config = MunkeyConfig(self_retrieval=self_retrieval)
+    train_ids = np.flatnonzero(~request_random(digits, 0.2, 1).mask(digits.num_train))  # an oracle's D_r
+    seen = []
+
+    def hook(batch, retrieved):
+        seen.append(len(batch))
+        assert np.isin(retrieved, train_ids).all()  # never an entry outside this model's memory
+        own = retrieved == batch[:, None]
+        if self_retrieval:
+            assert own[:, 0].all() and not own[:, 1:].any()
+        else:
+            assert not own.any()
+
+    net = get_model_kind("munkey").build(digits, config)
+    fit_munkey(net, digits, train_ids, config, replace(TINY, epochs=1), batch_hook=hook)
+    assert sum(seen) == len(train_ids)
+
+
+def test_store_round_trip_and_options(munkey, digits):
+    bundle.forget_memo()
+    loaded = bundle.train_or_load("munkey", digits, MunkeyConfig(), TINY, allow_train=False).classifier
+    np.testing.assert_allclose(loaded.split_proba(digits, "test"), munkey.split_proba(digits, "test"), atol=1e-6)
+    for aggregation in ("softmax", "rank"):
+        probs = munkey.with_options(aggregation=aggregation).predict_proba(digits.x_test[:20])
+        np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+    diag = munkey_diag.diagnostics(munkey, digits, request_random(digits, 0.1, 0))
+    assert 0 <= diag["A_img_test"] <= 100 and "A_img_forget" in diag
+    rows = munkey_diag.retrieval_before_after(munkey, munkey.forget(request_classes(digits, [0]).ids),
+                                              digits.x_test[digits.y_test == 0][:3])
+    assert all(not set(r["after"]["ids"]) & set(request_classes(digits, [0]).ids) for r in rows)
+
+
+def test_retrieval_page_before_and_after_deletion():
+    """AppTest: load MUNKEY from the panel, forget class 0, and see no class-0 sample retrieved after."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from pages.common import job_runner
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=180).run()
+    at.switch_page("pages/retrieval.py").run()
+    if any(b.key == "retrieval-load" for b in at.button):  # the Models page may have started it already
+        at.button(key="retrieval-load").click().run()
+    for job in job_runner().jobs():
+        job.wait(600)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("Before deletion" in m.value for m in at.markdown)
+    at.switch_page("pages/forget.py").run()
+    at.multiselect(key="forget-classes").select(at.multiselect(key="forget-classes").options[0]).run()
+    at.radio(key="forget-kind").set_value("classes").run()
+    at.button(key="forget-go").click().run()
+    at.switch_page("pages/retrieval.py").run()
+    assert not at.exception, at.exception
+    assert any("After forgetting" in m.value for m in at.markdown)
