@@ -1,0 +1,178 @@
+"""A real browser against `streamlit run`: lasso on the embedding map -> image grid -> forget -> Predictions.
+
+Uses Debian's chromium (Playwright downloads no browser); skipped cleanly when it or Playwright is absent.
+Screenshots go to test-output/ (ignored by git).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "test-output"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+STARTUP_S = 60
+MODEL_S = 120  # the SPM is trained before the app starts; the page only loads it
+
+sync_api = pytest.importorskip("playwright.sync_api")
+if not Path(CHROMIUM).is_file() and shutil.which("chromium") is None:
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    home = tmp_path_factory.mktemp("ue-home")
+    port = _free_port()
+    env = {**os.environ, "UE_HOME": str(home), "UE_DATASET": "digits", "UE_NO_DOWNLOAD": "1",
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    # Train the SPM first: the app then loads it at once instead of queueing it behind every other model.
+    subprocess.run([sys.executable, "-c", "from core import workflow; from core.data import load_dataset; "
+                    "workflow.original('spm', load_dataset('digits'))"], cwd=ROOT, env=env, check=True, timeout=300)
+    log = open(home / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
+         "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + STARTUP_S
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.terminate()
+        pytest.fail(f"streamlit did not start: {(home / 'streamlit.log').read_text()[-2000:]}")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+POINTS_JS = """
+() => {
+  const gd = document.querySelector('.js-plotly-plot');
+  const box = gd.getBoundingClientRect();
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+  const out = [];
+  for (const t of gd._fullData) {
+    if (t.xaxis !== 'x' || !t.customdata || t.name === 'selected') continue;
+    for (let i = 0; i < t.x.length; i++) {
+      out.push([t.customdata[i], box.left + xa._offset + xa.l2p(t.x[i]), box.top + ya._offset + ya.l2p(t.y[i])]);
+    }
+  }
+  return out;
+}
+"""
+
+
+def _inside(px: float, py: float, poly: list[tuple[float, float]]) -> bool:
+    inside = False
+    for (x1, y1), (x2, y2) in zip(poly, poly[1:] + poly[:1]):
+        if (y1 > py) != (y2 > py) and px < (x2 - x1) * (py - y1) / (y2 - y1) + x1:
+            inside = not inside
+    return inside
+
+
+def _edge_distance(px: float, py: float, poly: list[tuple[float, float]]) -> float:
+    best = float("inf")
+    for (x1, y1), (x2, y2) in zip(poly, poly[1:] + poly[:1]):
+        dx, dy = x2 - x1, y2 - y1
+        t = max(0.0, min(1.0, ((px - x1) * dx + (py - y1) * dy) / (dx * dx + dy * dy or 1)))
+        best = min(best, ((px - x1 - t * dx) ** 2 + (py - y1 - t * dy) ** 2) ** 0.5)
+    return best
+
+
+def _lasso_polygon(points, centre, radius: float) -> list[tuple[float, float]]:
+    """An octagon around ``centre`` (pixel coordinates)."""
+    import math
+
+    cx, cy = centre
+    return [(cx + radius * math.cos(a * math.pi / 4), cy + radius * math.sin(a * math.pi / 4)) for a in range(8)]
+
+
+def test_lasso_grid_forget_predictions(app_url):
+    OUT.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium"),
+                                    args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.goto(app_url, timeout=STARTUP_S * 1000)
+        # Wait for the app's own navigation (title-case links): before app.py has run once, Streamlit
+        # briefly lists the files of pages/ instead.
+        page.get_by_text("Unlearning Explorer").first.wait_for(timeout=STARTUP_S * 1000)
+        page.get_by_role("link", name="Embeddings", exact=True).first.click()
+        page.get_by_text("Selection:").first.wait_for(timeout=MODEL_S * 1000)
+        page.locator("[data-testid='stRadio'] label").filter(has_text="PCA").first.click()
+        page.get_by_text("PCA layout:").first.wait_for(timeout=30_000)
+        page.wait_for_selector(".js-plotly-plot .nsewdrag", timeout=30_000)
+        time.sleep(1.0)
+        page.screenshot(path=str(OUT / "embeddings-1-map.png"), full_page=True)
+
+        points = page.evaluate(POINTS_JS)
+        assert len(points) > 100, "the map shows too few points"
+        # Lasso around a training sample, growing the loop until it holds a handful of samples.
+        train_points = [pt for pt in points if pt[0].startswith("train:")]
+        centre = train_points[len(train_points) // 2][1:]
+        for radius in (12, 18, 26, 36, 50):
+            poly = _lasso_polygon(points, centre, radius)
+            certain = {k for k, x, y in points if _inside(x, y, poly) and _edge_distance(x, y, poly) > 3}
+            unsure = {k for k, x, y in points if _edge_distance(x, y, poly) <= 3}
+            if len(certain) >= 4:
+                break
+        assert 1 <= len(certain) + len(unsure) <= 60
+
+        page.mouse.move(*poly[0])
+        page.mouse.down()
+        for x, y in poly[1:] + poly[:1]:
+            page.mouse.move(x, y, steps=6)
+        page.mouse.up()
+
+        grid = page.locator("div[data-grid='selection'] figure.ue-thumb")
+        page.wait_for_function("() => document.querySelectorAll(\"div[data-grid='selection'] figure\").length > 0",
+                               timeout=60_000)
+        time.sleep(1.5)  # the follow-selection rerun redraws once more
+        shown = set(grid.evaluate_all("els => els.map(e => e.dataset.key)"))
+        page.screenshot(path=str(OUT / "embeddings-2-selection.png"), full_page=True)
+        assert certain <= shown, f"selected samples missing from the grid: {sorted(certain - shown)[:10]}"
+        assert shown <= certain | unsure, f"grid shows unselected samples: {sorted(shown - certain - unsure)[:10]}"
+        page.get_by_text(f"Selection: {len(shown)} samples").first.wait_for(timeout=10_000)
+
+        train_ids = sorted(int(k.split(":")[1]) for k in shown if k.startswith("train:"))
+        assert train_ids, "the lasso caught no training sample"
+        page.get_by_role("button", name=f"Forget the selection ({len(train_ids)} training samples)").click()
+        page.get_by_text("Now forgetting").first.wait_for(timeout=60_000)
+        page.screenshot(path=str(OUT / "embeddings-3-forgotten.png"), full_page=True)
+
+        page.get_by_role("link", name="Predictions", exact=True).first.click()
+        noun = "id" if len(train_ids) == 1 else "ids"
+        page.get_by_text(f"Forgetting {len(train_ids)} {noun}").first.wait_for(timeout=60_000)
+        text = page.inner_text("[data-testid='stMain']")
+        assert f"({len(train_ids)} training samples)" in text or f"({len(train_ids)} training sample" in text
+        page.screenshot(path=str(OUT / "embeddings-4-predictions.png"), full_page=True)
+        browser.close()
