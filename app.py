@@ -17,8 +17,11 @@ PAGES = [
     ("pages/retrieval.py", "Retrieval", ":material/manage_search:"),
 ]
 
-navigation = st.navigation([st.Page(path, title=title, icon=icon) for path, title, icon in PAGES
-                            if (HERE / path).is_file()])
+pages = {path: st.Page(path, title=title, icon=icon) for path, title, icon in PAGES if (HERE / path).is_file()}
+navigation = st.navigation(list(pages.values()))
 st.sidebar.title("Unlearning Explorer")
 st.session_state["dataset"] = sidebar_ui()
+goto = st.session_state.pop("goto_page", None)  # a page opened by its URL before app.py ran
+if goto in pages:
+    st.switch_page(pages[goto])
 navigation.run()

@@ -191,3 +191,12 @@ def class_label(dataset: Dataset, c: int) -> str:
 def recipe_note(dataset: Dataset) -> str:
     tc = bundle.recipe(dataset.name)
     return f"{tc.epochs} epochs, batch {tc.batch_size}, lr {tc.lr}, seed {tc.seed}"
+
+
+def page_dataset(page_file: str) -> Dataset | None:
+    """The sidebar's dataset. A page opened by its own URL runs without app.py (Streamlit serves files in
+    pages/ directly): send it through app.py, which builds the sidebar and comes back to this page."""
+    if "dataset" not in st.session_state:
+        st.session_state["goto_page"] = os.path.relpath(page_file, os.path.dirname(os.path.dirname(page_file)))
+        st.switch_page("app.py")
+    return st.session_state["dataset"]

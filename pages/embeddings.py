@@ -20,6 +20,7 @@ from pages.common import (
     job_status_ui,
     model_job,
     oracle_job,
+    page_dataset,
     poll_while_active,
     ready_model,
 )
@@ -51,7 +52,7 @@ def session_memo(name: str, key, build):
 
 
 st.header("Embeddings")
-dataset = st.session_state.get("dataset")
+dataset = page_dataset(__file__)
 if dataset is None:
     st.warning("No dataset is loaded: pick one in the sidebar.")
     st.stop()

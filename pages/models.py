@@ -10,10 +10,10 @@ import streamlit as st
 from core import bundle, workflow
 from core.data import DataError, load_npz
 from core.models import get_model_kind, list_model_kinds
-from pages.common import class_label, job_status_ui, model_job, poll_while_active, recipe_note
+from pages.common import class_label, job_status_ui, model_job, page_dataset, poll_while_active, recipe_note
 
 st.header("Models")
-dataset = st.session_state.get("dataset")
+dataset = page_dataset(__file__)
 if dataset is None:
     st.warning("No dataset is loaded: pick another one in the sidebar or upload your own below.")
     st.stop()
@@ -26,7 +26,8 @@ st.markdown(
 
 small = dataset.num_train <= 5000
 jobs = []
-for kind in list_model_kinds():
+FIRST = ("parametric", "spm")  # queued first: the models every page uses
+for kind in sorted(list_model_kinds(), key=lambda k: (k not in FIRST, FIRST.index(k) if k in FIRST else 0)):
     spec = get_model_kind(kind)
     with st.container(border=True):
         st.subheader(f"{kind} {'· by design' if spec.by_design else ''}")

@@ -17,12 +17,13 @@ from pages.common import (
     job_runner,
     job_status_ui,
     oracle_job,
+    page_dataset,
     poll_while_active,
     ready_model,
 )
 
 st.header("Predictions")
-dataset = st.session_state.get("dataset")
+dataset = page_dataset(__file__)
 if dataset is None:
     st.warning("No dataset is loaded: pick one in the sidebar.")
     st.stop()

@@ -5,13 +5,13 @@ import pandas as pd
 import streamlit as st
 
 from core.eval import munkey_diag
-from pages.common import forget_session, image_grid_ui, job_status_ui, model_job, poll_while_active
+from pages.common import forget_session, image_grid_ui, job_status_ui, model_job, page_dataset, poll_while_active
 
 st.header("Retrieval (MUNKEY)")
 st.caption("MUNKEY (arXiv 2603.15033) retrieves the K training samples whose frozen keys are nearest to the image "
            "and reads each one's learned exemplar token; forgetting deletes keys, so deleted samples can never be "
            "retrieved again. No weight changes.")
-dataset = st.session_state.get("dataset")
+dataset = page_dataset(__file__)
 if dataset is None:
     st.warning("No dataset is loaded: pick one in the sidebar.")
     st.stop()
