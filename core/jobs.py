@@ -7,11 +7,12 @@ share one job. Results are immutable; a failed or cancelled job keeps its messag
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,8 @@ class Job:
     error: str = ""
     started: float = 0.0
     finished: float = 0.0
-    future: Future | None = None
+    priority: int = 1
+    done_event: threading.Event = field(default_factory=threading.Event)
 
     @property
     def finished_ok(self) -> bool:
@@ -46,36 +48,60 @@ class Job:
 
     def cancel(self) -> None:
         self.cancel_token.cancel()
-        if self.state == "queued" and self.future is not None and self.future.cancel():
+        if self.state == "queued":
             self.state, self.message = "cancelled", "cancelled before it started"
+            self.done_event.set()
 
     def wait(self, timeout: float | None = None) -> Any:
-        if self.future is not None:
-            try:
-                self.future.result(timeout)
-            except Exception:  # the job records its own error
-                pass
+        self.done_event.wait(timeout)
         return self.result
 
 
 class JobRunner:
-    """Runs submitted work on a small thread pool (one worker by default: two CPU cores are shared)."""
+    """Runs submitted work on a few worker threads (one by default: two CPU cores are shared).
+
+    Queued jobs start by priority, then by submission: 0 for what a user is waiting on now (loading a
+    stored model), 1 for oracles and method runs, 2 for training models nobody has asked to use yet.
+    """
 
     def __init__(self, workers: int = 1):
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ue-job")
         self._jobs: dict[str, Job] = {}
+        self._queue: list[tuple[int, int, Job, Callable]] = []
+        self._order = itertools.count()
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._closed = False
+        self._threads = [threading.Thread(target=self._worker, name=f"ue-job-{i}", daemon=True)
+                         for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
 
-    def submit(self, key: str, title: str, work: Callable[[Progress, CancelToken], Any]) -> Job:
-        """Start ``work(progress, cancel)`` unless a job with ``key`` is queued, running or done."""
+    def submit(self, key: str, title: str, work: Callable[[Progress, CancelToken], Any], priority: int = 1) -> Job:
+        """Queue ``work(progress, cancel)`` unless a job with ``key`` is queued, running or done."""
         with self._lock:
             job = self._jobs.get(key)
             if job is not None and job.state in ("queued", "running", "done"):
+                if job.state == "queued" and priority < job.priority:  # asked for again, more urgently
+                    job.priority = priority
+                    self._queue = [(priority if j is job else p, n, j, w) for p, n, j, w in self._queue]
+                    heapq.heapify(self._queue)
                 return job
-            job = Job(key, title)
+            job = Job(key, title, priority=priority)
             self._jobs[key] = job
-            job.future = self._pool.submit(self._run, job, work)
+            heapq.heappush(self._queue, (priority, next(self._order), job, work))
+            self._wake.notify()
             return job
+
+    def _worker(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not self._closed:
+                    self._wake.wait()
+                if self._closed and not self._queue:
+                    return
+                _, _, job, work = heapq.heappop(self._queue)
+            if job.state == "queued":
+                self._run(job, work)
 
     def _run(self, job: Job, work: Callable[[Progress, CancelToken], Any]) -> None:
         job.state, job.started = "running", time.time()
@@ -91,6 +117,7 @@ class JobRunner:
             traceback.print_exc()
         finally:
             job.finished = time.time()
+            job.done_event.set()
 
     def get(self, key: str) -> Job | None:
         return self._jobs.get(key)
@@ -99,6 +126,10 @@ class JobRunner:
         return sorted(self._jobs.values(), key=lambda j: j.started or float("inf"))
 
     def shutdown(self) -> None:
-        for job in self._jobs.values():
+        for job in list(self._jobs.values()):
             job.cancel()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            self._closed = True
+            self._wake.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=10)

@@ -75,14 +75,19 @@ def forget_session(dataset: Dataset) -> ForgetSession:
 
 
 # ---- models and oracles as background jobs ------------------------------------------------------
-def model_job(kind: str, dataset: Dataset, start: bool = True) -> Job | None:
-    """The job that trains or loads the original ``kind`` model (started when ``start``)."""
+def model_job(kind: str, dataset: Dataset, start: bool = True, asked: bool = False) -> Job | None:
+    """The job that trains or loads the original ``kind`` model (started when ``start``).
+
+    Loading a stored model goes first; training one the user asked for (``asked``) ranks with oracles;
+    training started on a user's behalf waits behind both.
+    """
     runner = job_runner()
     key = f"model:{kind}:{dataset.fingerprint()}"
     job = runner.get(key)
-    if job is None and start:
+    if start and (job is None or asked):
+        priority = 0 if bundle.is_available(kind, dataset) else (1 if asked else 2)
         job = runner.submit(key, f"{kind} on {dataset.name}",
-                            lambda p, c: workflow.original(kind, dataset, progress=p, cancel=c))
+                            lambda p, c: workflow.original(kind, dataset, progress=p, cancel=c), priority)
     return job
 
 
@@ -92,7 +97,8 @@ def oracle_job(kind: str, dataset: Dataset, request, seed_offset: int = 0, start
     job = runner.get(key)
     if job is None and start:
         title = f"{kind} oracle without {request.description}" + (f" (seed +{seed_offset})" if seed_offset else "")
-        job = runner.submit(key, title, lambda p, c: workflow.oracle(kind, dataset, request, seed_offset, p, c))
+        job = runner.submit(key, title, lambda p, c: workflow.oracle(kind, dataset, request, seed_offset, p, c),
+                            priority=1)
     return job
 
 

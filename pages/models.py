@@ -39,7 +39,7 @@ for kind in sorted(list_model_kinds(), key=lambda k: (k not in FIRST, FIRST.inde
         if job is None or job.state in ("failed", "cancelled"):
             label = "Load" if stored else "Train"
             if st.button(f"{label} {kind}", key=f"train-{kind}", type="primary"):
-                model_job(kind, dataset)
+                model_job(kind, dataset, asked=True)
                 st.rerun()
         jobs.append(job)
         if job_status_ui(job):

@@ -45,3 +45,26 @@ def test_cancel_stops_at_the_next_check():
     release.set()
     job.wait(10)
     assert job.state == "cancelled" and job.result is None
+
+
+def test_urgent_jobs_start_before_queued_background_training():
+    runner = JobRunner()
+    gate, order = threading.Event(), []
+    runner.submit("blocker", "holds the worker", lambda p, c: gate.wait(10))
+    runner.submit("train", "background training", lambda p, c: order.append("train"), priority=2)
+    runner.submit("oracle", "oracle the user waits for", lambda p, c: order.append("oracle"), priority=1)
+    load = runner.submit("load", "stored model", lambda p, c: order.append("load"), priority=0)
+    gate.set()
+    load.wait(10)
+    runner.get("train").wait(10)
+    assert order == ["load", "oracle", "train"]
+
+
+def test_a_queued_job_can_be_cancelled_before_it_starts():
+    runner = JobRunner()
+    gate = threading.Event()
+    runner.submit("blocker", "holds the worker", lambda p, c: gate.wait(10))
+    queued = runner.submit("later", "never runs", lambda p, c: "ran")
+    queued.cancel()
+    gate.set()
+    assert queued.wait(10) is None and queued.state == "cancelled"
