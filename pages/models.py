@@ -34,7 +34,7 @@ for kind in sorted(list_model_kinds(), key=lambda k: (k not in FIRST, FIRST.inde
         st.caption(spec.description)
         stored = bundle.is_available(kind, dataset)
         job = model_job(kind, dataset, start=False)
-        if job is None and (stored or small):  # loading is instant, tiny sets train in seconds
+        if job is None and (stored or (small and kind in FIRST)):  # loading is instant; tiny sets train in seconds
             job = model_job(kind, dataset)
         if job is None or job.state in ("failed", "cancelled"):
             label = "Load" if stored else "Train"

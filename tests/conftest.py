@@ -29,3 +29,13 @@ def spm_model(digits):
 @pytest.fixture(scope="session")
 def parametric_model(digits):
     return bundle.train_or_load("parametric", digits, train_config=FAST).classifier
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_background_jobs():
+    """Cancel and join the app's background jobs before the interpreter exits (torch threads abort otherwise)."""
+    yield
+    import sys
+
+    if "pages.common" in sys.modules:
+        sys.modules["pages.common"].job_runner().shutdown()
