@@ -18,6 +18,9 @@ def merge_requests(dataset: Dataset, first: ForgetRequest, second: ForgetRequest
     """The union of two requests; class requests stay class requests."""
     if first.classes and second.classes:
         return request_classes(dataset, sorted(set(first.classes) | set(second.classes)))
+    if first.classes or second.classes:
+        raise ForgetRequestError("a class request and a sample request cannot be added together: "
+                                 "forget the classes, or the samples, as one new request")
     overlap = set(first.ids) & set(second.ids)
     if overlap == set(second.ids):
         raise ForgetRequestError("every sample of this request is forgotten already")

@@ -1,0 +1,41 @@
+"""A session's request history: union, undo, and by-design models edited per session only."""
+
+import numpy as np
+import pytest
+
+from core.data import ForgetRequestError, request_classes, request_ids
+from core.session import ForgetSession, merge_requests
+
+
+def test_merging_classes_stays_a_class_request(digits):
+    merged = merge_requests(digits, request_classes(digits, [0]), request_classes(digits, [2]))
+    assert merged.classes == (0, 2) and merged.kind == "class"
+
+
+def test_merging_ids_is_the_union(digits):
+    merged = merge_requests(digits, request_ids(digits, [1, 2]), request_ids(digits, [2, 3]))
+    assert merged.ids == (1, 2, 3) and "+" in merged.description
+    with pytest.raises(ForgetRequestError, match="already"):
+        merge_requests(digits, merged, request_ids(digits, [3]))
+
+
+def test_history_undo_and_reset(digits, spm_model):
+    session = ForgetSession(digits.fingerprint())
+    session.push(digits, request_classes(digits, [0]))
+    first = session.apply_by_design("spm", spm_model).model
+    assert first.counts[0] == 0
+    with pytest.raises(ForgetRequestError, match="cannot be added together"):
+        session.push(digits, request_ids(digits, [5]), add_to_current=True)
+    session.push(digits, request_classes(digits, [4]), add_to_current=True)
+    assert session.current.classes == (0, 4) and len(session.history) == 2
+    assert session.undo().classes == (0,)
+    assert session.apply_by_design("spm", spm_model).model.counts[0] == 0
+    session.reset()
+    assert session.current is None and session.apply_by_design("spm", spm_model) is None
+    assert np.all(spm_model.counts > 0)  # the shared original never changed
+
+
+def test_a_request_for_another_dataset_is_refused(digits):
+    session = ForgetSession("another-fingerprint")
+    with pytest.raises(ForgetRequestError, match="another dataset"):
+        session.push(digits, request_classes(digits, [0]))
