@@ -9,6 +9,7 @@ import streamlit as st
 
 from core import workflow
 from core.eval import metrics as M
+from core.eval import probes
 from pages.common import (
     by_design_kinds,
     class_label,
@@ -148,12 +149,62 @@ if done_runs or ready:
     rows = []
     for job in done_runs:
         record = job.result
+        base = ready_model(record["kind"], dataset).classifier
+        base_metrics = M.model_metrics(base.split_proba(dataset, "test"), base.split_proba(dataset, "train"),
+                                       dataset, request)
         rows.append({"run": record["method"], "kind": record["kind"], "seconds": record["seconds"],
+                     "selectivity": probes.selectivity(base_metrics, record["comparison"].metrics),
                      **{k: record["comparison"].metrics.get(k) for k in ("TA", "RA", "FA", "MIA", "PG", "AvgGap",
                                                                         "speedup")}})
     if comparison is not None and shown in ready:
         rows.append({"run": f"{shown} deletion", "kind": shown, "seconds": seconds,
+                     "selectivity": probes.selectivity(m_before, comparison.metrics),
                      **{k: comparison.metrics.get(k) for k in ("TA", "RA", "FA", "MIA", "PG", "AvgGap", "speedup")}})
     if rows:
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        runs_table = pd.DataFrame(rows)
+        st.dataframe(runs_table, hide_index=True, width="stretch",
+                     column_config={c: st.column_config.NumberColumn(format="%.2f") for c in runs_table.columns
+                                    if c not in ("run", "kind")})
+        st.caption(f"selectivity: {M.EXPLANATIONS['selectivity']}")
+        st.download_button("Export all runs (CSV)", runs_table.to_csv(index=False), f"runs-{request.key()}.csv",
+                           "text/csv")
+
+if shown not in ready:
+    record = next(j.result for j in done_runs if j.result["method"] == shown)
+    if request.classes:
+        shift = probes.head_bias_shift(before, after, request.classes)
+        st.metric("Head-bias shift of the forgotten classes (relative to the others)",
+                  f"{shift['relative_shift']:+.4f}",
+                  help="Negative: the method suppresses the class at the output bias rather than in the features.")
+    layers = record["log"].get("layers")
+    if layers:
+        st.subheader(f"{shown}: what it did per layer")
+        st.dataframe(pd.DataFrame(layers), hide_index=True, width="stretch")
+
+if request.classes and (done_runs or oracle_model is not None):
+    st.subheader("Layer-wise decodability of the forgotten classes")
+    st.caption(M.EXPLANATIONS["decodability"])
+    cache = st.session_state.setdefault("probe_curves", {})
+    candidates = {"original": ready_model("parametric", dataset)}
+    parametric_oracle = oracle_job("parametric", dataset, request, start=False)
+    if parametric_oracle is not None and parametric_oracle.finished_ok:
+        candidates["oracle"] = parametric_oracle.result
+    curves_key = (request.key(), tuple(j.key for j in done_runs), "oracle" in candidates)
+    if curves_key not in cache and st.button("Compute the probe curves", key="pred-probes",
+                                             help="One logistic probe per layer and model: a few seconds each."):
+        models = {name: t.classifier for name, t in candidates.items() if t is not None}
+        models.update({j.result["method"]: j.result["model"] for j in done_runs if j.result["kind"] == "parametric"})
+        with st.spinner("Probing every layer of every model"):
+            cache[curves_key] = {name: probes.layer_decodability(m, dataset, request) for name, m in models.items()}
+    if curves_key in cache:
+        fig = go.Figure()
+        for name, curve in cache[curves_key].items():
+            fig.add_trace(go.Scatter(x=[r["layer"] for r in curve], y=[r["probe_acc"] for r in curve], name=name,
+                                     mode="lines+markers",
+                                     line=dict(width=4 if name == "oracle" else 2,
+                                               dash="dash" if name == "oracle" else "solid")))
+        fig.update_layout(height=340, margin=dict(t=10, b=10), yaxis_title="probe accuracy %", xaxis_title="layer")
+        st.plotly_chart(fig, width="stretch")
+        if "oracle" not in cache[curves_key]:
+            st.caption("The parametric oracle is not trained yet: run a post-hoc method to train it, then recompute.")
 poll_while_active(jobs + runs)

@@ -89,3 +89,24 @@ def test_two_sessions_do_not_see_each_others_deletions():
     ds = load_dataset("digits")
     trained = bundle.train_or_load("spm", ds)
     assert (trained.classifier.split_proba(ds, "test").argmax(1) == 1).sum() > 0
+
+
+def test_method_forms_run_in_background_and_show_in_predictions():
+    from core.unlearn import get_method
+
+    at = forget_class(started_app(), "2: 2")
+    methods = at.multiselect(key="forget-methods")
+    assert {"damp", "ft", "ga", "neggrad+", "rl", "l1-sparse", "scrub", "salun", "ssd"} <= {
+        o.split(":")[0] for o in methods.options}
+    methods.select(f"damp: {get_method('damp').description}").run()
+    assert at.number_input(key="cfg-damp-samples_per_class").value > 0  # the form comes from the config
+    at.button(key="forget-run-methods").click().run()
+    wait_for_jobs()
+    at.switch_page("pages/predictions.py").run()
+    assert "damp" in at.radio(key="pred-model").options
+    at.radio(key="pred-model").set_value("damp").run()
+    assert not at.exception
+    runs = next(d.value for d in at.dataframe if "selectivity" in d.value.columns)
+    damp_row = runs.set_index("run").loc["damp"]
+    assert damp_row["FA"] < 50 and damp_row["speedup"] > 1
+    assert any("layer" in d.value.columns and "alpha" in d.value.columns for d in at.dataframe)

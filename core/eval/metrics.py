@@ -23,6 +23,9 @@ EXPLANATIONS = {
            "from unseen images; 50 means they look unseen.",
     "AvgGap": "Mean absolute difference from the oracle over TA, RA, FA and MIA, in points.",
     "seconds": "Wall-clock time of the unlearning step itself.",
+    "selectivity": "Forget drop minus retain drop, in points: high when only the forgotten data lost accuracy.",
+    "decodability": "Per layer, how well a linear probe still tells the forgotten classes from the rest; "
+                    "compare with the oracle's curve (a model that never saw a class can still separate it).",
     "speedup": "Oracle retrain time divided by this method's time, measured on this machine.",
 }
 
