@@ -6,7 +6,8 @@
 
 For each self-retrieval setting (a training query may / may not retrieve its own entry) it trains or
 loads MUNKEY, the MUNKEY oracle retrained on D_r (and a second-seed oracle for the noise floor on random
-requests), and a plain ViT of the same size with the same budget (original and oracle). It prints TA,
+requests), and a plain ViT of the same size with the same budget (original and oracle); both kinds train
+with their own recipe (AdamW + warm-up, core.models.vit.VIT_RECIPES; --epochs shortens it). It prints TA,
 RA, FA and MIA AUROC after deletion, of the MUNKEY oracle and of the ViT oracle, the AvgGap to each
 oracle next to the noise floor, AvgGap before deletion, deletion time against oracle retrain time, A_img
 on the test and forget sets (and the oracle's A_img on the forget set), and the inference cost of K
@@ -58,10 +59,10 @@ def avg_gap(a: dict, b: dict) -> float:
     return float(np.mean([abs(a[k] - b[k]) for k in KEYS]))
 
 
-def bench_setting(ds, tc, self_retrieval: bool, requests, vit_models: dict, token_lr_scale: float | None) -> dict:
+def bench_setting(ds, tc, self_retrieval: bool, requests, vit_models: dict, token_lr: float | None) -> dict:
     config = MunkeyConfig(self_retrieval=self_retrieval)
-    if token_lr_scale is not None:
-        config = replace(config, token_lr_scale=token_lr_scale)
+    if token_lr is not None:
+        config = replace(config, token_lr=token_lr)
     name = "self" if self_retrieval else "no-self"
     print(f"\n=== MUNKEY, self_retrieval={self_retrieval} ===", flush=True)
     original = train(("munkey"), ds, config, tc)
@@ -123,10 +124,10 @@ def main() -> None:
     ap.add_argument("--seeds", default="0", help="request seeds of the random 10%% request, comma separated")
     ap.add_argument("--settings", default="both", choices=("both", "self", "no-self"))
     ap.add_argument("--epochs", type=int, default=None, help="override the dataset recipe's epochs")
-    ap.add_argument("--token-lr-scale", type=float, default=None)
+    ap.add_argument("--token-lr", type=float, default=None, help="override MunkeyConfig.token_lr")
     args = ap.parse_args()
     ds = load_dataset(args.dataset)
-    tc = bundle.recipe(ds.name)
+    tc = bundle.recipe(ds.name, "munkey")  # the ViT and MUNKEY recipe (AdamW + warm-up), shared by both kinds
     if args.epochs:
         tc = replace(tc, epochs=args.epochs)
     log(f"{ds.name}: {ds.num_train} train / {len(ds.y_test)} test, recipe {tc}")
@@ -138,7 +139,7 @@ def main() -> None:
     print(f"ViT test acc {vit_acc:.2f}  (train {workflow.train_seconds(vit):.1f}s)", flush=True)
     vit_models = {label: train("vit", ds, PlainViTConfig(), tc, r) for label, r in requests}
     settings = {"both": (True, False), "self": (True,), "no-self": (False,)}[args.settings]
-    results = [bench_setting(ds, tc, s, requests, vit_models, args.token_lr_scale) for s in settings]
+    results = [bench_setting(ds, tc, s, requests, vit_models, args.token_lr) for s in settings]
 
     def random_gap(r):
         return float(np.mean([v["avg_gap"] for k, v in r["requests"].items() if k.startswith("random10")]))

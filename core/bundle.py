@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -31,7 +31,11 @@ RECIPES: dict[str, TrainConfig] = {
 DEFAULT_RECIPE = TrainConfig(epochs=10)
 
 
-def recipe(dataset_name: str) -> TrainConfig:
+def recipe(dataset_name: str, kind: str | None = None) -> TrainConfig:
+    """The dataset's recipe, or ``kind``'s own recipe for it when the kind carries one (ViT, MUNKEY)."""
+    spec = get_model_kind(kind) if kind is not None else None
+    if spec is not None and spec.default_train is not None:
+        return spec.default_train(dataset_name)
     return RECIPES.get(dataset_name, DEFAULT_RECIPE)
 
 
@@ -44,9 +48,18 @@ class TrainedModel:
     meta: dict
 
 
+# TrainConfig fields added after models were first stored: hashed only when they differ from their default,
+# so the key of every recipe that leaves them alone (the shipped assets/models bundle) stays what it was.
+_HASHED_WHEN_SET = ("optimizer", "warmup_epochs")
+_TRAIN_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+
+
 def model_key(kind: str, config, train_config: TrainConfig, dataset: Dataset,
               excluded: ForgetRequest | None) -> str:
     tc = config_to_dict(replace(train_config, device="any"))  # the device does not change what is learned
+    for name in _HASHED_WHEN_SET:
+        if tc[name] == _TRAIN_DEFAULTS[name]:
+            del tc[name]
     return f"{kind}-{config_hash(kind, config, tc, dataset.fingerprint(), excluded.key() if excluded else None)}"
 
 
@@ -64,7 +77,7 @@ def is_available(kind: str, dataset: Dataset, config=None, train_config: TrainCo
                  excluded: ForgetRequest | None = None) -> bool:
     """True when the model loads without training (in memory, in the store or in the assets)."""
     config = config or get_model_kind(kind).config_cls()
-    key = model_key(kind, config, train_config or recipe(dataset.name), dataset, excluded)
+    key = model_key(kind, config, train_config or recipe(dataset.name, kind), dataset, excluded)
     return key in _MEMO or store.find_model(key) is not None
 
 
@@ -74,7 +87,7 @@ def train_or_load(kind: str, dataset: Dataset, config=None, train_config: TrainC
     """The model of ``kind`` trained on the training set minus ``excluded``; loaded when stored before."""
     spec = get_model_kind(kind)
     config = config or spec.config_cls()
-    train_config = train_config or recipe(dataset.name)
+    train_config = train_config or recipe(dataset.name, kind)
     key = model_key(kind, config, train_config, dataset, excluded)
     with _lock_for(key):
         if key in _MEMO:

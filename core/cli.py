@@ -62,7 +62,7 @@ def _dataset(args):
 
 
 def _train_config(args, dataset):
-    tc = bundle.recipe(dataset.name)
+    tc = bundle.recipe(dataset.name, args.model)
     changes = {k: v for k, v in {"epochs": args.epochs, "seed": args.train_seed, "device": args.device}.items()
                if v is not None}
     return replace(tc, **changes)

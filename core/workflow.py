@@ -30,10 +30,15 @@ def original(kind: str, dataset: Dataset, progress: Progress = no_progress, canc
 def oracle(kind: str, dataset: Dataset, request: ForgetRequest, seed_offset: int = 0,
            progress: Progress = no_progress, cancel: CancelToken | None = None, **kwargs) -> bundle.TrainedModel:
     """The same recipe retrained from scratch without ``request``'s samples (seed + ``seed_offset``)."""
-    base = kwargs.pop("train_config", None) or bundle.recipe(dataset.name)
-    tc = replace(base, seed=base.seed + seed_offset)  # the noise floor compares two seeds
+    tc = oracle_train_config(kind, dataset, seed_offset, kwargs.pop("train_config", None))
     return bundle.train_or_load(kind, dataset, train_config=tc, excluded=request, progress=progress,
                                 cancel=cancel, **kwargs)
+
+
+def oracle_train_config(kind: str, dataset: Dataset, seed_offset: int = 0, base=None):
+    """The original's recipe (``base`` or the kind's own) with the seed moved by ``seed_offset``."""
+    base = base or bundle.recipe(dataset.name, kind)
+    return replace(base, seed=base.seed + seed_offset)  # the noise floor compares two seeds
 
 
 def oracle_job_key(kind: str, dataset: Dataset, request: ForgetRequest, seed_offset: int = 0) -> str:
@@ -142,7 +147,7 @@ def method_run(method: str, original_model: bundle.TrainedModel, dataset: Datase
     oracle_model = oracle(kind, dataset, request, cancel=cancel)
     second = oracle(kind, dataset, request, seed_offset=NOISE_FLOOR_SEED_OFFSET, allow_train=False) \
         if bundle.is_available(kind, dataset, excluded=request,
-                               train_config=_seeded(dataset, NOISE_FLOOR_SEED_OFFSET)) else None
+                               train_config=oracle_train_config(kind, dataset, NOISE_FLOOR_SEED_OFFSET)) else None
     comparison = compare(result.model, oracle_model.classifier, dataset, request,
                          second.classifier if second else None, result.seconds, train_seconds(oracle_model))
     key = save_comparison(method, original_model.key, request, config, comparison, result.seconds,
@@ -151,7 +156,3 @@ def method_run(method: str, original_model: bundle.TrainedModel, dataset: Datase
             "model": result.model, "log": result.log, "run_key": key, "request_key": request.key(),
             "config": config}
 
-
-def _seeded(dataset: Dataset, offset: int):
-    base = bundle.recipe(dataset.name)
-    return replace(base, seed=base.seed + offset)

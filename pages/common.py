@@ -194,9 +194,9 @@ def class_label(dataset: Dataset, c: int) -> str:
     return f"{c}: {dataset.class_names[c]}"
 
 
-def recipe_note(dataset: Dataset) -> str:
-    tc = bundle.recipe(dataset.name)
-    return f"{tc.epochs} epochs, batch {tc.batch_size}, lr {tc.lr}, seed {tc.seed}"
+def recipe_note(dataset: Dataset, kind: str) -> str:
+    tc = bundle.recipe(dataset.name, kind)
+    return f"{tc.optimizer}, {tc.epochs} epochs, batch {tc.batch_size}, lr {tc.lr:g}, seed {tc.seed}"
 
 
 def page_dataset(page_file: str) -> Dataset | None:

@@ -21,8 +21,7 @@ if dataset is None:
 st.markdown(
     "Every model is trained once on the full training set and stored; the next start loads it. "
     "**By-design** models (SPM, MUNKEY) forget by editing a memory of training samples; the **parametric** "
-    "network is what post-hoc methods (DAMP, fine-tuning, ...) edit. "
-    f"Training recipe for *{dataset.name}*: {recipe_note(dataset)}.")
+    "network is what post-hoc methods (DAMP, fine-tuning, ...) edit.")
 
 small = dataset.num_train <= 5000
 jobs = []
@@ -31,7 +30,7 @@ for kind in sorted(list_model_kinds(), key=lambda k: (k not in FIRST, FIRST.inde
     spec = get_model_kind(kind)
     with st.container(border=True):
         st.subheader(f"{kind} {'· by design' if spec.by_design else ''}")
-        st.caption(spec.description)
+        st.caption(f"{spec.description} · recipe on *{dataset.name}*: {recipe_note(dataset, kind)}")
         stored = bundle.is_available(kind, dataset)
         job = model_job(kind, dataset, start=False)
         if job is None and (stored or (small and kind in FIRST)):  # loading is instant; tiny sets train in seconds

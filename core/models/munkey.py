@@ -27,7 +27,7 @@ from core.data.dataset import Dataset
 from core.models.base import CancelToken, Classifier, Progress, batched, no_progress, to_device
 from core.models.registry import ModelKind, register_model
 from core.models.training import TrainConfig, train_loop
-from core.models.vit import ViTBackbone, ViTConfig
+from core.models.vit import ViTBackbone, ViTConfig, vit_recipe
 
 AGGREGATIONS = ("ensemble", "softmax", "rank")
 
@@ -87,7 +87,8 @@ class MunkeyConfig:
     pathway_dropout: float = 0.2  # chance a retrieved token is swapped for the learned null token in training [guess]
     self_retrieval: bool = True  # a training query may retrieve its own entry (paper silent): chosen by the benchmark
     train_passes: str = "sample"  # "sample": one random retrieved token per query and step; "all": K passes [guess]
-    token_lr_scale: float = 100.0  # token lr = base lr x this: each token gets ~K updates per epoch [guess]
+    token_lr: float = 5.0  # plain-SGD lr of the sparse token rows, apart from the recipe's (AdamW) lr: each token
+    # gets only ~K updates per epoch, so it needs a far larger step than the shared weights [guess]
     token_init_std: float = 0.02  # exemplar tokens start as small random vectors
     cache_neighbours: int = 32  # neighbours kept per cached split row; deletion filters them (exact)
 
@@ -297,9 +298,9 @@ def fit_munkey(net: MunkeyNet, dataset: Dataset, train_ids: np.ndarray, config: 
 
     groups = [
         {"params": net.shared_parameters(), "lr": train_config.lr * config.vit.lr_scale},
-        # sparse rows, so plain SGD: momentum and weight decay would touch every row at every step
-        {"params": [net.memory.weight], "lr": train_config.lr * config.token_lr_scale,
-         "momentum": 0.0, "weight_decay": 0.0},
+        # sparse rows, so plain SGD whatever the recipe's optimiser: momentum, weight decay or Adam's moments
+        # would touch every row at every step (train_loop's "sparse" groups)
+        {"params": [net.memory.weight], "lr": config.token_lr, "momentum": 0.0, "weight_decay": 0.0, "sparse": True},
     ]
     return train_loop(net, train_ids, train_config, step_loss, progress, cancel, param_groups=groups, label="MUNKEY")
 
@@ -526,4 +527,5 @@ register_model(ModelKind(
     name="munkey",
     description="MUNKEY: ViT + per-sample memory of exemplar tokens; deletion removes keys, no weight moves",
     config_cls=MunkeyConfig, build=build_munkey, fit=fit_munkey, wrap=wrap_munkey, by_design=True,
+    default_train=vit_recipe,  # the plain ViT's recipe: same backbone, same budget, like-for-like oracles
 ))

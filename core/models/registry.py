@@ -19,6 +19,8 @@ class ModelKind:
     build(dataset, config) -> untrained network
     fit(net, dataset, train_ids, config, train_config, progress, cancel, device) -> None (trains in place)
     wrap(net, dataset, train_ids, config, device) -> Classifier ready to predict
+    default_train(dataset_name) -> TrainConfig, or None: the kind's own recipe, used instead of the
+        dataset's shared (SGD, CNN) recipe when the caller does not choose one (see core.bundle)
     """
 
     name: str
@@ -28,6 +30,7 @@ class ModelKind:
     fit: Callable[..., None]
     wrap: Callable[..., Classifier]
     by_design: bool = False  # forgets by editing a memory, not weights
+    default_train: Callable[[str], Any] | None = None  # transformers need AdamW + warm-up, not the CNN recipe
 
 
 _MODELS: dict[str, ModelKind] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -20,12 +21,17 @@ class TrainConfig:
 
     epochs: int = 8  # enough for the small CNN to pass 90% on Fashion-MNIST in a few CPU minutes
     batch_size: int = 128  # queries per step; small batches learn more per epoch on CPU
-    lr: float = 0.05  # SGD peak learning rate (the SPM paper uses 0.1 with 256-image batches)
+    lr: float = 0.05  # peak learning rate (the SPM paper uses 0.1 with 256-image batches)
     momentum: float = 0.9  # as in the SPM paper
     weight_decay: float = 5e-4  # as in the SPM paper
     schedule: str = "cosine"  # "cosine" suits few epochs; "step" = the paper's /10 at 36% and 91% of training
     seed: int = 0  # the oracle noise floor comes from training the same recipe with another seed
     device: str = "auto"  # "auto" picks CUDA when present
+    optimizer: str = "sgd"  # "sgd" (momentum) suits the CNNs; "adamw" suits transformers, which SGD trains poorly
+    warmup_epochs: float = 0.0  # linear lr warm-up before the schedule: AdamW transformers diverge early without it
+
+
+OPTIMIZERS = ("sgd", "adamw")
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -36,15 +42,53 @@ def seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int):
-    if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(total_steps, 1))
-    if config.schedule == "step":
-        milestones = [int(total_steps * 0.36), int(total_steps * 0.91)]
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, 0.1)
-    if config.schedule == "constant":
+def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int, warmup_steps: int = 0):
+    """The lr schedule over ``total_steps``; with ``warmup_steps`` the lr first rises linearly from ~0 to its
+    peak and the schedule then runs over the remaining steps."""
+    if config.schedule not in ("cosine", "step", "constant"):
+        raise ValueError(f"unknown schedule {config.schedule!r}; known: cosine, step, constant")
+    if warmup_steps <= 0:  # the original schedulers, so recipes without warm-up train exactly as before
+        if config.schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(total_steps, 1))
+        if config.schedule == "step":
+            milestones = [int(total_steps * 0.36), int(total_steps * 0.91)]
+            return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, 0.1)
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    raise ValueError(f"unknown schedule {config.schedule!r}; known: cosine, step, constant")
+    rest = max(total_steps - warmup_steps, 1)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = min(step - warmup_steps, rest)
+        if config.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * t / rest))
+        if config.schedule == "step":
+            return 0.1 ** ((t >= int(rest * 0.36)) + (t >= int(rest * 0.91)))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def make_optimizer(groups: list[dict], config: TrainConfig) -> list[torch.optim.Optimizer]:
+    """The optimisers of ``groups``. A group marked ``"sparse": True`` (rows of a sparse embedding) always
+    gets plain SGD with its own lr, since AdamW takes no sparse gradients and momentum or weight decay would
+    touch every row at every step; the other groups get ``config.optimizer``."""
+    def plain(g: dict) -> dict:
+        return {k: v for k, v in g.items() if k != "sparse"}
+
+    if config.optimizer == "sgd":
+        return [torch.optim.SGD([plain(g) for g in groups], lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)]
+    dense = [plain(g) for g in groups if not g.get("sparse")]
+    sparse = [plain(g) for g in groups if g.get("sparse")]
+    out = []
+    if config.optimizer != "adamw":
+        raise ValueError(f"unknown optimizer {config.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+    if dense:
+        out.append(torch.optim.AdamW(dense, lr=config.lr, weight_decay=config.weight_decay))
+    if sparse:
+        out.append(torch.optim.SGD(sparse, lr=config.lr, momentum=0.0, weight_decay=0.0))
+    return out
 
 
 StepFn = Callable[[np.ndarray, np.random.Generator], torch.Tensor]
@@ -53,17 +97,19 @@ StepFn = Callable[[np.ndarray, np.random.Generator], torch.Tensor]
 def train_loop(net: nn.Module, train_ids: np.ndarray, config: TrainConfig, step_loss: StepFn,
                progress: Progress = no_progress, cancel: CancelToken | None = None,
                param_groups: list[dict] | None = None, label: str = "training") -> dict:
-    """Run SGD over shuffled batches of ``train_ids``; ``step_loss(batch_ids, rng)`` returns the loss.
+    """Run the configured optimiser over shuffled batches of ``train_ids``; ``step_loss(batch_ids, rng)``
+    returns the loss. ``param_groups`` may set a per-group "lr" (and "sparse", see ``make_optimizer``).
 
     Returns a small log (seconds, final loss). Raises ``Cancelled`` when the token is set.
     """
     rng = seed_everything(config.seed)
     net.train()
     groups = param_groups or [{"params": [p for p in net.parameters() if p.requires_grad]}]
-    optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+    optimizers = make_optimizer(groups, config)
     steps_per_epoch = max(1, int(np.ceil(len(train_ids) / config.batch_size)))
-    schedule = make_schedule(optimizer, config, steps_per_epoch * config.epochs)
+    total = steps_per_epoch * config.epochs
+    warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total)
+    schedules = [make_schedule(o, config, total, warmup) for o in optimizers]
     start, running, step = time.perf_counter(), float("nan"), 0
     for epoch in range(config.epochs):
         order = rng.permutation(train_ids)
@@ -74,10 +120,12 @@ def train_loop(net: nn.Module, train_ids: np.ndarray, config: TrainConfig, step_
             if len(batch) < 2:
                 continue
             loss = step_loss(batch, rng)
-            optimizer.zero_grad(set_to_none=True)
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            schedule.step()
+            for optimizer, schedule in zip(optimizers, schedules):
+                optimizer.step()
+                schedule.step()
             step += 1
             value = float(loss.detach())
             running = value if np.isnan(running) else 0.95 * running + 0.05 * value
