@@ -155,7 +155,7 @@ def test_lasso_grid_forget_predictions(app_url):
 
         grid = page.locator("div[data-grid='selection'] figure.ue-thumb")
         page.wait_for_function("() => document.querySelectorAll(\"div[data-grid='selection'] figure\").length > 0",
-                               timeout=60_000)
+                               timeout=180_000)
         time.sleep(1.5)  # the follow-selection rerun redraws once more
         shown = set(grid.evaluate_all("els => els.map(e => e.dataset.key)"))
         page.screenshot(path=str(OUT / "embeddings-2-selection.png"), full_page=True)
@@ -166,12 +166,12 @@ def test_lasso_grid_forget_predictions(app_url):
         train_ids = sorted(int(k.split(":")[1]) for k in shown if k.startswith("train:"))
         assert train_ids, "the lasso caught no training sample"
         page.get_by_role("button", name=f"Forget the selection ({len(train_ids)} training samples)").click()
-        page.get_by_text("Now forgetting").first.wait_for(timeout=60_000)
+        page.get_by_text("Now forgetting").first.wait_for(timeout=180_000)
         page.screenshot(path=str(OUT / "embeddings-3-forgotten.png"), full_page=True)
 
         page.get_by_role("link", name="Predictions", exact=True).first.click()
         noun = "id" if len(train_ids) == 1 else "ids"
-        page.get_by_text(f"Forgetting {len(train_ids)} {noun}").first.wait_for(timeout=60_000)
+        page.get_by_text(f"Forgetting {len(train_ids)} {noun}").first.wait_for(timeout=180_000)
         text = page.inner_text("[data-testid='stMain']")
         assert f"({len(train_ids)} training samples)" in text or f"({len(train_ids)} training sample" in text
         page.screenshot(path=str(OUT / "embeddings-4-predictions.png"), full_page=True)
