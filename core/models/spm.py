@@ -107,6 +107,13 @@ def fit_spm(net: SPMNet, dataset: Dataset, train_ids: np.ndarray, config: SPMCon
     return train_loop(net, train_ids, train_config, step_loss, progress, cancel, label="SPM")
 
 
+def class_sums(features: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per-class sums of feature rows, (C, d) float64: a one-hot product, much faster than np.add.at."""
+    onehot = np.zeros((num_classes, len(labels)))
+    onehot[labels, np.arange(len(labels))] = 1.0
+    return onehot @ np.asarray(features, dtype=np.float64)
+
+
 @dataclass
 class _Shared:
     """Read-only state shared by an SPM and every copy made by forget/restore."""
@@ -150,7 +157,7 @@ class SPMClassifier(Classifier):
         feats = shared.train_features[active].astype(np.float64)
         labels = shared.train_labels[active]
         sums = np.zeros((shared.num_classes, feats.shape[1]))
-        np.add.at(sums, labels, feats)
+        sums += class_sums(feats, labels, shared.num_classes)
         counts = np.bincount(labels, minlength=shared.num_classes).astype(np.int64)
         return cls(shared, active, sums, counts)
 
@@ -187,7 +194,7 @@ class SPMClassifier(Classifier):
             shared = self._shared
             feats = batched(shared.net.encoder, shared.train_images[retained], shared.device).astype(np.float64)
             sums = np.zeros_like(self.sums)
-            np.add.at(sums, shared.train_labels[retained], feats)
+            sums += class_sums(feats, shared.train_labels[retained], self.num_classes)
             counts = np.bincount(shared.train_labels[retained], minlength=self.num_classes).astype(np.int64)
             return SPMClassifier(shared, active, sums, counts)
         if mode != "incremental":
@@ -204,7 +211,7 @@ class SPMClassifier(Classifier):
     def _moved(self, ids: np.ndarray, active: np.ndarray, sign: float) -> SPMClassifier:
         labels = self._shared.train_labels[ids]
         sums = self.sums.copy()
-        np.add.at(sums, labels, sign * self._shared.train_features[ids].astype(np.float64))
+        sums += sign * class_sums(self._shared.train_features[ids].astype(np.float64), labels, self.num_classes)
         counts = self.counts + int(sign) * np.bincount(labels, minlength=self.num_classes)
         return SPMClassifier(self._shared, active, sums, counts)
 
