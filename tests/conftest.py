@@ -27,6 +27,15 @@ def spm_model(digits):
 
 
 @pytest.fixture(scope="session")
+def parametric_small(digits):
+    """A longer-trained parametric net (15 epochs, ~99% on digits) for the post-hoc method tests."""
+    from core.models.training import TrainConfig
+
+    small = TrainConfig(epochs=15, batch_size=64, lr=0.1)
+    return bundle.train_or_load("parametric", digits, train_config=small).classifier
+
+
+@pytest.fixture(scope="session")
 def parametric_model(digits):
     return bundle.train_or_load("parametric", digits, train_config=FAST).classifier
 

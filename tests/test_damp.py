@@ -3,35 +3,20 @@ BatchNorm alone, removes a rank-m subspace for m classes, and never touches the 
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from core.data import load_dataset, request_classes, request_random
+from core.data import request_classes, request_random
 from core.eval import metrics as M
-from core.models.training import TrainConfig
 from core.unlearn import damp
 from core.unlearn.damp import DAMPConfig, alpha_for, forget_subspace
 
-SMALL = TrainConfig(epochs=15, batch_size=64, lr=0.1)  # ~4 s on one core; 99% test accuracy on digits
-
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    old = os.environ.get("UE_HOME")
-    os.environ["UE_HOME"] = str(tmp_path_factory.mktemp("ue-home-damp"))
-    from core import bundle
-
-    ds = load_dataset("digits")
-    model = bundle.train_or_load("parametric", ds, train_config=SMALL).classifier
-    yield ds, model
-    if old is None:
-        os.environ.pop("UE_HOME", None)
-    else:
-        os.environ["UE_HOME"] = old
+def setup(digits, parametric_small):
+    return digits, parametric_small
 
 
 def _input_axis_product(weight: torch.Tensor, q: np.ndarray) -> float:

@@ -4,21 +4,16 @@ cancelled; the class-forgetting diagnostics behave."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
 
 from core.configs import config_from_dict, config_to_dict, field_help
-from core.data import load_dataset, request_classes, request_random
+from core.data import request_classes, request_random
 from core.eval import metrics as M
 from core.eval import probes as P
 from core.models.base import Cancelled, CancelToken
-from core.models.training import TrainConfig
 from core.unlearn import get_method, list_methods
-
-SMALL = TrainConfig(epochs=15, batch_size=64, lr=0.1)
 
 # Defaults are scaled for Fashion-MNIST (6,000 images per class); digits has ~145 per class, so one epoch
 # is two forget steps or eleven retain steps. These settings give the methods enough steps on digits.
@@ -36,18 +31,8 @@ EXPECTED = {"damp", "ft", "ga", "neggrad+", "rl", "l1-sparse", "scrub", "salun",
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    old = os.environ.get("UE_HOME")
-    os.environ["UE_HOME"] = str(tmp_path_factory.mktemp("ue-home-posthoc"))
-    from core import bundle
-
-    ds = load_dataset("digits")
-    model = bundle.train_or_load("parametric", ds, train_config=SMALL).classifier
-    yield ds, model
-    if old is None:
-        os.environ.pop("UE_HOME", None)
-    else:
-        os.environ["UE_HOME"] = old
+def setup(digits, parametric_small):
+    return digits, parametric_small
 
 
 def config_for(name: str):

@@ -64,6 +64,25 @@ def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, device: t
     return torch.cat(outs).numpy() if outs else np.zeros((0,), np.float32)
 
 
+def checked_memory_ids(active: np.ndarray, ids, must_be_active: bool) -> np.ndarray:
+    """Sorted unique ``ids`` after checking them against a by-design model's memory mask.
+
+    ``must_be_active``: forgetting needs ids still in memory, restoring needs forgotten ones.
+    """
+    ids = np.unique(np.asarray(ids, dtype=np.int64))
+    n = len(active)
+    if len(ids) == 0:
+        raise ValueError("no ids given")
+    if ids.min() < 0 or ids.max() >= n:
+        bad = ids[(ids < 0) | (ids >= n)][:5].tolist()
+        raise ValueError(f"unknown training ids {bad}: ids run from 0 to {n - 1}")
+    wrong = ids[active[ids] != must_be_active]
+    if len(wrong):
+        state = "already forgotten" if must_be_active else "not forgotten"
+        raise ValueError(f"{len(wrong)} ids are {state}, e.g. {wrong[:5].tolist()}")
+    return ids
+
+
 class Classifier(abc.ABC):
     """A trained model as the evaluation and the UI see it.
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.data.dataset import Dataset
-from core.models.base import CancelToken, Classifier, Progress, batched, no_progress, to_device
+from core.models.base import CancelToken, Classifier, Progress, batched, checked_memory_ids, no_progress, to_device
 from core.models.registry import ModelKind, register_model
 from core.models.training import TrainConfig, train_loop
 from core.models.vit import ViTBackbone, ViTConfig, vit_recipe
@@ -334,18 +334,7 @@ class MunkeyClassifier(Classifier):
 
     # ---- memory ---------------------------------------------------------------------------------
     def _checked_ids(self, ids, must_be_active: bool) -> np.ndarray:
-        ids = np.unique(np.asarray(ids, dtype=np.int64))
-        n = len(self.active)
-        if len(ids) == 0:
-            raise ValueError("no ids given")
-        if ids.min() < 0 or ids.max() >= n:
-            bad = ids[(ids < 0) | (ids >= n)][:5].tolist()
-            raise ValueError(f"unknown training ids {bad}: ids run from 0 to {n - 1}")
-        wrong = ids[self.active[ids] != must_be_active]
-        if len(wrong):
-            state = "already forgotten" if must_be_active else "not forgotten"
-            raise ValueError(f"{len(wrong)} ids are {state}, e.g. {wrong[:5].tolist()}")
-        return ids
+        return checked_memory_ids(self.active, ids, must_be_active)
 
     def forget(self, ids) -> MunkeyClassifier:
         """A new MUNKEY whose memory lacks the entries (key and token) of ``ids``; this one is unchanged.

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from core.data.dataset import Dataset
-from core.models.base import CancelToken, Classifier, Progress, batched, no_progress, to_device
+from core.models.base import CancelToken, Classifier, Progress, batched, checked_memory_ids, no_progress, to_device
 from core.models.encoders import EncoderConfig, build_encoder
 from core.models.registry import ModelKind, register_model
 from core.models.training import TrainConfig, train_loop
@@ -167,18 +167,7 @@ class SPMClassifier(Classifier):
         return self.sums / np.maximum(self.counts, 1)[:, None]
 
     def _checked_ids(self, ids, must_be_active: bool) -> np.ndarray:
-        ids = np.unique(np.asarray(ids, dtype=np.int64))
-        n = len(self.active)
-        if len(ids) == 0:
-            raise ValueError("no ids given")
-        if ids.min() < 0 or ids.max() >= n:
-            bad = ids[(ids < 0) | (ids >= n)][:5].tolist()
-            raise ValueError(f"unknown training ids {bad}: ids run from 0 to {n - 1}")
-        wrong = ids[self.active[ids] != must_be_active]
-        if len(wrong):
-            state = "already forgotten" if must_be_active else "not forgotten"
-            raise ValueError(f"{len(wrong)} ids are {state}, e.g. {wrong[:5].tolist()}")
-        return ids
+        return checked_memory_ids(self.active, ids, must_be_active)
 
     def forget(self, ids, mode: str = "incremental") -> SPMClassifier:
         """A new SPM whose memory lacks ``ids``; this one is unchanged. No weight moves.
