@@ -40,13 +40,17 @@ def sidebar_ui() -> Dataset | None:
     uploads: dict[str, Dataset] = st.session_state.get("user_datasets", {})  # this session's own data only
     names = list(registered) + list(uploads)
     default = DEFAULT_DATASET if DEFAULT_DATASET in names else names[0]
+    # The choice lives in a plain key and re-seeds the widget on every run: Streamlit may drop a widget's
+    # state when the page changes (or when a link is clicked before the first run finished).
     if "pending_dataset" in st.session_state:
-        st.session_state.dataset_name = st.session_state.pop("pending_dataset")
-    if st.session_state.get("dataset_name") not in names:
-        st.session_state.dataset_name = default
+        st.session_state.dataset_choice = st.session_state.pop("pending_dataset")
+    if st.session_state.get("dataset_choice") not in names:
+        st.session_state.dataset_choice = default
+    st.session_state.dataset_name = st.session_state.dataset_choice
     st.sidebar.selectbox("Dataset", names, key="dataset_name",
+                         on_change=lambda: st.session_state.update(dataset_choice=st.session_state.dataset_name),
                          help="Fashion-MNIST is the default; digits and mnist-5k are small and train in seconds.")
-    chosen = st.session_state.dataset_name
+    chosen = st.session_state.dataset_choice
     if chosen in uploads:
         st.sidebar.caption("your upload (this browser session only)")
         dataset = uploads[chosen]
