@@ -171,8 +171,12 @@ def test_lasso_grid_forget_predictions(app_url):
 
         page.get_by_role("link", name="Predictions", exact=True).first.click()
         noun = "id" if len(train_ids) == 1 else "ids"
-        page.get_by_text(f"Forgetting {len(train_ids)} {noun}").first.wait_for(timeout=180_000)
-        text = page.inner_text("[data-testid='stMain']")
-        assert f"({len(train_ids)} training samples)" in text or f"({len(train_ids)} training sample" in text
+        main = page.locator("[data-testid='stMain']")
+        main.get_by_text(f"Forgetting {len(train_ids)} {noun}").first.wait_for(timeout=180_000)
+        wanted = f"({len(train_ids)} training sample"
+        deadline = time.time() + 60  # the page may still be swapping its elements: poll the settled text
+        while wanted not in main.inner_text() and time.time() < deadline:
+            time.sleep(0.5)
+        assert wanted in main.inner_text()
         page.screenshot(path=str(OUT / "embeddings-4-predictions.png"), full_page=True)
         browser.close()
