@@ -203,10 +203,15 @@ def recipe_note(dataset: Dataset, kind: str) -> str:
     return f"{tc.optimizer}, {tc.epochs} epochs, batch {tc.batch_size}, lr {tc.lr:g}, seed {tc.seed}"
 
 
-def page_dataset(page_file: str) -> Dataset | None:
+def page_dataset(page_file: str, required: bool = True) -> Dataset | None:
     """The sidebar's dataset. A page opened by its own URL runs without app.py (Streamlit serves files in
-    pages/ directly): send it through app.py, which builds the sidebar and comes back to this page."""
+    pages/ directly): send it through app.py, which builds the sidebar and comes back to this page.
+    With ``required``, a page that has no dataset says so and stops."""
     if "dataset" not in st.session_state:
         st.session_state["goto_page"] = os.path.relpath(page_file, os.path.dirname(os.path.dirname(page_file)))
         st.switch_page("app.py")
-    return st.session_state["dataset"]
+    dataset = st.session_state["dataset"]
+    if dataset is None and required:
+        st.warning("No dataset is loaded: pick another one in the sidebar, or upload your own on the Models page.")
+        st.stop()
+    return dataset

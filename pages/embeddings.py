@@ -53,9 +53,6 @@ def session_memo(name: str, key, build):
 
 st.header("Embeddings")
 dataset = page_dataset(__file__)
-if dataset is None:
-    st.warning("No dataset is loaded: pick one in the sidebar.")
-    st.stop()
 session = forget_session(dataset)
 request = session.current
 names = dataset.class_names

@@ -20,9 +20,6 @@ from pages.common import (
 
 st.header("Forget")
 dataset = page_dataset(__file__)
-if dataset is None:
-    st.warning("No dataset is loaded: pick one in the sidebar.")
-    st.stop()
 session = forget_session(dataset)
 
 st.markdown("Choose training samples to forget. **SPM** and **MUNKEY** drop them from their memory at once; "

@@ -12,10 +12,35 @@ from core.data import DataError, load_npz
 from core.models import get_model_kind, list_model_kinds
 from pages.common import class_label, job_status_ui, model_job, page_dataset, poll_while_active, recipe_note
 
+
+def own_data_ui() -> None:
+    """Upload a .npz for this browser session; it becomes the sidebar's dataset."""
+    with st.expander("Use your own data"):
+        st.markdown("Upload a `.npz` with arrays `x` and `y` (or `x_train`, `y_train`, `x_test`, `y_test`); "
+                    "images as (N, H, W), (N, H, W, C) or (N, C, H, W). It stays in this browser session.")
+        upload = st.file_uploader("Dataset file", type=["npz"])
+        name = st.text_input("Name", value="my-data")
+        if upload is not None and st.button("Use this dataset"):
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "data.npz"
+                path.write_bytes(upload.getvalue())
+                try:
+                    own = load_npz(path, name=f"upload:{name}")
+                except DataError as err:
+                    st.error(f"This file cannot be used: {err}")
+                else:
+                    st.session_state.setdefault("user_datasets", {})[own.name] = own
+                    st.session_state["pending_dataset"] = own.name
+                    st.success(f"Loaded {own.num_train:,} training images in {own.num_classes} classes "
+                               f"({np.bincount(own.y_train).min()} in the smallest class).")
+                    st.rerun()
+
+
 st.header("Models")
-dataset = page_dataset(__file__)
+dataset = page_dataset(__file__, required=False)
 if dataset is None:
     st.warning("No dataset is loaded: pick another one in the sidebar or upload your own below.")
+    own_data_ui()
     st.stop()
 
 st.markdown(
@@ -60,22 +85,4 @@ for kind in sorted(list_model_kinds(), key=lambda k: (k not in FIRST, FIRST.inde
                                        "test accuracy %": per_class}), x="class", y="test accuracy %", height=220)
 poll_while_active(jobs)
 
-with st.expander("Use your own data"):
-    st.markdown("Upload a `.npz` with arrays `x` and `y` (or `x_train`, `y_train`, `x_test`, `y_test`); "
-                "images as (N, H, W), (N, H, W, C) or (N, C, H, W). It stays in this browser session.")
-    upload = st.file_uploader("Dataset file", type=["npz"])
-    name = st.text_input("Name", value="my-data")
-    if upload is not None and st.button("Use this dataset"):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "data.npz"
-            path.write_bytes(upload.getvalue())
-            try:
-                own = load_npz(path, name=f"upload:{name}")
-            except DataError as err:
-                st.error(f"This file cannot be used: {err}")
-            else:
-                st.session_state.setdefault("user_datasets", {})[own.name] = own
-                st.session_state["pending_dataset"] = own.name
-                st.success(f"Loaded {own.num_train:,} training images in {own.num_classes} classes "
-                           f"({np.bincount(own.y_train).min()} in the smallest class).")
-                st.rerun()
+own_data_ui()

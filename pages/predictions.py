@@ -25,9 +25,6 @@ from pages.common import (
 
 st.header("Predictions")
 dataset = page_dataset(__file__)
-if dataset is None:
-    st.warning("No dataset is loaded: pick one in the sidebar.")
-    st.stop()
 session = forget_session(dataset)
 request = session.current
 if request is None:

@@ -12,9 +12,6 @@ st.caption("MUNKEY (arXiv 2603.15033) retrieves the K training samples whose fro
            "and reads each one's learned exemplar token; forgetting deletes keys, so deleted samples can never be "
            "retrieved again. No weight changes.")
 dataset = page_dataset(__file__)
-if dataset is None:
-    st.warning("No dataset is loaded: pick one in the sidebar.")
-    st.stop()
 
 job = model_job("munkey", dataset, start=False)
 if job is None:

@@ -110,3 +110,22 @@ def test_method_forms_run_in_background_and_show_in_predictions():
     damp_row = runs.set_index("run").loc["damp"]  # DAMP's own quality is tested in test_damp/test_posthoc
     assert damp_row["FA"] < 90 and damp_row["speedup"] > 1 and damp_row["selectivity"] > 0
     assert any("layer" in d.value.columns and "alpha" in d.value.columns for d in at.dataframe)
+
+
+def test_a_dataset_that_cannot_load_leaves_a_clear_message_and_the_upload(monkeypatch):
+    import pages.common
+    from core.data import DataError
+
+    def broken(name):
+        raise DataError(f"{name}: no files found (test)")
+
+    monkeypatch.setattr(pages.common, "load_dataset", broken)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["dataset_choice"] = "mnist-5k"
+    at.run()
+    assert not at.exception
+    assert any("no files found" in e.value for e in at.sidebar.error)
+    assert any("No dataset is loaded" in w.value for w in at.warning)
+    assert any(e.label == "Use your own data" for e in at.expander)
+    at.switch_page("pages/forget.py").run()
+    assert any("No dataset is loaded" in w.value for w in at.warning) and not at.exception
