@@ -177,6 +177,7 @@ def test_lasso_grid_forget_predictions(app_url):
         deadline = time.time() + 60  # the page may still be swapping its elements: poll the settled text
         while wanted not in main.inner_text() and time.time() < deadline:
             time.sleep(0.5)
-        assert wanted in main.inner_text()
+        text = main.inner_text()
+        assert wanted in text, f"Predictions page text: {text[:400]!r}"
         page.screenshot(path=str(OUT / "embeddings-4-predictions.png"), full_page=True)
         browser.close()
