@@ -5,7 +5,6 @@ dataset -> model (trained or loaded) -> forget request -> method run -> evaluati
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -69,17 +68,6 @@ class Comparison:
     oracle_metrics: dict
     noise_floor: dict | None
 
-    def table(self) -> list[dict]:
-        """Rows of metric, model value, oracle value and noise floor for display and export."""
-        rows = []
-        for name in ("TA", "RA", "FA", "retained_TA", "forgotten_TA", "MIA", "PG", "KL", "AvgGap"):
-            if name not in self.metrics:
-                continue
-            rows.append({"metric": name, "model": self.metrics[name], "oracle": self.oracle_metrics.get(name),
-                         "noise floor": (self.noise_floor or {}).get(name), "meaning": M.EXPLANATIONS[name]})
-        return rows
-
-
 def compare(model: Classifier, oracle_model: Classifier, dataset: Dataset, request: ForgetRequest,
             second_oracle: Classifier | None = None, seconds: float | None = None,
             oracle_seconds: float | None = None) -> Comparison:
@@ -132,9 +120,6 @@ def save_comparison(method: str, model_key: str, request: ForgetRequest, config,
     store.save_run(key, record, {"test_probs": test_probs.astype(np.float32)})
     return key
 
-
-def predictions_digest(probs: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(probs.argmax(1)).tobytes()).hexdigest()[:12]
 
 
 def method_run(method: str, original_model: bundle.TrainedModel, dataset: Dataset, request: ForgetRequest,
