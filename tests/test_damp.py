@@ -31,10 +31,12 @@ def _state(net: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
-def test_alpha_one_blinds_every_edited_operator_and_keeps_biases(setup):
+@pytest.mark.parametrize("sequential", [False, True], ids=["one-pass", "re-measured"])
+def test_alpha_one_blinds_every_edited_operator_and_keeps_biases(setup, sequential):
     ds, model = setup
     before = _state(model.net)
-    res = damp.run(model, ds, request_classes(ds, [3]), DAMPConfig(alpha_form="constant", alpha=1.0))
+    config = DAMPConfig(alpha_form="constant", alpha=1.0, sequential=sequential)
+    res = damp.run(model, ds, request_classes(ds, [3]), config)
     modules = dict(res.model.net.named_modules())
     assert res.log["subspaces"], "no operator was edited"
     for name, q in res.log["subspaces"].items():
