@@ -1,10 +1,12 @@
 """SPM on Fashion-MNIST: accuracy, training and deletion time, and the gap to retrained oracles.
 
-    python bench/spm.py [--dataset fashion-mnist] [--home DIR] [--reuse]
+    python bench/spm.py [--dataset fashion-mnist] [--home DIR] [--reuse | --reuse-oracles]
 
-Everything is measured in this one run: by default the models are trained into a fresh store (``--home``,
-a temporary folder), so training and oracle times come from this machine now. ``--reuse`` uses the normal
-store instead (times are then those recorded when the models were trained). Last line: one JSON object.
+Everything is measured in this one run: by default every model is trained into a fresh store (``--home``,
+a temporary folder; the shipped bundle is not used), so training and oracle times come from this machine
+now. ``--reuse-oracles`` trains the SPM and parametric originals afresh but loads the oracles from the
+normal store (their times are those recorded when they were trained); ``--reuse`` loads everything from
+the normal store or the shipped bundle. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -36,8 +38,12 @@ def main() -> None:
     ap.add_argument("--dataset", default="fashion-mnist")
     ap.add_argument("--home", help="model store for this run (default: a new temporary folder)")
     ap.add_argument("--reuse", action="store_true", help="use the normal store and its recorded times")
+    ap.add_argument("--reuse-oracles", action="store_true",
+                    help="train the originals now, load the oracles from the normal store")
     args = ap.parse_args()
+    normal_home = os.environ.get("UE_HOME")
     if not args.reuse:
+        os.environ["UE_NO_ASSETS"] = "1"
         os.environ["UE_HOME"] = args.home or tempfile.mkdtemp(prefix="ue-bench-spm-")
 
     from core import workflow
@@ -51,6 +57,12 @@ def main() -> None:
     print(f"dataset {ds.name}: {ds.num_train} train / {len(ds.y_test)} test; store {os.environ.get('UE_HOME')}")
     parametric = workflow.original("parametric", ds, progress=log)
     spm = workflow.original("spm", ds, progress=log)
+    if args.reuse_oracles:  # store.home() reads UE_HOME on every call: from here on, the normal store
+        os.environ.pop("UE_NO_ASSETS", None)
+        if normal_home is None:
+            os.environ.pop("UE_HOME", None)
+        else:
+            os.environ["UE_HOME"] = normal_home
     out = {"spm_test_acc": spm.meta["test_acc"], "parametric_test_acc": parametric.meta["test_acc"],
            "spm_train_s": workflow.train_seconds(spm), "parametric_train_s": workflow.train_seconds(parametric)}
     print(f"\ntest accuracy: SPM {out['spm_test_acc']:.2f}%  parametric {out['parametric_test_acc']:.2f}%  "
