@@ -93,3 +93,12 @@ def test_runs_are_stored_and_listed():
     record, arrays = store.load_run("run-test")
     assert record["metrics"]["TA"] == 1.5 and np.array_equal(arrays["p"], np.eye(2))
     assert any(r["key"] == "run-test" for r in store.list_runs())
+
+
+def test_the_shipped_bundle_is_found_unless_benchmarks_turn_it_off(monkeypatch):
+    shipped = sorted(p.name for p in store.ASSETS_MODELS.iterdir() if p.is_dir())
+    assert shipped, "assets/models ships the default bundle"
+    monkeypatch.delenv("UE_NO_ASSETS", raising=False)
+    assert store.ASSETS_MODELS / shipped[0] in store.model_dirs(shipped[0])
+    monkeypatch.setenv("UE_NO_ASSETS", "1")
+    assert store.model_dirs(shipped[0]) == [store.home() / "models" / shipped[0]]
