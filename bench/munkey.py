@@ -3,6 +3,7 @@
     python bench/munkey.py                                   # Fashion-MNIST, random 10% (seed 0) and class 0
     python bench/munkey.py --dataset digits --epochs 10      # a quick run
     python bench/munkey.py --seeds 0,1,2 --settings self     # more request seeds, one self-retrieval setting
+    python bench/munkey.py --settings self --levers pathway_dropout=0.5,epochs=3   # memorisation levers
 
 For each self-retrieval setting (a training query may / may not retrieve its own entry) it trains or
 loads MUNKEY, the MUNKEY oracle retrained on D_r (and a second-seed oracle for the noise floor on random
@@ -118,6 +119,32 @@ def bench_setting(ds, tc, self_retrieval: bool, requests, vit_models: dict, toke
     return out
 
 
+def lever_rows(ds, tc, levers: list[str], request) -> list[dict]:
+    """Weight memorisation per lever: A_img on D_f minus A_img on the test set, for an original trained with
+    one MunkeyConfig field (or the recipe's epochs) changed. A_img ignores the memory, so deletion does not
+    change it: the gap is what the shared weights kept of D_f. Compare it with the oracle's, which never saw D_f."""
+    rows = []
+    for lever in ["default", *levers]:
+        config, recipe = MunkeyConfig(), tc
+        if lever != "default":
+            name, _, raw = lever.partition("=")
+            value = json.loads(raw)
+            if name == "epochs":
+                recipe = replace(tc, epochs=int(value))
+            elif name in MunkeyConfig.__dataclass_fields__:
+                config = replace(config, **{name: value})
+            else:
+                raise SystemExit(f"unknown lever {name!r}: a MunkeyConfig field or 'epochs'")
+        model = train("munkey", ds, config, recipe)
+        d = munkey_diag.diagnostics(model.classifier, ds, request)
+        rows.append({"lever": lever, "test_acc": d["TA"], "a_img_test": d["A_img_test"],
+                     "a_img_forget": d["A_img_forget"], "excess": d["A_img_forget"] - d["A_img_test"]})
+        r = rows[-1]
+        print(f"lever {lever:24s} TA {r['test_acc']:6.2f}  A_img test {r['a_img_test']:6.2f}  "
+              f"D_f {r['a_img_forget']:6.2f}  D_f - test {r['excess']:+.2f}", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="fashion-mnist")
@@ -125,6 +152,8 @@ def main() -> None:
     ap.add_argument("--settings", default="both", choices=("both", "self", "no-self"))
     ap.add_argument("--epochs", type=int, default=None, help="override the dataset recipe's epochs")
     ap.add_argument("--token-lr", type=float, default=None, help="override MunkeyConfig.token_lr")
+    ap.add_argument("--levers", default="", help="comma-separated field=value (MunkeyConfig field or epochs): "
+                    "train each variant and print its A_img gap between D_f and test, then stop")
     args = ap.parse_args()
     ds = load_dataset(args.dataset)
     tc = bundle.recipe(ds.name, "munkey")  # the ViT and MUNKEY recipe (AdamW + warm-up), shared by both kinds
@@ -133,6 +162,14 @@ def main() -> None:
     log(f"{ds.name}: {ds.num_train} train / {len(ds.y_test)} test, recipe {tc}")
     requests = [(f"random10_s{s}", request_random(ds, 0.1, seed=int(s))) for s in args.seeds.split(",")]
     requests.append(("class0", request_classes(ds, [0])))
+    if args.levers:
+        rows = lever_rows(ds, tc, [v for v in args.levers.split(",") if v], requests[0][1])
+        oracle = train("munkey", ds, MunkeyConfig(), tc, requests[0][1])
+        d = munkey_diag.diagnostics(oracle.classifier, ds, requests[0][1])
+        print(f"oracle (never saw D_f)          A_img test {d['A_img_test']:6.2f}  D_f {d['A_img_forget']:6.2f}  "
+              f"D_f - test {d['A_img_forget'] - d['A_img_test']:+.2f}")
+        print(json.dumps({"levers": rows, "oracle_excess": d["A_img_forget"] - d["A_img_test"]}))
+        return
     print("=== plain ViT, same backbone and budget ===", flush=True)
     vit = train("vit", ds, PlainViTConfig(), tc)
     vit_acc = M.accuracy(vit.classifier.split_proba(ds, "test"), ds.y_test)
