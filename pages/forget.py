@@ -26,21 +26,21 @@ st.markdown("Choose training samples to forget. **SPM** and **MUNKEY** drop them
             "an **oracle** (the same recipe retrained without them) trains in the background, so every result "
             "can be compared with what the model would be had it never seen them.")
 
-class_tab, random_tab, ids_tab = st.tabs(["Classes", "Random fraction", "Sample ids"])
-with class_tab:
+kind = st.radio("Forget", ["classes", "random fraction", "sample ids"], horizontal=True, key="forget-kind",
+                help="Whole classes, a random share of the training set, or listed ids.")
+classes, fraction, seed, pasted, uploaded = [], 0.1, 0, "", None
+if kind == "classes":
     classes = st.multiselect("Classes to forget", list(range(dataset.num_classes)),
                              format_func=lambda c: class_label(dataset, c), key="forget-classes")
-with random_tab:
+elif kind == "random fraction":
     fraction = st.slider("Fraction of the training set (%)", 1, 50, 10, key="forget-fraction") / 100
     seed = st.number_input("Seed", 0, 10_000, 0, key="forget-seed",
                            help="The same seed picks the same samples, so results can be reproduced.")
-with ids_tab:
+elif kind == "sample ids":
     pasted = st.text_area("Training ids (commas, spaces or one per line)", key="forget-ids",
                           placeholder="12, 40, 913")
     uploaded = st.file_uploader("...or a CSV/TXT file of ids", type=["csv", "txt"], key="forget-ids-file")
 
-kind = st.radio("Forget", ["classes", "random fraction", "sample ids"], horizontal=True, key="forget-kind",
-                help="Which of the three tabs above to use.")
 add = st.checkbox("Add to what is already forgotten", value=False, key="forget-add",
                   disabled=session.current is None)
 

@@ -29,8 +29,8 @@ def app(spm_model, parametric_model):
 
 def forget_class(at: AppTest, label: str) -> AppTest:
     at.switch_page("pages/forget.py").run()
-    at.multiselect(key="forget-classes").select(label).run()
     at.radio(key="forget-kind").set_value("classes").run()
+    at.multiselect(key="forget-classes").select(label).run()
     return at.button(key="forget-go").click().run()
 
 
@@ -69,8 +69,8 @@ def test_forget_then_predictions_against_oracle_and_undo():
 def test_ids_request_with_unknown_ids_is_refused():
     at = started_app()
     at.switch_page("pages/forget.py").run()
-    at.text_area(key="forget-ids").input("1, 2, 999999").run()
     at.radio(key="forget-kind").set_value("sample ids").run()
+    at.text_area(key="forget-ids").input("1, 2, 999999").run()
     at.button(key="forget-go").click().run()
     assert any("999999" in e.value for e in at.error)
 
