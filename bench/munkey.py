@@ -4,6 +4,7 @@
     python bench/munkey.py --dataset digits --epochs 10      # a quick run
     python bench/munkey.py --seeds 0,1,2 --settings self     # more request seeds, one self-retrieval setting
     python bench/munkey.py --settings self --levers pathway_dropout=0.5,epochs=3   # memorisation levers
+    python bench/munkey.py --levers 'retrieval_reg=self-drop,retrieval_reg=neighbour-noise' --lever-oracles
 
 For each self-retrieval setting (a training query may / may not retrieve its own entry) it trains or
 loads MUNKEY, the MUNKEY oracle retrained on D_r (and a second-seed oracle for the noise floor on random
@@ -119,29 +120,59 @@ def bench_setting(ds, tc, self_retrieval: bool, requests, vit_models: dict, toke
     return out
 
 
-def lever_rows(ds, tc, levers: list[str], request) -> list[dict]:
-    """Weight memorisation per lever: A_img on D_f minus A_img on the test set, for an original trained with
-    one MunkeyConfig field (or the recipe's epochs) changed. A_img ignores the memory, so deletion does not
-    change it: the gap is what the shared weights kept of D_f. Compare it with the oracle's, which never saw D_f."""
+def lever_config(lever: str, tc):
+    """(MunkeyConfig, recipe) for one lever: "default", or "field=value[;field=value]" over MunkeyConfig fields
+    and the recipe's "epochs" (";" joins fields, e.g. "retrieval_reg=\"self-drop\";retrieval_reg_rate=0.5")."""
+    config, recipe = MunkeyConfig(), tc
+    if lever == "default":
+        return config, recipe
+    for part in lever.split(";"):
+        name, _, raw = part.partition("=")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw  # a bare word: a string value such as self-drop
+        if name == "epochs":
+            recipe = replace(recipe, epochs=int(value))
+        elif name in MunkeyConfig.__dataclass_fields__:
+            config = replace(config, **{name: value})
+        else:
+            raise SystemExit(f"unknown lever {name!r}: a MunkeyConfig field or 'epochs'")
+    return config, recipe
+
+
+def lever_rows(ds, tc, levers: list[str], request, own_oracles: bool) -> list[dict]:
+    """Per lever, an original trained with one MunkeyConfig field (or the recipe's epochs) changed:
+    - what the shared weights kept of D_f: A_img on D_f minus A_img on the test set. A_img ignores the memory,
+      so deletion does not change it; compare it with the oracle's, which never saw D_f;
+    - after deleting D_f: FA, and AvgGap to the plain-ViT oracle (the same for every lever) and, with
+      ``own_oracles``, to the lever's own MUNKEY oracle (same config retrained on D_r), before and after."""
+    vit_oracle = train("vit", ds, PlainViTConfig(), tc, request).classifier
+    vit_m = M.model_metrics(vit_oracle.split_proba(ds, "test"), vit_oracle.split_proba(ds, "train"), ds, request)
     rows = []
     for lever in ["default", *levers]:
-        config, recipe = MunkeyConfig(), tc
-        if lever != "default":
-            name, _, raw = lever.partition("=")
-            value = json.loads(raw)
-            if name == "epochs":
-                recipe = replace(tc, epochs=int(value))
-            elif name in MunkeyConfig.__dataclass_fields__:
-                config = replace(config, **{name: value})
-            else:
-                raise SystemExit(f"unknown lever {name!r}: a MunkeyConfig field or 'epochs'")
-        model = train("munkey", ds, config, recipe)
-        d = munkey_diag.diagnostics(model.classifier, ds, request)
-        rows.append({"lever": lever, "test_acc": d["TA"], "a_img_test": d["A_img_test"],
-                     "a_img_forget": d["A_img_forget"], "excess": d["A_img_forget"] - d["A_img_test"]})
-        r = rows[-1]
-        print(f"lever {lever:24s} TA {r['test_acc']:6.2f}  A_img test {r['a_img_test']:6.2f}  "
-              f"D_f {r['a_img_forget']:6.2f}  D_f - test {r['excess']:+.2f}", flush=True)
+        config, recipe = lever_config(lever, tc)
+        model = train("munkey", ds, config, recipe).classifier
+        d = munkey_diag.diagnostics(model, ds, request)
+        deleted = workflow.run_method("munkey-delete", model, ds, request).model
+        after = M.model_metrics(deleted.split_proba(ds, "test"), deleted.split_proba(ds, "train"), ds, request)
+        r = {"lever": lever, "test_acc": d["TA"], "a_img_test": d["A_img_test"], "a_img_forget": d["A_img_forget"],
+             "excess": d["A_img_forget"] - d["A_img_test"], "fa_deleted": after["FA"],
+             "avg_gap_vit": avg_gap(after, vit_m)}
+        line = (f"lever {lever:44s} TA {r['test_acc']:6.2f}  A_img test {r['a_img_test']:6.2f}  "
+                f"D_f {r['a_img_forget']:6.2f}  D_f - test {r['excess']:+.2f}  FA after {r['fa_deleted']:6.2f}  "
+                f"AvgGap ViT oracle {r['avg_gap_vit']:.2f}")
+        if own_oracles:
+            oracle = train("munkey", ds, config, recipe, request).classifier
+            o = M.model_metrics(oracle.split_proba(ds, "test"), oracle.split_proba(ds, "train"), ds, request)
+            before = M.model_metrics(model.split_proba(ds, "test"), model.split_proba(ds, "train"), ds, request)
+            d_o = munkey_diag.diagnostics(oracle, ds, request)
+            r.update(avg_gap=avg_gap(after, o), avg_gap_before=avg_gap(before, o), fa_oracle=o["FA"],
+                     oracle_excess=d_o["A_img_forget"] - d_o["A_img_test"])
+            line += (f"  | own oracle: AvgGap {r['avg_gap_before']:.2f} -> {r['avg_gap']:.2f}  FA {r['fa_oracle']:6.2f}"
+                     f"  oracle D_f - test {r['oracle_excess']:+.2f}")
+        rows.append(r)
+        print(line, flush=True)
     return rows
 
 
@@ -152,8 +183,11 @@ def main() -> None:
     ap.add_argument("--settings", default="both", choices=("both", "self", "no-self"))
     ap.add_argument("--epochs", type=int, default=None, help="override the dataset recipe's epochs")
     ap.add_argument("--token-lr", type=float, default=None, help="override MunkeyConfig.token_lr")
-    ap.add_argument("--levers", default="", help="comma-separated field=value (MunkeyConfig field or epochs): "
-                    "train each variant and print its A_img gap between D_f and test, then stop")
+    ap.add_argument("--levers", default="", help="comma-separated levers, each field=value[;field=value] over "
+                    "MunkeyConfig fields or epochs: train each variant, print its A_img gap between D_f and test, "
+                    "FA and AvgGap after deleting random 10%% (first seed), then stop")
+    ap.add_argument("--lever-oracles", action="store_true",
+                    help="also train each lever's own MUNKEY oracle and print AvgGap before / after deletion")
     args = ap.parse_args()
     ds = load_dataset(args.dataset)
     tc = bundle.recipe(ds.name, "munkey")  # the ViT and MUNKEY recipe (AdamW + warm-up), shared by both kinds
@@ -163,10 +197,10 @@ def main() -> None:
     requests = [(f"random10_s{s}", request_random(ds, 0.1, seed=int(s))) for s in args.seeds.split(",")]
     requests.append(("class0", request_classes(ds, [0])))
     if args.levers:
-        rows = lever_rows(ds, tc, [v for v in args.levers.split(",") if v], requests[0][1])
+        rows = lever_rows(ds, tc, [v for v in args.levers.split(",") if v], requests[0][1], args.lever_oracles)
         oracle = train("munkey", ds, MunkeyConfig(), tc, requests[0][1])
         d = munkey_diag.diagnostics(oracle.classifier, ds, requests[0][1])
-        print(f"oracle (never saw D_f)          A_img test {d['A_img_test']:6.2f}  D_f {d['A_img_forget']:6.2f}  "
+        print(f"default oracle (never saw D_f)  A_img test {d['A_img_test']:6.2f}  D_f {d['A_img_forget']:6.2f}  "
               f"D_f - test {d['A_img_forget'] - d['A_img_test']:+.2f}")
         print(json.dumps({"levers": rows, "oracle_excess": d["A_img_forget"] - d["A_img_test"]}))
         return

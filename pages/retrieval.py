@@ -77,6 +77,14 @@ with right:
         if gone:
             st.caption(f"No longer retrieved: {', '.join(f'#{i}' for i in gone)}")
 
+if after is not None:
+    audit = munkey_diag.memory_audit(after, session.current.ids)
+    honoured = audit["forgotten_keys_in_bank"] == 0 and audit["forgotten_token_max_abs"] == 0
+    text = (f"Memory check, read from the edited model: its key bank holds {audit['bank_entries']:,} entries; "
+            f"{audit['forgotten_keys_in_bank']:,} of the {audit['forgotten_ids']:,} forgotten ids are among them, "
+            f"and the largest value left in their exemplar tokens is {audit['forgotten_token_max_abs']:g}.")
+    (st.success if honoured else st.error)(text)
+
 with st.expander("What the shared weights know without the memory (A_img)"):
     st.markdown(munkey_diag.EXPLANATIONS["A_img"])
     st.markdown(munkey_diag.EXPLANATIONS["pathway_sensitivity"])

@@ -13,7 +13,7 @@ from core import bundle
 from core.data import request_classes, request_random
 from core.eval import munkey_diag
 from core.models import get_model_kind, list_model_kinds
-from core.models.munkey import MunkeyConfig, RandomKeyEncoder, fit_munkey
+from core.models.munkey import MunkeyConfig, RandomKeyEncoder, bank_ids, fit_munkey
 from core.models.training import TrainConfig
 from core.unlearn import get_method, list_methods
 
@@ -48,6 +48,12 @@ def test_deleted_key_is_never_retrieved(munkey, digits, data):
     deleted = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n // 2, unique=True))
     queries = data.draw(st.lists(st.integers(0, len(digits.y_test) - 1), min_size=1, max_size=8, unique=True))
     forgotten = munkey.forget(deleted)
+    # the new model's FAISS bank no longer holds the keys (remove_ids) and its token rows are zeroed;
+    # the shared original keeps both
+    held = bank_ids(forgotten.bank)
+    assert not np.isin(deleted, held).any() and len(held) == n - len(deleted)
+    assert forgotten.tokens[deleted].abs().sum() == 0
+    assert len(bank_ids(munkey.bank)) == n and munkey.tokens[deleted].abs().sum() > 0
     ids, weights = forgotten.retrieve(digits.x_test[queries])
     assert not np.isin(ids, deleted).any()
     assert ids.shape == (len(queries), munkey.config.k) and (ids >= 0).all()
@@ -79,6 +85,15 @@ def test_restore_gives_identical_predictions(munkey, digits):
     np.testing.assert_array_equal(restored.predict_proba(digits.x_test[:50]), munkey.predict_proba(digits.x_test[:50]))
     with pytest.raises(ValueError, match="already forgotten"):
         munkey.forget(ids).forget(ids[:3])
+
+
+def test_memory_audit_reads_what_the_memory_holds(munkey, digits):
+    ids = request_random(digits, 0.1, 4).ids
+    after = munkey_diag.memory_audit(munkey.forget(ids), ids)
+    assert after == {"bank_entries": digits.num_train - len(ids), "forgotten_ids": len(ids),
+                     "forgotten_keys_in_bank": 0, "forgotten_token_max_abs": 0.0}
+    before = munkey_diag.memory_audit(munkey, ids)  # the original still holds every entry
+    assert before["forgotten_keys_in_bank"] == len(ids) and before["forgotten_token_max_abs"] > 0
 
 
 def test_deletion_reads_no_forget_image_or_label(munkey, digits):
@@ -115,6 +130,66 @@ def test_self_retrieval_option_holds_in_every_batch(digits, self_retrieval):
     net = get_model_kind("munkey").build(digits, config)
     fit_munkey(net, digits, train_ids, config, replace(TINY, epochs=1), batch_hook=hook)
     assert sum(seen) == len(train_ids)
+
+
+def _others(digits, train_ids, pool):
+    """Each training query's ``pool`` nearest memory entries other than itself (the regulariser's pool)."""
+    from core.models.munkey import dataset_keys, training_neighbours
+
+    keys = dataset_keys(digits, "train", MunkeyConfig().keys)
+    others = np.full((digits.num_train, pool), -1, np.int64)
+    others[train_ids] = training_neighbours(keys, train_ids, pool, False)[0]
+    return others
+
+
+def test_self_drop_retrieves_as_if_the_query_were_deleted(digits):
+    """retrieval_reg="self-drop": at its rate, a query's batch row is exactly its K nearest *other* entries;
+    otherwise the row is the normal self-first row. Never an entry outside the memory."""
+    config = MunkeyConfig(retrieval_reg="self-drop", retrieval_reg_rate=0.5)
+    train_ids = np.flatnonzero(~request_random(digits, 0.2, 2).mask(digits.num_train))
+    others = _others(digits, train_ids, config.retrieval_reg_pool)
+    dropped, rows = 0, 0
+
+    def hook(batch, retrieved):
+        nonlocal dropped, rows
+        assert np.isin(retrieved, train_ids).all()
+        own = (retrieved == batch[:, None]).any(1)
+        np.testing.assert_array_equal(retrieved[~own], others[batch[~own], :config.k])
+        assert (retrieved[own, 0] == batch[own]).all()
+        dropped += int((~own).sum())
+        rows += len(batch)
+
+    net = get_model_kind("munkey").build(digits, config)
+    fit_munkey(net, digits, train_ids, config, replace(TINY, epochs=2), batch_hook=hook)
+    assert 0.4 < dropped / rows < 0.6  # 2 epochs x ~1.1k queries at rate 0.5
+    with pytest.raises(ValueError, match="needs self_retrieval=True"):
+        fit_munkey(net, digits, train_ids, replace(config, self_retrieval=False), TINY)
+
+
+def test_neighbour_noise_keeps_the_own_entry_and_swaps_within_the_pool(digits):
+    config = MunkeyConfig(retrieval_reg="neighbour-noise", retrieval_reg_rate=0.5, retrieval_reg_pool=8)
+    train_ids = np.flatnonzero(~request_random(digits, 0.2, 3).mask(digits.num_train))
+    others = _others(digits, train_ids, config.retrieval_reg_pool)
+    swapped = []
+
+    def hook(batch, retrieved):
+        assert np.isin(retrieved, train_ids).all()
+        assert (retrieved[:, 0] == batch).all()  # the own entry is never swapped out
+        in_pool = (retrieved[:, 1:, None] == others[batch][:, None, :]).any(-1)
+        assert in_pool.all()  # every other slot holds one of the query's 8 nearest others
+        normal = _normal[batch][:, 1:]
+        swapped.append((retrieved[:, 1:] != normal).mean())
+
+    _normal = np.full((digits.num_train, config.k), -1, np.int64)
+    from core.models.munkey import dataset_keys, training_neighbours
+
+    _normal[train_ids] = training_neighbours(dataset_keys(digits, "train", config.keys), train_ids, config.k, True)[0]
+    net = get_model_kind("munkey").build(digits, config)
+    fit_munkey(net, digits, train_ids, config, replace(TINY, epochs=1), batch_hook=hook)
+    # a swap draws 1 of 8 entries, 3 of them the current slots' own: about 0.5 x 7/8 of slots change
+    assert 0.3 < float(np.mean(swapped)) < 0.55
+    with pytest.raises(ValueError, match="unknown retrieval_reg"):
+        fit_munkey(net, digits, train_ids, replace(config, retrieval_reg="dropout"), TINY)
 
 
 def test_store_round_trip_and_options(munkey, digits):

@@ -8,9 +8,10 @@ forget images and labels are never read, only their ids. METHODS.md §2 lists wh
 paper and what is our choice ([guess] fields below are options, never silent constants).
 
 Sharing rules (as for SPM): a trained MUNKEY is cached for every browser session, so ``forget`` and
-``restore`` return a *new* classifier with its own boolean mask of active ids; the FAISS index over all
-training keys, the network and the cached keys live in one read-only ``_Shared`` object, and searches
-exclude inactive ids with an ``IDSelectorBitmap`` instead of editing the index.
+``restore`` return a *new* classifier with its own memory: a FAISS index of the present keys (a copy,
+from which ``remove_ids`` deletes the forgotten ones) and a table of exemplar tokens in which the
+forgotten rows are zeroed. The network, the frozen keys of the whole training set and the original
+tokens live in one read-only ``_Shared`` object, from which ``restore`` takes entries back.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from core.models.training import TrainConfig, train_loop
 from core.models.vit import ViTBackbone, ViTConfig, vit_recipe
 
 AGGREGATIONS = ("ensemble", "softmax", "rank")
+RETRIEVAL_REGULARISERS = ("none", "self-drop", "neighbour-noise")
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,10 @@ class MunkeyConfig:
     # gets only ~K updates per epoch, so it needs a far larger step than the shared weights [guess]
     token_init_std: float = 0.02  # exemplar tokens start as small random vectors
     cache_neighbours: int = 32  # neighbours kept per cached split row; deletion filters them (exact)
+    retrieval_reg: str = "none"  # training-time perturbation of what a query retrieves (paper: "retrieval
+    # regularisation", form not recovered) [guess]: "self-drop" / "neighbour-noise", see perturb_retrieval
+    retrieval_reg_rate: float = 0.25  # "self-drop": chance per query and step; "neighbour-noise": per slot
+    retrieval_reg_pool: int = 16  # "neighbour-noise" draws a replacement among this many nearest other entries
 
 
 class MunkeyNet(nn.Module):
@@ -117,12 +123,14 @@ class MunkeyNet(nn.Module):
         """Class-token features of image tokens (B, 1+P, W) read together with exemplar tokens (B, token_dim)."""
         return self.backbone.encode_tokens(patch_tokens, self.token_proj(tokens).unsqueeze(1))
 
-    def tokens_for(self, ids: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
-        """Exemplar tokens of ``ids``; id -1 (no entry) or a dropped pathway reads the null token."""
+    def tokens_for(self, ids: torch.Tensor, drop: torch.Tensor | None = None,
+                   table: torch.Tensor | None = None) -> torch.Tensor:
+        """Exemplar tokens of ``ids`` from ``table`` (default: the trained memory); id -1 (no entry) or a
+        dropped pathway reads the null token."""
         missing = ids < 0
         if drop is not None:
             missing = missing | drop
-        tokens = self.memory(ids.clamp(min=0))
+        tokens = self.memory(ids.clamp(min=0)) if table is None else F.embedding(ids.clamp(min=0), table)
         return torch.where(missing.unsqueeze(-1), self.null_token.expand_as(tokens), tokens)
 
 
@@ -142,6 +150,36 @@ def aggregation_weights(ids: np.ndarray, sims: np.ndarray, aggregation: str, tem
     total = w.sum(1, keepdims=True)
     uniform = np.full_like(w, 1.0 / w.shape[1])
     return np.where(total > 0, w / np.maximum(total, 1e-300), uniform).astype(np.float32)
+
+
+def perturb_retrieval(ids: np.ndarray, batch: np.ndarray, others: np.ndarray, config: MunkeyConfig,
+                      rng: np.random.Generator) -> np.ndarray:
+    """Retrieval regularisation [guess; METHODS.md §2 names it, its form was not recovered]: the (B, K)
+    retrieved ids of one training batch, perturbed so that the model does not learn to rely on one exact
+    retrieved set. ``others`` (B, pool) are each query's nearest memory entries other than itself.
+
+    - "self-drop" (simulated deletion; needs self-retrieval): with probability ``retrieval_reg_rate`` a query
+      retrieves as if its own entry were deleted: its K nearest *other* entries. The model then trains in
+      the state that deletion will put it in.
+    - "neighbour-noise": each retrieved entry other than the query's own is, with probability
+      ``retrieval_reg_rate``, swapped for a random one of the query's ``retrieval_reg_pool`` nearest others,
+      so that no token is learned as the one partner of a particular query.
+    """
+    if config.retrieval_reg == "none":
+        return ids
+    out = ids.copy()
+    k = ids.shape[1]
+    if config.retrieval_reg == "self-drop":
+        drop = rng.random(len(ids)) < config.retrieval_reg_rate
+        out[drop] = others[drop, :k]
+        return out
+    if config.retrieval_reg == "neighbour-noise":
+        own = ids == batch[:, None]
+        swap = (rng.random(ids.shape) < config.retrieval_reg_rate) & ~own
+        pick = rng.integers(0, others.shape[1], size=ids.shape)
+        candidates = np.take_along_axis(others, pick, 1)
+        return np.where(swap & (candidates >= 0), candidates, out)
+    raise ValueError(f"unknown retrieval_reg {config.retrieval_reg!r}; known: {', '.join(RETRIEVAL_REGULARISERS)}")
 
 
 # ---- the key bank ------------------------------------------------------------------------------
@@ -176,11 +214,44 @@ def key_index(train_keys: np.ndarray, memo=None):
     return index
 
 
+def key_bank(train_keys: np.ndarray, ids: np.ndarray):
+    """A model's own FAISS index of the keys of ``ids`` (inner product = cosine), searched by training id.
+
+    An ``IndexIDMap2`` over a flat index: ``remove_ids`` deletes entries in place in milliseconds, and the
+    entries stay in id order (removal compacts in order), so results never depend on the edit history.
+    """
+    import faiss
+
+    ids = np.asarray(ids, dtype=np.int64)
+    bank = faiss.IndexIDMap2(faiss.IndexFlatIP(train_keys.shape[1]))
+    if len(ids):
+        bank.add_with_ids(np.ascontiguousarray(train_keys[ids], dtype=np.float32), ids)
+    return bank
+
+
+def bank_without(bank, ids: np.ndarray):
+    """A copy of ``bank`` with the entries of ``ids`` removed (``remove_ids``); ``bank`` is unchanged."""
+    import faiss
+
+    copy = faiss.clone_index(bank)
+    removed = copy.remove_ids(np.asarray(ids, dtype=np.int64))
+    if removed != len(ids):
+        raise RuntimeError(f"the key bank held {removed} of the {len(ids)} entries to delete")
+    return copy
+
+
+def bank_ids(bank) -> np.ndarray:
+    """The training ids whose keys ``bank`` holds, sorted."""
+    import faiss
+
+    return np.sort(faiss.vector_to_array(bank.id_map).astype(np.int64))
+
+
 def search(index, keys: np.ndarray, n: int, active: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The ``n`` nearest training ids of each key row (and cosines), only among ``active`` ids if given.
 
-    The index is never edited: excluded ids are skipped by an IDSelectorBitmap, so one index serves
-    every session's memory at once.
+    ``active`` skips ids with an IDSelectorBitmap and leaves the index as it is; training uses it to
+    search the memory of an oracle's D_r inside the index of all training keys.
     """
     import faiss
 
@@ -259,6 +330,11 @@ def fit_munkey(net: MunkeyNet, dataset: Dataset, train_ids: np.ndarray, config: 
         raise ValueError(f"unknown aggregation {config.aggregation!r}; known: {', '.join(AGGREGATIONS)}")
     if config.train_passes not in ("sample", "all"):
         raise ValueError(f"unknown train_passes {config.train_passes!r}; known: sample, all")
+    if config.retrieval_reg not in RETRIEVAL_REGULARISERS:
+        raise ValueError(f"unknown retrieval_reg {config.retrieval_reg!r}; known: {', '.join(RETRIEVAL_REGULARISERS)}")
+    if config.retrieval_reg == "self-drop" and not config.self_retrieval:
+        raise ValueError("retrieval_reg='self-drop' simulates deleting the query's own entry, so it needs "
+                         "self_retrieval=True")
     device = device or torch.device("cpu")
     net.to(device)
     progress(0.0, "MUNKEY: computing keys and neighbours")
@@ -270,10 +346,21 @@ def fit_munkey(net: MunkeyNet, dataset: Dataset, train_ids: np.ndarray, config: 
     retrieved[train_ids] = ids
     similarity = np.zeros((dataset.num_train, config.k), np.float32)
     similarity[train_ids] = sims
+    others = None
+    if config.retrieval_reg != "none":  # each query's nearest entries other than itself, for the regulariser
+        pool = max(config.k, config.retrieval_reg_pool)
+        other_ids, _ = training_neighbours(train_keys, train_ids, pool, False, index=key_index(train_keys, memo),
+                                           memo=memo)
+        others = np.full((dataset.num_train, pool), -1, np.int64)
+        others[train_ids] = other_ids
     labels = torch.as_tensor(dataset.y_train)
 
     def step_loss(batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         ids = retrieved[batch]
+        batch_sims = similarity[batch]
+        if others is not None:
+            ids = perturb_retrieval(ids, batch, others[batch], config, rng)
+            batch_sims = np.einsum("bd,bkd->bk", train_keys[batch], train_keys[np.maximum(ids, 0)])
         if batch_hook is not None:
             batch_hook(batch, ids)
         y = labels[batch].to(device)
@@ -290,7 +377,7 @@ def fit_munkey(net: MunkeyNet, dataset: Dataset, train_ids: np.ndarray, config: 
             pick = ids[np.arange(b), rng.integers(0, config.k, size=b)]
             tokens = net.tokens_for(torch.as_tensor(pick, device=device), drop)
         else:
-            w = aggregation_weights(ids, similarity[batch], config.aggregation, config.temperature)
+            w = aggregation_weights(ids, batch_sims, config.aggregation, config.temperature)
             each = net.tokens_for(torch.as_tensor(ids, device=device))
             tokens = (torch.as_tensor(w, device=device).unsqueeze(-1) * each).sum(1)
             tokens = torch.where(drop.unsqueeze(-1), net.null_token.expand_as(tokens), tokens)
@@ -318,45 +405,63 @@ class _Shared:
     image_only: dict = field(default_factory=dict)  # (fingerprint, split) -> image-only probabilities
 
     def index(self):
+        """The process-wide index of *every* training key: only for the memoised candidate lists."""
         return key_index(self.train_keys, self.memo)
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """The trained exemplar tokens of every training id (read-only: copies are edited, never this)."""
+        return self.net.memory.weight.detach()
 
 
 class MunkeyClassifier(Classifier):
-    """A trained MUNKEY and its memory: the boolean mask of training ids whose entries are present."""
+    """A trained MUNKEY and its memory: the FAISS bank of present keys and the table of their tokens.
+
+    ``active`` (bool over training ids) mirrors what the bank holds; the token rows of absent ids are zero.
+    """
 
     kind = "munkey"
 
-    def __init__(self, shared: _Shared, active: np.ndarray, config: MunkeyConfig):
+    def __init__(self, shared: _Shared, active: np.ndarray, config: MunkeyConfig, bank=None,
+                 tokens: torch.Tensor | None = None):
         self._shared = shared
         self.active = active
         self.config = config
         self.num_classes = shared.num_classes
+        self.bank = bank if bank is not None else key_bank(shared.train_keys, np.flatnonzero(active))
+        self.tokens = tokens if tokens is not None else shared.tokens
 
     # ---- memory ---------------------------------------------------------------------------------
     def _checked_ids(self, ids, must_be_active: bool) -> np.ndarray:
         return checked_memory_ids(self.active, ids, must_be_active)
 
     def forget(self, ids) -> MunkeyClassifier:
-        """A new MUNKEY whose memory lacks the entries (key and token) of ``ids``; this one is unchanged.
+        """A new MUNKEY whose memory lacks the entries of ``ids``; this one is unchanged.
 
-        Reads nothing but the ids: no image, label or weight. The deleted keys are excluded from every
-        later search and their tokens can no longer be retrieved.
+        Reads nothing but the ids: no image, label or weight. The keys are removed from a copy of the
+        FAISS bank (``remove_ids``) and the tokens are zeroed in a copy of the token table, so the new
+        model holds neither and no search can return them.
         """
         ids = self._checked_ids(ids, must_be_active=True)
         active = self.active.copy()
         active[ids] = False
-        return MunkeyClassifier(self._shared, active, self.config)
+        tokens = self.tokens.clone()
+        tokens[torch.as_tensor(ids, device=tokens.device)] = 0.0
+        return MunkeyClassifier(self._shared, active, self.config, bank_without(self.bank, ids), tokens)
 
     def restore(self, ids) -> MunkeyClassifier:
-        """A new MUNKEY with the forgotten entries of ``ids`` back in memory."""
+        """A new MUNKEY with the forgotten entries of ``ids`` back, taken from the trained original."""
         ids = self._checked_ids(ids, must_be_active=False)
         active = self.active.copy()
         active[ids] = True
-        return MunkeyClassifier(self._shared, active, self.config)
+        tokens = self.tokens.clone()
+        rows = torch.as_tensor(ids, device=tokens.device)
+        tokens[rows] = self._shared.tokens[rows]
+        return MunkeyClassifier(self._shared, active, self.config, None, tokens)  # a new bank, in id order
 
     def with_options(self, **changes) -> MunkeyClassifier:
         """The same weights and memory read with other inference options (e.g. aggregation="softmax")."""
-        return MunkeyClassifier(self._shared, self.active, replace(self.config, **changes))
+        return MunkeyClassifier(self._shared, self.active, replace(self.config, **changes), self.bank, self.tokens)
 
     @property
     def memory_ids(self) -> np.ndarray:
@@ -372,22 +477,23 @@ class MunkeyClassifier(Classifier):
         return dataset_keys(dataset, split, self.config.keys, self._shared.device, self._shared.net.key_encoder)
 
     def neighbours(self, keys: np.ndarray, cache: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The K nearest *active* training ids per key row (-1 where the memory has fewer) and cosines.
+        """The K nearest training ids in this model's bank per key row (-1 where it holds fewer) and cosines.
 
-        With ``cache`` (data fingerprint and split), the nearest ``cache_neighbours`` over the whole key
-        bank are searched once per process and filtered by this instance's mask; rows left with fewer
-        than K active candidates are searched again with the mask. Both give the same ids.
+        With ``cache`` (data fingerprint and split), a whole split is answered from candidate lists: the
+        nearest ``cache_neighbours`` among all training keys, searched once per process, keeping the
+        ids this bank holds; rows left with fewer than K are searched in the bank. The tests check that
+        both give the bank's own search results.
         """
-        k, index = self.config.k, self._shared.index()
+        k = self.config.k
         if cache is None:
-            return search(index, keys, k, self.active)
+            return search(self.bank, keys, k)
         n = min(max(self.config.cache_neighbours, k), len(self.active))
-        cand, csims = candidates(index, keys, n, memo=(cache[0], self.config.keys, cache[1]))
+        cand, csims = candidates(self._shared.index(), keys, n, memo=(cache[0], self.config.keys, cache[1]))
         allowed = (cand >= 0) & self.active[np.maximum(cand, 0)]
         ids, sims = masked_neighbours(cand, csims, allowed, k)
         short = np.flatnonzero(allowed.sum(1) < k)
         if len(short):
-            ids[short], sims[short] = search(index, keys[short], k, self.active)
+            ids[short], sims[short] = search(self.bank, keys[short], k)
         return ids, sims
 
     def retrieve(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -413,7 +519,8 @@ class MunkeyClassifier(Classifier):
                 p = torch.softmax(net.head(f), 1)
             elif cfg.aggregation == "ensemble":
                 kk = ids.shape[1]
-                tokens = net.tokens_for(torch.as_tensor(ids[s:s + b].reshape(-1), device=device))
+                flat = torch.as_tensor(ids[s:s + b].reshape(-1), device=device)
+                tokens = net.tokens_for(flat, table=self.tokens)
                 f = net.features(patches.repeat_interleave(kk, 0), tokens)
                 each = torch.softmax(net.head(f), 1).view(b, kk, -1)
                 if per_pass:
@@ -421,7 +528,7 @@ class MunkeyClassifier(Classifier):
                 p, f = each.mean(1), f.view(b, kk, -1).mean(1)
             else:
                 w = aggregation_weights(ids[s:s + b], sims[s:s + b], cfg.aggregation, cfg.temperature)
-                each = net.tokens_for(torch.as_tensor(ids[s:s + b], device=device))
+                each = net.tokens_for(torch.as_tensor(ids[s:s + b], device=device), table=self.tokens)
                 tokens = (torch.as_tensor(w, device=device).unsqueeze(-1) * each).sum(1)
                 f = net.features(patches, tokens)
                 p = torch.softmax(net.head(f), 1)
