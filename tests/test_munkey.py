@@ -231,6 +231,8 @@ def test_retrieval_page_before_and_after_deletion():
     at.switch_page("pages/retrieval.py").run()
     assert not at.exception, at.exception
     assert any("After forgetting" in m.value for m in at.markdown)
+    # the page reads the edited memory itself: no forgotten key in the bank, nothing left in their tokens
+    assert any("0 of the" in s.value and "forgotten ids are among them" in s.value for s in at.success), at.error
 
 
 def test_new_train_fields_leave_stored_keys_unchanged(digits):
