@@ -65,6 +65,27 @@ def test_deleted_key_is_never_retrieved(munkey, digits, data):
     np.testing.assert_array_equal(direct, train_ids[deleted])
 
 
+@settings(max_examples=15, deadline=None)
+@given(data=st.data())
+def test_chained_deletions_and_restores_keep_bank_and_mask_in_step(munkey, digits, data):
+    """forget -> forget more -> restore some: the bank holds exactly the present ids, in every copy."""
+    n = digits.num_train
+    ids = st.lists(st.integers(0, n - 1), min_size=1, max_size=200, unique=True)
+    first = data.draw(ids)
+    second = data.draw(ids.filter(lambda xs: not set(xs) & set(first)))
+    back = data.draw(st.lists(st.sampled_from(first + second), min_size=1, max_size=50, unique=True))
+    a = munkey.forget(first)
+    b = a.forget(second)
+    c = b.restore(back)
+    for model in (a, b, c):
+        np.testing.assert_array_equal(bank_ids(model.bank), model.memory_ids)
+        absent = np.flatnonzero(~model.active)
+        assert model.tokens[absent].abs().sum() == 0
+    np.testing.assert_array_equal(c.tokens[back], munkey.tokens[back])  # restored from the original
+    ids_c, _ = c.retrieve(digits.x_test[:40])
+    assert not np.isin(ids_c, np.flatnonzero(~c.active)).any()
+
+
 def test_deletion_touches_no_weight_and_not_the_original(munkey, digits):
     before = {k: v.clone() for k, v in munkey.networks()["net"].state_dict().items()}
     probs = munkey.split_proba(digits, "test").copy()
