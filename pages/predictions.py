@@ -10,6 +10,7 @@ import streamlit as st
 from core import workflow
 from core.eval import metrics as M
 from core.eval import probes
+from core.models import get_model_kind
 from pages.common import (
     by_design_kinds,
     class_label,
@@ -89,6 +90,28 @@ for name in ("TA", "RA", "FA", "retained_TA", "forgotten_TA", "MIA", "PG", "KL",
         row["noise floor (oracle vs oracle)"] = (comparison.noise_floor or {}).get(name)
     row["meaning"] = M.EXPLANATIONS[name]
     rows.append(row)
+reference_jobs = {}
+for ref in get_model_kind(kind).reference_oracles:  # e.g. MUNKEY's second oracle, the plain ViT retrained on D_r
+    wanted = st.checkbox(f"Also compare with the {ref} oracle", key=f"pred-ref-{ref}",
+                         help=f"The paper's other oracle for {kind}: a {ref} of the same size retrained without the "
+                              "forgotten samples (trains in the background the first time).")
+    job = oracle_job(ref, dataset, request, start=wanted)
+    if wanted and job is not None:
+        jobs.append(job)
+        if job_status_ui(job, f"{ref} oracle"):
+            reference_jobs[ref] = job
+for ref, job in reference_jobs.items():
+    model_ref = job.result.classifier
+    p_ref = model_ref.split_proba(dataset, "test")
+    m_ref = M.model_metrics(p_ref, model_ref.split_proba(dataset, "train"), dataset, request)
+    gaps = M.gap_metrics(m_after, p_after, m_ref, p_ref)
+    for row in rows:
+        meaning = row.pop("meaning")
+        row[f"{ref} oracle"] = gaps[row["metric"]] if row["metric"] in gaps else m_ref.get(row["metric"])
+        row["meaning"] = meaning
+    st.caption(f"Against the {ref} oracle: AvgGap {gaps['AvgGap']:.2f}, PG {gaps['PG']:.2f} "
+               f"(the {ref} oracle column holds its own TA/RA/FA/MIA; its PG/KL/AvgGap rows are the unlearned "
+               f"model's gaps to it).")
 table = pd.DataFrame(rows)
 st.dataframe(table, hide_index=True, width="stretch",
              column_config={c: st.column_config.NumberColumn(format="%.2f") for c in table.columns

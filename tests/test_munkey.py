@@ -254,6 +254,18 @@ def test_retrieval_page_before_and_after_deletion():
     assert any("After forgetting" in m.value for m in at.markdown)
     # the page reads the edited memory itself: no forgotten key in the bank, nothing left in their tokens
     assert any("0 of the" in s.value and "forgotten ids are among them" in s.value for s in at.success), at.error
+    # Predictions: MUNKEY against its own oracle and, when asked, the paper's second oracle (a plain ViT)
+    at.switch_page("pages/predictions.py").run()
+    at.radio(key="pred-model").set_value("munkey").run()
+    at.checkbox(key="pred-ref-vit").check().run()
+    for job in job_runner().jobs():
+        job.wait(600)
+    at.run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value.set_index("metric")
+    assert {"oracle", "vit oracle"} <= set(table.columns)
+    assert table.loc["FA", "vit oracle"] == 0.0  # the ViT oracle never saw class 0
+    assert any("Against the vit oracle: AvgGap" in c.value for c in at.caption)
 
 
 def test_new_train_fields_leave_stored_keys_unchanged(digits):

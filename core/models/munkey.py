@@ -624,4 +624,5 @@ register_model(ModelKind(
     description="MUNKEY: ViT + per-sample memory of exemplar tokens; deletion removes keys, no weight moves",
     config_cls=MunkeyConfig, build=build_munkey, fit=fit_munkey, wrap=wrap_munkey, by_design=True,
     default_train=vit_recipe,  # the plain ViT's recipe: same backbone, same budget, like-for-like oracles
+    reference_oracles=("vit",),  # the paper's second oracle: a plain ViT of the same size retrained on D_r
 ))

@@ -31,6 +31,7 @@ class ModelKind:
     wrap: Callable[..., Classifier]
     by_design: bool = False  # forgets by editing a memory, not weights
     default_train: Callable[[str], Any] | None = None  # transformers need AdamW + warm-up, not the CNN recipe
+    reference_oracles: tuple[str, ...] = ()  # other kinds retrained on D_r to compare with (MUNKEY: the plain ViT)
 
 
 _MODELS: dict[str, ModelKind] = {}
