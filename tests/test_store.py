@@ -102,3 +102,24 @@ def test_the_shipped_bundle_is_found_unless_benchmarks_turn_it_off(monkeypatch):
     assert store.ASSETS_MODELS / shipped[0] in store.model_dirs(shipped[0])
     monkeypatch.setenv("UE_NO_ASSETS", "1")
     assert store.model_dirs(shipped[0]) == [store.home() / "models" / shipped[0]]
+
+
+def test_every_shipped_model_loads_into_the_network_its_metadata_describes():
+    """The shipped bundle (parametric and SPM on Fashion-MNIST) still fits today's code: the weights'
+    hash is the recorded one and every tensor loads strictly into the network the stored config builds."""
+    from types import SimpleNamespace
+
+    shipped = [p for p in store.ASSETS_MODELS.iterdir() if p.is_dir()]
+    assert {store.read_meta(p)["kind"] for p in shipped} >= {"parametric", "spm"}
+    for path in shipped:
+        meta = store.read_meta(path)
+        assert meta["weights_sha256"] == store.file_sha256(path / "weights.safetensors"), path.name
+        kind = get_model_kind(meta["kind"])
+        shape = SimpleNamespace(image_shape=(1, 28, 28), num_train=meta["num_train_ids"], num_classes=10)
+        net = kind.build(shape, store.config_of(meta, kind.config_cls))
+        store.load_weights(net, path)  # raises StoreError on a missing, extra or misshapen tensor
+        # today's defaults (config and the kind's recipe) still name these weights, so a start loads them
+        data = SimpleNamespace(name=meta["dataset"], fingerprint=lambda m=meta: m["dataset_fingerprint"])
+        default_key = bundle.model_key(meta["kind"], kind.config_cls(), bundle.recipe(meta["dataset"], meta["kind"]),
+                                       data, None)
+        assert default_key == path.name == meta["key"], f"{path.name}: a default changed since it was trained"
