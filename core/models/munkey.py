@@ -445,8 +445,7 @@ class MunkeyClassifier(Classifier):
         ids = self._checked_ids(ids, must_be_active=True)
         active = self.active.copy()
         active[ids] = False
-        tokens = self.tokens.clone()
-        tokens[torch.as_tensor(ids, device=tokens.device)] = 0.0
+        tokens = self.tokens.clone().index_fill_(0, torch.as_tensor(ids, device=self.tokens.device), 0.0)
         return MunkeyClassifier(self._shared, active, self.config, bank_without(self.bank, ids), tokens)
 
     def restore(self, ids) -> MunkeyClassifier:
