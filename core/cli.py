@@ -5,6 +5,7 @@
     python -m core train --dataset digits --model spm
     python -m core forget --dataset digits --model spm --classes 0 --method spm-delete
     python -m core forget --dataset digits --model parametric --random 0.1 --seed 0 --method ft --set epochs=2
+    python -m core train --dataset digits --model munkey --model-set retrieval_reg=self-drop --model-set vit.depth=2
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from core.data import (
     request_ids,
     request_random,
 )
-from core.models import list_model_kinds
+from core.models import get_model_kind, list_model_kinds
 from core.store import StoreError
 from core.unlearn import get_method, list_methods
 
@@ -79,18 +80,33 @@ def _request(args, dataset):
     return request_ids(dataset, parse_ids_text(Path(args.ids_file).read_text()))
 
 
-def _method_config(method: str, pairs: list[str]):
-    cls = get_method(method).config_cls
+def config_with(cls: type, pairs: list[str]):
+    """``cls()`` with ``name=value`` pairs applied; a dotted name reaches a nested config (``vit.width=128``);
+    values are JSON (``true``, ``0.5``, ``[1, 2]``) or a bare string. Every value is checked by type."""
     values = config_to_dict(cls())
     for pair in pairs:
         if "=" not in pair:
-            raise ConfigError(f"--set expects name=value, got {pair!r}")
+            raise ConfigError(f"expected name=value, got {pair!r}")
         name, raw = pair.split("=", 1)
+        *path, leaf = name.split(".")
+        target = values
+        for part in path:
+            if not isinstance(target.get(part), dict):
+                raise ConfigError(f"{cls.__name__} has no nested config {part!r} (in {name!r})")
+            target = target[part]
         try:
-            values[name] = json.loads(raw)
+            target[leaf] = json.loads(raw)
         except json.JSONDecodeError:
-            values[name] = raw
+            target[leaf] = raw
     return config_from_dict(cls, values)
+
+
+def _method_config(method: str, pairs: list[str]):
+    return config_with(get_method(method).config_cls, pairs)
+
+
+def _model_config(args):
+    return config_with(get_model_kind(args.model).config_cls, args.model_set or [])
 
 
 def cmd_train(args) -> dict:
@@ -98,7 +114,8 @@ def cmd_train(args) -> dict:
     bar = _Bar(f"train {args.model}")
     try:
         start = time.perf_counter()
-        trained = workflow.original(args.model, dataset, progress=bar, train_config=_train_config(args, dataset))
+        trained = workflow.original(args.model, dataset, progress=bar, train_config=_train_config(args, dataset),
+                                    config=_model_config(args))
     finally:
         bar.close()
     return {"model": args.model, "dataset": dataset.name, "key": trained.key,
@@ -111,17 +128,19 @@ def cmd_forget(args) -> dict:
     request = _request(args, dataset)
     tc = _train_config(args, dataset)
     config = _method_config(args.method, args.set or [])
+    model_config = _model_config(args)
     bar = _Bar(f"{args.model}")
     try:
-        base = workflow.original(args.model, dataset, progress=bar, train_config=tc)
+        base = workflow.original(args.model, dataset, progress=bar, train_config=tc, config=model_config)
         result = workflow.run_method(args.method, base.classifier, dataset, request, config, progress=bar)
         out = {"dataset": dataset.name, "model": args.model, "method": args.method, "request": request.to_json(),
                "config": config_to_dict(config), "seconds": result.seconds, "touched": result.touched}
         if not args.no_oracle:
-            oracle = workflow.oracle(args.model, dataset, request, progress=bar, train_config=tc)
+            oracle = workflow.oracle(args.model, dataset, request, progress=bar, train_config=tc, config=model_config)
             second = None
             if args.noise_floor:
-                second = workflow.oracle(args.model, dataset, request, seed_offset=1, progress=bar, train_config=tc)
+                second = workflow.oracle(args.model, dataset, request, seed_offset=1, progress=bar, train_config=tc,
+                                         config=model_config)
                 second = second.classifier
             comparison = workflow.compare(result.model, oracle.classifier, dataset, request, second,
                                           result.seconds, workflow.train_seconds(oracle))
@@ -157,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--epochs", type=int)
         s.add_argument("--train-seed", type=int)
         s.add_argument("--device", choices=["auto", "cpu", "cuda"])
+        s.add_argument("--model-set", action="append", metavar="NAME=VALUE",
+                       help="model config field, dotted for nested ones (e.g. retrieval_reg=self-drop, vit.width=128)")
         if name == "forget":
             s.add_argument("--classes", help="comma-separated class indices, e.g. 0,1")
             s.add_argument("--random", type=float, help="fraction of the training set, e.g. 0.1")

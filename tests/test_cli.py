@@ -38,3 +38,27 @@ def test_cli_rejects_bad_requests_clearly(tmp_path):
     assert code == 2 and "banana" in out["error"]
     code, out = cli("forget", "--dataset", "digits", "--classes", "0", "--method", "nope", "--no-oracle")
     assert code == 2 and "unknown" in out["error"]
+
+
+def test_model_and_method_configs_from_name_value_pairs():
+    import pytest
+
+    from core.cli import config_with
+    from core.configs import ConfigError
+    from core.models.munkey import MunkeyConfig
+
+    config = config_with(MunkeyConfig, ["retrieval_reg=self-drop", "vit.depth=2", "self_retrieval=true", "k=8"])
+    assert (config.retrieval_reg, config.vit.depth, config.self_retrieval, config.k) == ("self-drop", 2, True, 8)
+    assert config.vit.width == MunkeyConfig().vit.width  # untouched nested fields keep their defaults
+    for bad, message in (("vit.nope=1", "unknown ViTConfig fields"), ("k=four", "expects int"),
+                         ("keys.seed.x=1", "no nested config 'seed'"), ("k", "expected name=value")):
+        with pytest.raises(ConfigError, match=message):
+            config_with(MunkeyConfig, [bad])
+
+
+def test_cli_model_config_errors_stop_before_training():
+    code, out = cli("train", "--dataset", "digits", "--model", "munkey", "--model-set", "retrieval_reg=self-drop",
+                    "--model-set", "self_retrieval=false")
+    assert code == 2 and "needs self_retrieval=True" in out["error"]
+    code, out = cli("train", "--dataset", "digits", "--model", "spm", "--model-set", "support_size=many")
+    assert code == 2 and "support_size" in out["error"]
