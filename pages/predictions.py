@@ -8,8 +8,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import workflow
+from core.configs import config_to_dict
+from core.eval import audit, probes
 from core.eval import metrics as M
-from core.eval import probes
 from core.models import get_model_kind
 from pages.common import (
     by_design_kinds,
@@ -188,6 +189,37 @@ if done_runs or ready:
         st.caption(f"selectivity: {M.EXPLANATIONS['selectivity']}")
         st.download_button("Export all runs (CSV)", runs_table.to_csv(index=False), f"runs-{request.key()}.csv",
                            "text/csv")
+
+st.subheader("Audit report")
+st.caption("One file to keep with the deletion request: the ids' hash, model and method with their hashes and "
+           "configs, what the memory still holds (by-design models, read from the model), the metrics against the "
+           "oracle and the noise floor, and each forgotten sample's membership exposure.")
+if shown in ready:
+    method_name, method_config, model_meta = f"{shown}-delete", {}, trained.meta
+else:
+    method_name, method_config = shown, config_to_dict(record["config"]) if record.get("config") else None
+    model_meta = ready_model(kind, dataset).meta
+report = audit.audit_report(dataset, request, before, after, model_meta, method_name, method_config, seconds,
+                            oracle_model, oracle_a.result.meta if oracle_model is not None else None,
+                            oracle_b.result.classifier if oracle_model is not None and oracle_b.finished_ok else None)
+if "memory" in report:
+    memory = report["memory"]
+    (st.success if memory["forgotten_in_memory"] == 0 else st.error)(
+        f"Memory check: {memory['forgotten_in_memory']:,} of the {memory['forgotten_ids']:,} forgotten samples are "
+        f"still in {shown}'s memory ({memory['memory_entries']:,} entries).")
+exposure = report["exposure"]
+st.markdown(f"Mean membership exposure of the forgotten samples **{exposure['mean']:.1f}** (the MIA AUROC)"
+            + (f"; the oracle's **{exposure['oracle_mean']:.1f}**" if "oracle_mean" in exposure else "")
+            + f". {audit.EXPOSURE_EXPLANATION}")
+most = exposure["most_exposed"][:8]
+image_grid_ui([dataset.x_train[r["id"]] for r in most],
+              [f"#{r['id']} {dataset.class_names[r['label']]} | exposure {r['exposure']:.0f}"
+               + (f" | oracle {r['oracle_exposure']:.0f}" if "oracle_exposure" in r else "") for r in most])
+cols = st.columns(2)
+cols[0].download_button("Download the audit report (Markdown)", audit.report_markdown(report, dataset.class_names),
+                        f"audit-{request.key()}-{shown}.md", "text/markdown", key="pred-audit-md")
+cols[1].download_button("Download the audit report (JSON)", json.dumps(report, indent=1),
+                        f"audit-{request.key()}-{shown}.json", "application/json", key="pred-audit-json")
 
 if shown not in ready:
     record = next(j.result for j in done_runs if j.result["method"] == shown)

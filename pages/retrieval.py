@@ -78,10 +78,10 @@ with right:
             st.caption(f"No longer retrieved: {', '.join(f'#{i}' for i in gone)}")
 
 if after is not None:
-    audit = munkey_diag.memory_audit(after, session.current.ids)
-    honoured = audit["forgotten_keys_in_bank"] == 0 and audit["forgotten_token_max_abs"] == 0
-    text = (f"Memory check, read from the edited model: its key bank holds {audit['bank_entries']:,} entries; "
-            f"{audit['forgotten_keys_in_bank']:,} of the {audit['forgotten_ids']:,} forgotten ids are among them, "
+    audit = after.memory_check(session.current.ids)
+    honoured = audit["forgotten_in_memory"] == 0 and audit["forgotten_token_max_abs"] == 0
+    text = (f"Memory check, read from the edited model: its key bank holds {audit['memory_entries']:,} entries; "
+            f"{audit['forgotten_in_memory']:,} of the {audit['forgotten_ids']:,} forgotten ids are among them, "
             f"and the largest value left in their exemplar tokens is {audit['forgotten_token_max_abs']:g}.")
     (st.success if honoured else st.error)(text)
 

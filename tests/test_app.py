@@ -61,6 +61,10 @@ def test_forget_then_predictions_against_oracle_and_undo():
     fa = table.set_index("metric").loc["FA"]
     assert fa["after"] == 0.0 and fa["before"] > 80
     assert "oracle" in table.columns and "noise floor (oracle vs oracle)" in table.columns
+    # the audit section reads SPM's memory and offers the report
+    assert any(s.value.startswith("Memory check: 0 of the") for s in at.success)
+    assert any("Mean membership exposure" in m.value for m in at.markdown)
+    assert len(at.get("download_button")) >= 4  # table, changed predictions, audit Markdown and JSON
     at.switch_page("pages/forget.py").run()
     at.button(key="forget-undo").click().run()
     assert any("Nothing is forgotten" in i.value for i in at.info)

@@ -110,11 +110,11 @@ def test_restore_gives_identical_predictions(munkey, digits):
 
 def test_memory_audit_reads_what_the_memory_holds(munkey, digits):
     ids = request_random(digits, 0.1, 4).ids
-    after = munkey_diag.memory_audit(munkey.forget(ids), ids)
-    assert after == {"bank_entries": digits.num_train - len(ids), "forgotten_ids": len(ids),
-                     "forgotten_keys_in_bank": 0, "forgotten_token_max_abs": 0.0}
-    before = munkey_diag.memory_audit(munkey, ids)  # the original still holds every entry
-    assert before["forgotten_keys_in_bank"] == len(ids) and before["forgotten_token_max_abs"] > 0
+    after = munkey.forget(ids).memory_check(ids)
+    assert after == {"memory_entries": digits.num_train - len(ids), "forgotten_ids": len(ids),
+                     "forgotten_in_memory": 0, "forgotten_token_max_abs": 0.0}
+    before = munkey.memory_check(ids)  # the original still holds every entry
+    assert before["forgotten_in_memory"] == len(ids) and before["forgotten_token_max_abs"] > 0
 
 
 def test_deletion_reads_no_forget_image_or_label(munkey, digits):

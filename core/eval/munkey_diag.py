@@ -15,7 +15,7 @@ import numpy as np
 from core.data.dataset import Dataset
 from core.data.requests import ForgetRequest
 from core.eval.metrics import accuracy
-from core.models.munkey import MunkeyClassifier, bank_ids
+from core.models.munkey import MunkeyClassifier
 
 EXPLANATIONS = {
     "A_img": "Image-only accuracy (%): every retrieved exemplar token replaced by the learned null token; "
@@ -52,18 +52,6 @@ def diagnostics(model: MunkeyClassifier, dataset: Dataset, request: ForgetReques
         out["FA"] = accuracy(model.split_proba(dataset, "train")[ids], dataset.y_train[ids])
         out["weights_keep_forget_set"] = bool(out["A_img_forget"] > a_img_test)
     return out
-
-
-def memory_audit(model: MunkeyClassifier, forgotten_ids) -> dict:
-    """What this model's memory still holds of ``forgotten_ids``, read from the memory itself (not assumed):
-    how many of their keys its FAISS bank returns ids for, and the largest magnitude left in their token rows.
-    Both are 0 after an honoured key deletion."""
-    ids = np.unique(np.asarray(forgotten_ids, dtype=np.int64))
-    held = bank_ids(model.bank)
-    tokens = model.tokens[ids].abs() if len(ids) else model.tokens[:0]
-    return {"bank_entries": int(len(held)), "forgotten_ids": int(len(ids)),
-            "forgotten_keys_in_bank": int(np.isin(ids, held).sum()),
-            "forgotten_token_max_abs": float(tokens.max()) if len(ids) else 0.0}
 
 
 def retrieval_before_after(before: MunkeyClassifier, after: MunkeyClassifier, x: np.ndarray) -> list[dict]:

@@ -466,6 +466,17 @@ class MunkeyClassifier(Classifier):
     def memory_ids(self) -> np.ndarray:
         return np.flatnonzero(self.active)
 
+    def memory_check(self, ids) -> dict:
+        """What this memory still holds of ``ids``, read from the memory itself (not from the mask): how many
+        of their keys the FAISS bank returns ids for, and the largest magnitude left in their token rows.
+        Both are 0 after an honoured key deletion."""
+        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        held = bank_ids(self.bank)
+        rows = self.tokens[torch.as_tensor(ids, device=self.tokens.device)]
+        return {"memory_entries": int(len(held)), "forgotten_ids": int(len(ids)),
+                "forgotten_in_memory": int(np.isin(ids, held).sum()),
+                "forgotten_token_max_abs": float(rows.abs().max()) if len(ids) else 0.0}
+
     # ---- retrieval ------------------------------------------------------------------------------
     def keys_of(self, x: np.ndarray) -> np.ndarray:
         return batched(self._shared.net.key_encoder, x, self._shared.device)

@@ -204,6 +204,20 @@ class SPMClassifier(Classifier):
         counts = self.counts + int(sign) * np.bincount(labels, minlength=self.num_classes)
         return SPMClassifier(self._shared, active, sums, counts)
 
+    def memory_check(self, ids) -> dict:
+        """What this memory still holds of ``ids``, read from the memory itself: whether they are still
+        members, and how far the class sums and counts are from those rebuilt from the present samples only
+        (0 when the deletion equals rebuilding the prototypes from scratch)."""
+        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        feats, labels = self._shared.train_features[self.active], self._shared.train_labels[self.active]
+        rebuilt = class_sums(feats.astype(np.float64), labels, self.num_classes)
+        scale = max(float(np.abs(rebuilt).max()), 1.0)
+        return {"memory_entries": int(self.active.sum()), "forgotten_ids": int(len(ids)),
+                "forgotten_in_memory": int(self.active[ids].sum()),
+                "sums_rel_diff_from_rebuilt": float(np.abs(self.sums - rebuilt).max() / scale),
+                "counts_match_rebuilt": bool(np.array_equal(
+                    self.counts, np.bincount(labels, minlength=self.num_classes)))}
+
     def with_mode(self, mode: str, knn_k: int | None = None) -> SPMClassifier:
         """The same memory read in prototype or kNN mode."""
         config = replace(self.config, mode=mode, knn_k=knn_k or self.config.knn_k)
