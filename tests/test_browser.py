@@ -180,4 +180,20 @@ def test_lasso_grid_forget_predictions(app_url):
         text = main.inner_text()
         assert wanted in text, f"Predictions page text: {text[:400]!r}"
         page.screenshot(path=str(OUT / "embeddings-4-predictions.png"), full_page=True)
+
+        # the audit report a user downloads names exactly the lassoed ids, and the memory holds none of them
+        import hashlib
+
+        label = "Download the audit report (Markdown)"
+        deadline = time.time() + 120  # the page reruns while the oracles train: poll the settled text
+        while label not in main.inner_text() and time.time() < deadline:
+            time.sleep(0.5)
+        assert label in main.inner_text(), f"Predictions page text: {main.inner_text()[-1500:]!r}"
+        button = page.get_by_text(label).first
+        with page.expect_download(timeout=60_000) as download:
+            button.click()
+        report = Path(download.value.path()).read_text()
+        (OUT / "audit-report.md").write_text(report)
+        assert hashlib.sha256("\n".join(map(str, train_ids)).encode()).hexdigest() in report
+        assert f"forgotten samples still among them: **0** of {len(train_ids)}" in report
         browser.close()
