@@ -5,7 +5,15 @@ import pandas as pd
 import streamlit as st
 
 from core.eval import munkey_diag
-from pages.common import forget_session, image_grid_ui, job_status_ui, model_job, page_dataset, poll_while_active
+from pages.common import (
+    forget_session,
+    image_grid_ui,
+    job_status_ui,
+    model_job,
+    oracle_job,
+    page_dataset,
+    poll_while_active,
+)
 
 st.header("Retrieval (MUNKEY)")
 st.caption("MUNKEY (arXiv 2603.15033) retrieves the K training samples whose frozen keys are nearest to the image "
@@ -88,6 +96,14 @@ if after is not None:
 with st.expander("What the shared weights know without the memory (A_img)"):
     st.markdown(munkey_diag.EXPLANATIONS["A_img"])
     st.markdown(munkey_diag.EXPLANATIONS["pathway_sensitivity"])
-    if st.button("Compute A_img", key="retrieval-aimg"):
-        diag = munkey_diag.diagnostics(after or model, dataset, session.current)
-        st.dataframe(pd.DataFrame([diag]), hide_index=True)
+    st.caption("A_img on the forgotten samples above A_img on the test set means the shared weights kept what "
+               "was deleted; compare with the oracle's, which never saw them (a split can differ on its own).")
+    if st.button("Compute A_img", key="retrieval-aimg", help="An image-only pass over the test and training sets."):
+        models = {"before deletion": model}
+        if after is not None:
+            models["after deletion"] = after
+            oracle = oracle_job("munkey", dataset, session.current, start=False)
+            if oracle is not None and oracle.finished_ok:
+                models["MUNKEY oracle"] = oracle.result.classifier
+        rows = [{"model": name, **munkey_diag.diagnostics(m, dataset, session.current)} for name, m in models.items()]
+        st.dataframe(pd.DataFrame(rows), hide_index=True)

@@ -266,6 +266,13 @@ def test_retrieval_page_before_and_after_deletion():
     assert {"oracle", "vit oracle"} <= set(table.columns)
     assert table.loc["FA", "vit oracle"] == 0.0  # the ViT oracle never saw class 0
     assert any("Against the vit oracle: AvgGap" in c.value for c in at.caption)
+    # back on Retrieval: A_img before and after deletion and of the oracle, which never saw class 0
+    at.switch_page("pages/retrieval.py").run()
+    at.button(key="retrieval-aimg").click().run()
+    diag = next(d.value for d in at.dataframe if "A_img_test" in d.value.columns).set_index("model")
+    assert list(diag.index) == ["before deletion", "after deletion", "MUNKEY oracle"]
+    assert diag.loc["before deletion", "A_img_test"] == diag.loc["after deletion", "A_img_test"]  # no weight moved
+    assert diag.loc["MUNKEY oracle", "A_img_forget"] < 5 < diag.loc["after deletion", "A_img_forget"]
 
 
 def test_new_train_fields_leave_stored_keys_unchanged(digits):
