@@ -176,6 +176,30 @@ def cache_array(stored: StoredModel, name: str, array: np.ndarray) -> None:
     os.replace(tmp, folder / f"{name}.npy")
 
 
+def load_computed(name: str) -> dict[str, np.ndarray] | None:
+    """Arrays saved by ``save_computed`` under ``cache/<name>.npz``; None when absent or unreadable (then the
+    file is dropped and the caller recomputes). Never unpickles."""
+    path = home() / "cache" / f"{name}.npz"
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError):
+        path.unlink(missing_ok=True)
+        return None
+
+
+def save_computed(name: str, arrays: dict[str, np.ndarray]) -> None:
+    """Keep arrays that are a pure function of their name (a content hash) for the next process; atomic."""
+    folder = home() / "cache"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz")
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, folder / f"{name}.npz")
+
+
 # ---- runs ---------------------------------------------------------------------------------------
 def save_run(key: str, record: dict, arrays: dict[str, np.ndarray] | None = None) -> Path:
     """Store an unlearning run: its record (config, request, metrics, timings, versions) and arrays."""

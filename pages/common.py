@@ -95,6 +95,25 @@ def model_job(kind: str, dataset: Dataset, start: bool = True, asked: bool = Fal
     return job
 
 
+def warm_job(kind: str, dataset: Dataset, trained: bundle.TrainedModel) -> Job:
+    """Predictions of a loaded model on the whole test and training sets, computed once in the background
+    (behind loads and oracles), so that the first Predictions page after a deletion does not wait for them
+    (MUNKEY: about a minute of retrieval and K passes per image on Fashion-MNIST on two cores)."""
+    runner = job_runner()
+    key = f"warm:{trained.key}:{dataset.fingerprint()}"
+    job = runner.get(key)
+    if job is None:
+        def work(progress, cancel):
+            for fraction, split in ((0.0, "test"), (0.3, "train")):
+                cancel.check()
+                progress(fraction, f"predictions on the {split} set")
+                trained.classifier.split_proba(dataset, split)
+            progress(1.0, "ready")
+
+        job = runner.submit(key, f"{kind}: predictions on {dataset.name}", work, priority=2)
+    return job
+
+
 def oracle_job(kind: str, dataset: Dataset, request, seed_offset: int = 0, start: bool = True) -> Job | None:
     runner = job_runner()
     key = workflow.oracle_job_key(kind, dataset, request, seed_offset)

@@ -10,7 +10,15 @@ import streamlit as st
 from core import bundle, workflow
 from core.data import DataError, load_npz
 from core.models import get_model_kind, list_model_kinds
-from pages.common import class_label, job_status_ui, model_job, page_dataset, poll_while_active, recipe_note
+from pages.common import (
+    class_label,
+    job_status_ui,
+    model_job,
+    page_dataset,
+    poll_while_active,
+    recipe_note,
+    warm_job,
+)
 
 
 def own_data_ui() -> None:
@@ -68,6 +76,8 @@ for kind in sorted(list_model_kinds(), key=lambda k: (k not in FIRST, FIRST.inde
         jobs.append(job)
         if job_status_ui(job):
             trained = job.result
+            if spec.by_design:
+                warm_job(kind, dataset, trained)
             meta = trained.meta
             cols = st.columns(3)
             cols[0].metric("Test accuracy", f"{meta.get('test_acc', float('nan')):.2f}%",

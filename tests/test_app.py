@@ -41,6 +41,11 @@ def test_models_page_shows_each_model(app):
     assert min(accuracies[:2]) > 80  # parametric and SPM come first
 
 
+def test_loaded_by_design_models_warm_their_predictions_in_the_background(app):
+    warm = [j for j in job_runner().jobs() if j.key.startswith("warm:spm-")]
+    assert warm and warm[0].finished_ok and warm[0].title == "spm: predictions on digits"
+
+
 def test_forget_page_rejects_an_empty_request():
     at = started_app()
     at.switch_page("pages/forget.py").run()

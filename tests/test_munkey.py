@@ -86,6 +86,28 @@ def test_chained_deletions_and_restores_keep_bank_and_mask_in_step(munkey, digit
     assert not np.isin(ids_c, np.flatnonzero(~c.active)).any()
 
 
+def test_split_outputs_reuse_passes_and_equal_a_full_forward(munkey, digits, monkeypatch):
+    """After a deletion only the passes of newly retrieved entries run; the result equals a full forward."""
+    from core.models.munkey import MunkeyClassifier
+
+    munkey.split_proba(digits, "train")  # the original's passes (kept for every copy)
+    after = munkey.forget(request_random(digits, 0.1, 9).ids)
+    computed = []
+    full = MunkeyClassifier._passes
+
+    def counting(self, x, ids, batch_size=2048):
+        computed.append(len(x))
+        return full(self, x, ids, batch_size)
+
+    monkeypatch.setattr(MunkeyClassifier, "_passes", counting)
+    probs, feats = after.split_proba(digits, "train"), after.split_embed(digits, "train")
+    assert 0 < sum(computed) < 0.5 * digits.num_train * after.config.k  # ~1 - 0.9^4 of rows change one entry
+    ids, sims = after.neighbours(after.split_keys(digits, "train"))
+    direct_probs, direct_feats = after._forward(digits.x_train, ids, sims)
+    np.testing.assert_allclose(probs, direct_probs, atol=1e-5)
+    np.testing.assert_allclose(feats, direct_feats, atol=1e-4)
+
+
 def test_deletion_touches_no_weight_and_not_the_original(munkey, digits):
     before = {k: v.clone() for k, v in munkey.networks()["net"].state_dict().items()}
     probs = munkey.split_proba(digits, "test").copy()
@@ -330,3 +352,26 @@ def test_vit_learns_digits_with_its_recipe(digits):
     """The plain ViT with its AdamW recipe passes 90% on digits (it sat near chance with the CNNs' SGD)."""
     vit = bundle.train_or_load("vit", digits).classifier
     assert (vit.split_proba(digits, "test").argmax(1) == digits.y_test).mean() > 0.9
+
+
+def test_candidate_lists_are_kept_on_disk_and_recomputed_when_unreadable(digits, monkeypatch):
+    from core import store
+    from core.models import munkey as mk
+
+    keys = mk.dataset_keys(digits, "train", MunkeyConfig().keys)
+    index = mk.key_index(keys)
+    memo = ("disk-test", MunkeyConfig().keys, "train")
+    first = mk.candidates(index, keys, 8, memo=memo)
+    files = sorted((store.home() / "cache").glob("munkey-candidates-*-8.npz"))
+    assert files
+    monkeypatch.setattr(mk, "_CANDIDATES", {})
+    searched = []
+    monkeypatch.setattr(mk, "search", lambda *a, **k: searched.append(1) or first)
+    again = mk.candidates(index, keys, 8, memo=memo)  # from disk: no search
+    assert not searched
+    np.testing.assert_array_equal(again[0], first[0])
+    for f in files:
+        f.write_bytes(b"not an npz")
+    monkeypatch.setattr(mk, "_CANDIDATES", {})
+    mk.candidates(index, keys, 8, memo=memo)  # unreadable: searched again, no error
+    assert searched
