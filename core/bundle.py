@@ -95,7 +95,9 @@ def train_or_load(kind: str, dataset: Dataset, config=None, train_config: TrainC
         device = pick_device(train_config.device)
         train_ids = dataset.train_ids if excluded is None else np.flatnonzero(~excluded.mask(dataset.num_train))
         stored = store.find_model(key)
-        net = spec.build(dataset, config)
+        with torch.random.fork_rng(devices=[]):  # the initial weights follow the recipe's seed, not whatever
+            torch.manual_seed(train_config.seed)  # the process drew before (fork_rng leaves that state as it was)
+            net = spec.build(dataset, config)
         if stored is not None:
             progress(0.0, f"loading {kind} from {stored.path}")
             store.load_weights(net, stored.path)
