@@ -43,7 +43,9 @@ def test_models_page_shows_each_model(app):
 
 def test_loaded_by_design_models_warm_their_predictions_in_the_background(app):
     warm = [j for j in job_runner().jobs() if j.key.startswith("warm:spm-")]
-    assert warm and warm[0].finished_ok and warm[0].title == "spm: predictions on digits"
+    assert warm and warm[0].title == "spm: predictions on digits"
+    warm[0].wait(300)  # it runs behind the loads, at the lowest priority
+    assert warm[0].finished_ok
 
 
 def test_forget_page_rejects_an_empty_request():
