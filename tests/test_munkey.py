@@ -13,7 +13,8 @@ from core import bundle
 from core.data import request_classes, request_random
 from core.eval import munkey_diag
 from core.models import get_model_kind, list_model_kinds
-from core.models.munkey import MunkeyConfig, RandomKeyEncoder, bank_ids, fit_munkey
+from core.models.id_index import held_ids
+from core.models.munkey import MunkeyConfig, RandomKeyEncoder, fit_munkey
 from core.models.training import TrainConfig
 from core.unlearn import get_method, list_methods
 
@@ -50,10 +51,10 @@ def test_deleted_key_is_never_retrieved(munkey, digits, data):
     forgotten = munkey.forget(deleted)
     # the new model's FAISS bank no longer holds the keys (remove_ids) and its token rows are zeroed;
     # the shared original keeps both
-    held = bank_ids(forgotten.bank)
+    held = held_ids(forgotten.bank)
     assert not np.isin(deleted, held).any() and len(held) == n - len(deleted)
     assert forgotten.tokens[deleted].abs().sum() == 0
-    assert len(bank_ids(munkey.bank)) == n and munkey.tokens[deleted].abs().sum() > 0
+    assert len(held_ids(munkey.bank)) == n and munkey.tokens[deleted].abs().sum() > 0
     ids, weights = forgotten.retrieve(digits.x_test[queries])
     assert not np.isin(ids, deleted).any()
     assert ids.shape == (len(queries), munkey.config.k) and (ids >= 0).all()
@@ -78,7 +79,7 @@ def test_chained_deletions_and_restores_keep_bank_and_mask_in_step(munkey, digit
     b = a.forget(second)
     c = b.restore(back)
     for model in (a, b, c):
-        np.testing.assert_array_equal(bank_ids(model.bank), model.memory_ids)
+        np.testing.assert_array_equal(held_ids(model.bank), model.memory_ids)
         absent = np.flatnonzero(~model.active)
         assert model.tokens[absent].abs().sum() == 0
     np.testing.assert_array_equal(c.tokens[back], munkey.tokens[back])  # restored from the original

@@ -27,6 +27,7 @@ from torch import nn
 
 from core.data.dataset import Dataset
 from core.models.base import CancelToken, Classifier, Progress, batched, checked_memory_ids, no_progress, to_device
+from core.models.id_index import held_ids, id_index, index_without
 from core.models.registry import ModelKind, register_model
 from core.models.training import TrainConfig, train_loop
 from core.models.vit import ViTBackbone, ViTConfig, vit_recipe
@@ -213,39 +214,6 @@ def key_index(train_keys: np.ndarray, memo=None):
     if memo is not None:
         _INDEXES[memo] = index
     return index
-
-
-def key_bank(train_keys: np.ndarray, ids: np.ndarray):
-    """A model's own FAISS index of the keys of ``ids`` (inner product = cosine), searched by training id.
-
-    An ``IndexIDMap2`` over a flat index: ``remove_ids`` deletes entries in place in milliseconds, and the
-    entries stay in id order (removal compacts in order), so results never depend on the edit history.
-    """
-    import faiss
-
-    ids = np.asarray(ids, dtype=np.int64)
-    bank = faiss.IndexIDMap2(faiss.IndexFlatIP(train_keys.shape[1]))
-    if len(ids):
-        bank.add_with_ids(np.ascontiguousarray(train_keys[ids], dtype=np.float32), ids)
-    return bank
-
-
-def bank_without(bank, ids: np.ndarray):
-    """A copy of ``bank`` with the entries of ``ids`` removed (``remove_ids``); ``bank`` is unchanged."""
-    import faiss
-
-    copy = faiss.clone_index(bank)
-    removed = copy.remove_ids(np.asarray(ids, dtype=np.int64))
-    if removed != len(ids):
-        raise RuntimeError(f"the key bank held {removed} of the {len(ids)} entries to delete")
-    return copy
-
-
-def bank_ids(bank) -> np.ndarray:
-    """The training ids whose keys ``bank`` holds, sorted."""
-    import faiss
-
-    return np.sort(faiss.vector_to_array(bank.id_map).astype(np.int64))
 
 
 def search(index, keys: np.ndarray, n: int, active: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -454,7 +422,7 @@ class MunkeyClassifier(Classifier):
         self.active = active
         self.config = config
         self.num_classes = shared.num_classes
-        self.bank = bank if bank is not None else key_bank(shared.train_keys, np.flatnonzero(active))
+        self.bank = bank if bank is not None else id_index(shared.train_keys, np.flatnonzero(active), "ip")
         self.tokens = tokens if tokens is not None else shared.tokens
 
     # ---- memory ---------------------------------------------------------------------------------
@@ -472,7 +440,7 @@ class MunkeyClassifier(Classifier):
         active = self.active.copy()
         active[ids] = False
         tokens = self.tokens.clone().index_fill_(0, torch.as_tensor(ids, device=self.tokens.device), 0.0)
-        return MunkeyClassifier(self._shared, active, self.config, bank_without(self.bank, ids), tokens)
+        return MunkeyClassifier(self._shared, active, self.config, index_without(self.bank, ids), tokens)
 
     def restore(self, ids) -> MunkeyClassifier:
         """A new MUNKEY with the forgotten entries of ``ids`` back, taken from the trained original."""
@@ -497,7 +465,7 @@ class MunkeyClassifier(Classifier):
         of their keys the FAISS bank returns ids for, and the largest magnitude left in their token rows.
         Both are 0 after an honoured key deletion."""
         ids = np.unique(np.asarray(ids, dtype=np.int64))
-        held = bank_ids(self.bank)
+        held = held_ids(self.bank)
         rows = self.tokens[torch.as_tensor(ids, device=self.tokens.device)]
         return {"memory_entries": int(len(held)), "forgotten_ids": int(len(ids)),
                 "forgotten_in_memory": int(np.isin(ids, held).sum()),
