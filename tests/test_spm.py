@@ -6,6 +6,7 @@ import torch
 
 from core.data import request_classes, request_random
 from core.models import get_model_kind
+from core.models.id_index import held_ids
 from core.models.spm import SPMClassifier, class_means, sample_support
 from core.models.training import TrainConfig
 
@@ -77,10 +78,25 @@ def test_knn_mode_never_retrieves_deleted_samples(spm_model, digits):
     found_before, _ = knn.neighbours(features)
     assert np.isin(found_before, ids).any()  # the deleted samples were being retrieved
     deleted = knn.forget(ids)
+    assert not np.isin(held_ids(deleted.knn_index()), ids).any()  # removed from its index, not masked
+    assert len(held_ids(knn.knn_index())) == digits.num_train  # the original keeps its own
     found, weights = deleted.neighbours(features)
     assert not np.isin(found, ids).any()
     assert np.allclose(weights.sum(1), 1, atol=1e-5)
     assert np.allclose(deleted.split_proba(digits, "test").sum(1), 1, atol=1e-5)
+
+
+def test_knn_index_follows_every_edit_and_equals_a_fresh_index(spm_model, digits):
+    knn = spm_model.with_mode("knn", knn_k=8)
+    features = knn.features_of(digits, "test")[:50]
+    first, second = np.arange(0, 300, 3), np.arange(1, 300, 3)
+    knn.knn_index()  # built, so each forget edits a copy of it with remove_ids
+    chain = knn.forget(first).forget(second, mode="reencode").restore(first)
+    np.testing.assert_array_equal(held_ids(chain.knn_index()), np.flatnonzero(chain.active))
+    fresh = SPMClassifier(chain._shared, chain.active, chain.sums, chain.counts)  # its index built from scratch
+    np.testing.assert_array_equal(chain.neighbours(features)[0], fresh.neighbours(features)[0])
+    check = chain.memory_check(second)
+    assert check["forgotten_in_memory"] == 0 and check["forgotten_in_knn_index"] == 0
 
 
 def test_support_never_contains_the_batch_queries():

@@ -145,6 +145,9 @@ def report_markdown(report: dict, class_names: tuple[str, ...] | None = None) ->
         if "sums_rel_diff_from_rebuilt" in mem:
             lines.append(f"- Class sums against sums rebuilt from the kept samples only: relative difference "
                          f"{mem['sums_rel_diff_from_rebuilt']:.1e}; counts match: {mem['counts_match_rebuilt']}")
+        if "forgotten_in_knn_index" in mem:
+            lines.append("- Forgotten samples the kNN-mode index still returns: "
+                         f"**{mem['forgotten_in_knn_index']:,}**")
     lines += ["", "## Against the oracle"]
     if "comparison" in r:
         lines += ["| metric | after | oracle | gap | noise floor (oracle vs oracle) |", "|---|---|---|---|---|"]

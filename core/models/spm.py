@@ -9,6 +9,7 @@ from the authors' code and what is our choice.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -18,6 +19,7 @@ from torch import nn
 from core.data.dataset import Dataset
 from core.models.base import CancelToken, Classifier, Progress, batched, checked_memory_ids, no_progress, to_device
 from core.models.encoders import EncoderConfig, build_encoder
+from core.models.id_index import held_ids, id_index, index_without
 from core.models.registry import ModelKind, register_model
 from core.models.training import TrainConfig, train_loop
 
@@ -126,16 +128,26 @@ class _Shared:
     device: torch.device
     features: dict = field(default_factory=dict)  # (fingerprint, split) -> features
     train_images: np.ndarray | None = None  # for the re-encode deletion path
-    index: object = None  # faiss.Index, built on first use  # all training features, for kNN mode and retrieval
 
-    def knn_index(self):
-        import faiss
 
-        if self.index is None:
-            index = faiss.IndexFlatL2(self.train_features.shape[1])
-            index.add(np.ascontiguousarray(self.train_features, dtype=np.float32))
-            self.index = index
-        return self.index
+class _KnnIndex:
+    """kNN mode's FAISS index of the present samples' features: shared by the mode views of one memory and
+    made on first use. A forgotten memory's index is its parent's (if built by then) minus the deleted ids
+    via ``remove_ids``, otherwise built from the present samples; either way it never holds them."""
+
+    def __init__(self, parent: _KnnIndex | None = None, removed: np.ndarray | None = None):
+        self.index, self.parent, self.removed = None, parent, removed
+        self.lock = threading.Lock()  # a cached model is read by every browser session's thread
+
+    def get(self, features: np.ndarray, active: np.ndarray):
+        with self.lock:
+            if self.index is None:
+                if self.parent is not None and self.parent.index is not None:
+                    self.index = index_without(self.parent.index, self.removed)
+                else:
+                    self.index = id_index(features, np.flatnonzero(active), "l2")
+                self.parent = self.removed = None
+            return self.index
 
 
 class SPMClassifier(Classifier):
@@ -143,13 +155,19 @@ class SPMClassifier(Classifier):
 
     kind = "spm"
 
-    def __init__(self, shared: _Shared, active: np.ndarray, sums: np.ndarray, counts: np.ndarray):
+    def __init__(self, shared: _Shared, active: np.ndarray, sums: np.ndarray, counts: np.ndarray,
+                 knn: _KnnIndex | None = None):
         self._shared = shared
         self.active = active  # bool over training ids: which samples the memory holds
         self.sums = sums  # float64 (C, d), exact enough for incremental deletion
         self.counts = counts  # int64 (C,)
         self.num_classes = shared.num_classes
         self.config = shared.config
+        self._knn = knn or _KnnIndex()
+
+    def knn_index(self):
+        """This memory's own FAISS index of the present samples' features (kNN mode), made on first use."""
+        return self._knn.get(self._shared.train_features, self.active)
 
     # ---- memory ---------------------------------------------------------------------------------
     @classmethod
@@ -185,29 +203,31 @@ class SPMClassifier(Classifier):
             sums = np.zeros_like(self.sums)
             sums += class_sums(feats, shared.train_labels[retained], self.num_classes)
             counts = np.bincount(shared.train_labels[retained], minlength=self.num_classes).astype(np.int64)
-            return SPMClassifier(shared, active, sums, counts)
+            return SPMClassifier(shared, active, sums, counts, _KnnIndex(self._knn, ids))
         if mode != "incremental":
             raise ValueError(f"unknown deletion mode {mode!r}; known: incremental, reencode")
-        return self._moved(ids, active, sign=-1.0)
+        return self._moved(ids, active, sign=-1.0, knn=_KnnIndex(self._knn, ids))
 
     def restore(self, ids) -> SPMClassifier:
         """A new SPM with forgotten ``ids`` back in memory."""
         ids = self._checked_ids(ids, must_be_active=False)
         active = self.active.copy()
         active[ids] = True
-        return self._moved(ids, active, sign=1.0)
+        return self._moved(ids, active, sign=1.0)  # the kNN index is rebuilt, in id order, on first use
 
-    def _moved(self, ids: np.ndarray, active: np.ndarray, sign: float) -> SPMClassifier:
+    def _moved(self, ids: np.ndarray, active: np.ndarray, sign: float,
+               knn: _KnnIndex | None = None) -> SPMClassifier:
         labels = self._shared.train_labels[ids]
         sums = self.sums.copy()
         sums += sign * class_sums(self._shared.train_features[ids].astype(np.float64), labels, self.num_classes)
         counts = self.counts + int(sign) * np.bincount(labels, minlength=self.num_classes)
-        return SPMClassifier(self._shared, active, sums, counts)
+        return SPMClassifier(self._shared, active, sums, counts, knn)
 
     def memory_check(self, ids) -> dict:
         """What this memory still holds of ``ids``, read from the memory itself: whether they are still
-        members, and how far the class sums and counts are from those rebuilt from the present samples only
-        (0 when the deletion equals rebuilding the prototypes from scratch)."""
+        members, how far the class sums and counts are from those rebuilt from the present samples only
+        (0 when the deletion equals rebuilding the prototypes from scratch), and how many of them the kNN
+        index returns ids for."""
         ids = np.unique(np.asarray(ids, dtype=np.int64))
         feats, labels = self._shared.train_features[self.active], self._shared.train_labels[self.active]
         rebuilt = class_sums(feats.astype(np.float64), labels, self.num_classes)
@@ -216,13 +236,14 @@ class SPMClassifier(Classifier):
                 "forgotten_in_memory": int(self.active[ids].sum()),
                 "sums_rel_diff_from_rebuilt": float(np.abs(self.sums - rebuilt).max() / scale),
                 "counts_match_rebuilt": bool(np.array_equal(
-                    self.counts, np.bincount(labels, minlength=self.num_classes)))}
+                    self.counts, np.bincount(labels, minlength=self.num_classes))),
+                "forgotten_in_knn_index": int(np.isin(ids, held_ids(self.knn_index())).sum())}
 
     def with_mode(self, mode: str, knn_k: int | None = None) -> SPMClassifier:
         """The same memory read in prototype or kNN mode."""
         config = replace(self.config, mode=mode, knn_k=knn_k or self.config.knn_k)
         shared = replace(self._shared, config=config)
-        return SPMClassifier(shared, self.active, self.sums, self.counts)
+        return SPMClassifier(shared, self.active, self.sums, self.counts, self._knn)
 
     # ---- prediction -----------------------------------------------------------------------------
     def features_of(self, dataset: Dataset, split: str) -> np.ndarray:
@@ -246,14 +267,11 @@ class SPMClassifier(Classifier):
 
     @torch.no_grad()
     def neighbours(self, features: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The k nearest *active* training ids per row and their attention weights (kNN mode)."""
-        import faiss
-
+        """The k nearest training ids in this memory's kNN index per row (-1 where it holds fewer) and
+        their attention weights (kNN mode)."""
         k = k or self.config.knn_k
         shared = self._shared
-        allowed = np.packbits(self.active, bitorder="little")
-        params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(len(self.active), faiss.swig_ptr(allowed)))
-        _, ids = shared.knn_index().search(np.ascontiguousarray(features, dtype=np.float32), k, params=params)
+        _, ids = self.knn_index().search(np.ascontiguousarray(features, dtype=np.float32), k)
         safe = np.where(ids < 0, 0, ids)
         net = shared.net
         q = net.w_q(torch.as_tensor(features, dtype=torch.float32, device=shared.device))
