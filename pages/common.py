@@ -13,7 +13,7 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from core import bundle, workflow
+from core import bundle, store, workflow
 from core.configs import field_help
 from core.data import DataError, Dataset, list_datasets, load_dataset
 from core.jobs import Job, JobRunner
@@ -126,9 +126,32 @@ def oracle_job(kind: str, dataset: Dataset, request, seed_offset: int = 0, start
 
 
 def ready_model(kind: str, dataset: Dataset):
-    """The original model when its job has finished, else None."""
+    """The original model when its job has finished or it is stored (loaded here: seconds, no queue behind
+    training jobs), else None. Any page can be the first one opened, so none depends on the Models page."""
     job = model_job(kind, dataset, start=False)
-    return job.result if job is not None and job.finished_ok else None
+    if job is not None and job.finished_ok:
+        return job.result
+    if bundle.is_available(kind, dataset):
+        try:
+            with st.spinner(f"Loading the stored {kind} model"):
+                return workflow.original(kind, dataset, allow_train=False)
+        except store.StoreError as err:
+            st.error(f"The stored {kind} model could not be loaded: {err}")
+    return None
+
+
+def untrained_model_ui(kind: str, dataset: Dataset, key: str) -> Job | None:
+    """For a model that is neither finished nor stored: its training progress (returned, to poll) or, when
+    none runs, a failure message if any and a button that trains it."""
+    job = model_job(kind, dataset, start=False)
+    job_status_ui(job, f"{kind} model")
+    if job is not None and job.active:
+        return job
+    st.caption(f"{kind} is not trained for this dataset yet ({recipe_note(dataset, kind)}).")
+    if st.button(f"Train {kind}", key=key):
+        model_job(kind, dataset, asked=True)
+        st.rerun()
+    return None
 
 
 def by_design_kinds() -> list[str]:

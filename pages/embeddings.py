@@ -7,7 +7,6 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import bundle, workflow
 from core.data import ForgetRequestError, request_ids
 from core.eval import embeddings as E
 from core.eval import neighbours as NB
@@ -23,6 +22,7 @@ from pages.common import (
     page_dataset,
     poll_while_active,
     ready_model,
+    untrained_model_ui,
 )
 
 GRID_LIMIT = 60  # thumbnails shown for a selection; the CSV always has every selected sample
@@ -70,17 +70,10 @@ jobs = []
 if shown in kinds:
     kind = shown
     trained = ready_model(kind, dataset)
-    if trained is None and bundle.is_available(kind, dataset):  # stored: loading takes a moment, no queue
-        with st.spinner(f"Loading the {kind} model"):
-            trained = workflow.original(kind, dataset, allow_train=False)
     if trained is None:
-        job = model_job(kind, dataset, start=False)
-        if job is None and dataset.num_train <= 5000:  # tiny sets train in seconds: start it here
-            job = model_job(kind, dataset)
-        job_status_ui(job, f"{kind} model")
-        if job is None:
-            st.info(f"The {kind} model is not loaded yet: open the Models page to train or load it.")
-        poll_while_active([job])
+        if model_job(kind, dataset, start=False) is None and dataset.num_train <= 5000:
+            model_job(kind, dataset)  # tiny sets train in seconds: start it here
+        poll_while_active([untrained_model_ui(kind, dataset, f"emb-train-{kind}")])
         st.stop()
     original = trained.classifier
     unlearned_key = f"{trained.key}-forget-{request.key()}" if request is not None else None

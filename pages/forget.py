@@ -16,6 +16,7 @@ from pages.common import (
     page_dataset,
     poll_while_active,
     ready_model,
+    untrained_model_ui,
 )
 
 st.header("Forget")
@@ -82,7 +83,7 @@ for kind_name in by_design_kinds():
     with st.container(border=True):
         st.markdown(f"**{kind_name}**")
         if trained is None:
-            st.caption("Not loaded yet: open the Models page to train or load it.")
+            jobs.append(untrained_model_ui(kind_name, dataset, f"forget-train-{kind_name}"))
             continue
         applied = session.apply_by_design(trained.key, trained.classifier)
         st.success(f"Deleted {len(request):,} samples from the memory in {applied.seconds * 1000:.1f} ms; "
@@ -107,7 +108,7 @@ else:
     if chosen and st.button("Run the chosen methods", key="forget-run-methods"):
         original = ready_model("parametric", dataset)
         if original is None:
-            st.error("The parametric model is not loaded yet: open the Models page first.")
+            st.error("The parametric model is not trained for this dataset yet: train it on the Models page.")
         else:
             oracle_job("parametric", dataset, request)
             for name in chosen:

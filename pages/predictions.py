@@ -43,7 +43,7 @@ runs = [job_runner().get(k) for k in st.session_state.get("method_runs", {}).get
 done_runs = [j for j in runs if j is not None and j.finished_ok]
 choices = ready + [j.result["method"] for j in done_runs]
 if not choices:
-    st.info("No model is loaded yet: open the Models page.")
+    st.info("No model is trained for this dataset yet: train one on the Models page or the Forget page.")
     st.stop()
 shown = st.radio("Model", choices, horizontal=True, key="pred-model",
                  help="By-design models forget by deletion; the others are post-hoc runs from the Forget page.")

@@ -8,11 +8,11 @@ from core.eval import munkey_diag
 from pages.common import (
     forget_session,
     image_grid_ui,
-    job_status_ui,
-    model_job,
     oracle_job,
     page_dataset,
     poll_while_active,
+    ready_model,
+    untrained_model_ui,
 )
 
 st.header("Retrieval (MUNKEY)")
@@ -21,18 +21,11 @@ st.caption("MUNKEY (arXiv 2603.15033) retrieves the K training samples whose fro
            "retrieved again. No weight changes.")
 dataset = page_dataset(__file__)
 
-job = model_job("munkey", dataset, start=False)
-if job is None:
-    st.info("MUNKEY is not loaded for this dataset.")
-    if st.button("Load or train MUNKEY", key="retrieval-load"):
-        model_job("munkey", dataset)
-        st.rerun()
-    st.stop()
-if not job_status_ui(job, "MUNKEY"):
-    poll_while_active([job])
+trained = ready_model("munkey", dataset)
+if trained is None:
+    poll_while_active([untrained_model_ui("munkey", dataset, "retrieval-load")])
     st.stop()
 
-trained = job.result
 model = trained.classifier
 session = forget_session(dataset)
 applied = session.apply_by_design(trained.key, model)

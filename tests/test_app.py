@@ -140,3 +140,25 @@ def test_a_dataset_that_cannot_load_leaves_a_clear_message_and_the_upload(monkey
     assert any(e.label == "Use your own data" for e in at.expander)
     at.switch_page("pages/forget.py").run()
     assert any("No dataset is loaded" in w.value for w in at.warning) and not at.exception
+
+
+def test_any_page_opened_first_loads_stored_models_and_offers_to_train_the_others(monkeypatch, spm_model):
+    """A bookmark to the Forget page must work without the Models page: stored models load there, and a model
+    that is not stored gets a Train button (here no job ever runs: a runner without workers)."""
+    import pages.common
+    from core import bundle
+    from core.jobs import JobRunner
+
+    idle = JobRunner(workers=0)
+    monkeypatch.setattr(pages.common, "job_runner", lambda: idle)
+    stored = bundle.is_available
+    monkeypatch.setattr(bundle, "is_available", lambda kind, *a, **k: kind != "munkey" and stored(kind, *a, **k))
+    at = forget_class(AppTest.from_file(APP, default_timeout=120).run(), "0: 0")
+    assert not at.exception
+    assert any("Deleted" in s.value and "no weight changed" in s.value for s in at.success)  # SPM, loaded here
+    assert any("munkey is not trained for this dataset yet" in c.value for c in at.caption)
+    at.button(key="forget-train-munkey").click().run()
+    job = next(j for j in idle.jobs() if j.key.startswith("model:munkey:"))
+    assert job.state == "queued" and job.priority == 1  # asked for by the user: ranks with oracles
+    assert not any(b.key == "forget-train-munkey" for b in at.button)
+    idle.shutdown()
