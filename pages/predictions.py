@@ -64,21 +64,23 @@ jobs += [oracle_a, oracle_b]
 job_status_ui(oracle_a, "oracle")
 job_status_ui(oracle_b, "second oracle (noise floor)")
 
-p_before, p_after = before.split_proba(dataset, "test"), after.split_proba(dataset, "test")
-m_before = M.model_metrics(p_before, before.split_proba(dataset, "train"), dataset, request)
-m_after = M.model_metrics(p_after, after.split_proba(dataset, "train"), dataset, request)
-oracle_model = oracle_a.result.classifier if oracle_a.finished_ok else None
-p_oracle = oracle_model.split_proba(dataset, "test") if oracle_model is not None else None
+with st.spinner(f"Predicting every training and test image with {shown} before and after the deletion and with "
+                "the oracle (once per model; MUNKEY retrieves and runs K passes per image: up to a minute)"):
+    p_before, p_after = before.split_proba(dataset, "test"), after.split_proba(dataset, "test")
+    m_before = M.model_metrics(p_before, before.split_proba(dataset, "train"), dataset, request)
+    m_after = M.model_metrics(p_after, after.split_proba(dataset, "train"), dataset, request)
+    oracle_model = oracle_a.result.classifier if oracle_a.finished_ok else None
+    p_oracle = oracle_model.split_proba(dataset, "test") if oracle_model is not None else None
+    comparison = None
+    if oracle_model is not None:
+        second = oracle_b.result.classifier if oracle_b.finished_ok else None
+        comparison = workflow.compare(after, oracle_model, dataset, request, second, seconds,
+                                      workflow.train_seconds(oracle_a.result))
+        m_before.update(M.gap_metrics(m_before, p_before, comparison.oracle_metrics, p_oracle))
 
 st.subheader("Against the oracle")
 if oracle_model is None:
     st.caption("The oracle is still training: the model's own numbers are shown now, the gaps appear when it is done.")
-    comparison = None
-else:
-    second = oracle_b.result.classifier if oracle_b.finished_ok else None
-    comparison = workflow.compare(after, oracle_model, dataset, request, second, seconds,
-                                  workflow.train_seconds(oracle_a.result))
-    m_before.update(M.gap_metrics(m_before, p_before, comparison.oracle_metrics, p_oracle))
 
 rows = []
 for name in ("TA", "RA", "FA", "retained_TA", "forgotten_TA", "MIA", "PG", "KL", "AvgGap"):
