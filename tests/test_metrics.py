@@ -53,3 +53,24 @@ def test_gap_metrics_average_over_four():
     gap = M.gap_metrics(model, onehot([0, 1]), oracle, onehot([0, 2]))
     assert gap["AvgGap"] == pytest.approx((1 + 1 + 10 + 10) / 4)
     assert gap["PG"] == 50.0
+
+
+def test_noise_floor_is_how_far_a_reseed_moves_each_metric(spm_model, parametric_model, digits):
+    """Per-metric distances, never a model's raw scores: 0 between an oracle and itself, |b - a| otherwise."""
+    from core.data import request_random
+
+    request = request_random(digits, 0.1, 0)
+    same = M.noise_floor(spm_model, spm_model, digits, request)
+    assert set(("TA", "RA", "FA", "MIA", "PG", "KL", "AvgGap")) <= set(same)
+    assert all(abs(v) < 1e-9 for v in same.values())
+    floor = M.noise_floor(spm_model, parametric_model, digits, request)
+
+    def own(model):
+        return M.model_metrics(model.split_proba(digits, "test"), model.split_proba(digits, "train"), digits, request)
+
+    a, b = own(spm_model), own(parametric_model)
+    for name in ("TA", "RA", "FA", "MIA"):
+        assert floor[name] == pytest.approx(abs(b[name] - a[name]))
+    assert floor["AvgGap"] == pytest.approx(np.mean([floor[k] for k in ("TA", "RA", "FA", "MIA")]))
+    assert floor["PG"] == M.prediction_gap(parametric_model.split_proba(digits, "test"),
+                                           spm_model.split_proba(digits, "test"))

@@ -45,13 +45,6 @@ def sample_exposure(train_probs: np.ndarray, test_probs: np.ndarray, dataset: Da
     return (higher + 0.5 * ties) / max(len(held_loss), 1) * 100
 
 
-def per_metric_noise_floor(oracle_metrics: dict, noise_floor: dict | None) -> dict:
-    """|metric(second oracle) - metric(oracle)| for TA, RA, FA and MIA: how much a reseed alone moves each."""
-    if not noise_floor:
-        return {}
-    return {k: abs(noise_floor[k] - oracle_metrics[k]) for k in COMPARED if k in noise_floor and k in oracle_metrics}
-
-
 def audit_report(dataset: Dataset, request: ForgetRequest, original: Classifier, unlearned: Classifier,
                  model_meta: dict, method: str, method_config: dict | None, seconds: float,
                  oracle: Classifier | None = None, oracle_meta: dict | None = None,
@@ -90,8 +83,7 @@ def audit_report(dataset: Dataset, request: ForgetRequest, original: Classifier,
         rows["oracle_exposure"] = sample_exposure(o_train, o_test, dataset, request)
         if second_oracle is not None:
             floor = M.noise_floor(oracle, second_oracle, dataset, request)
-            report["metrics"]["noise_floor"] = per_metric_noise_floor(oracle_metrics, floor)
-            report["metrics"]["noise_floor"]["PG"] = floor["PG"]
+            report["metrics"]["noise_floor"] = {k: floor[k] for k in (*COMPARED, "PG") if k in floor}
         report["comparison"] = [
             {"metric": k, "after": after[k], "oracle": oracle_metrics[k], "gap": abs(after[k] - oracle_metrics[k]),
              "noise_floor": report["metrics"].get("noise_floor", {}).get(k)} for k in COMPARED]

@@ -132,6 +132,15 @@ def evaluate(model: Classifier, oracle: Classifier, dataset: Dataset, request: F
     return metrics
 
 
+GAP_METRICS = ("PG", "KL", "AvgGap")
+
+
 def noise_floor(oracle_a: Classifier, oracle_b: Classifier, dataset: Dataset, request: ForgetRequest) -> dict:
-    """The same gap metrics between two oracles that differ only in their seed."""
-    return evaluate(oracle_b, oracle_a, dataset, request)
+    """How far a reseed alone moves each metric, from two oracles that differ only in their seed: the gap
+    metrics (PG, KL, AvgGap) between them, and |metric(b) - metric(a)| for each of the model's own metrics
+    (TA, RA, FA, MIA, ...), the scale against which a method's gap to the oracle is read."""
+    b_and_gaps = evaluate(oracle_b, oracle_a, dataset, request)
+    a = model_metrics(oracle_a.split_proba(dataset, "test"), oracle_a.split_proba(dataset, "train"), dataset, request)
+    scalar = {k for k, v in a.items() if isinstance(v, (int, float))}  # not e.g. the per-class accuracy list
+    return {k: (v if k in GAP_METRICS else abs(v - a[k])) for k, v in b_and_gaps.items()
+            if k in GAP_METRICS or k in scalar}
