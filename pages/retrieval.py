@@ -34,9 +34,23 @@ after = applied.model if applied is not None else None
 n_test = len(dataset.y_test)
 if "retrieval-test-id" not in st.session_state:
     st.session_state["retrieval-test-id"] = 0
-cols = st.columns([2, 1])
+cols = st.columns([2, 1, 1])
 if cols[1].button("Random test image", key="retrieval-random"):
     st.session_state["retrieval-test-id"] = int(np.random.default_rng().integers(n_test))
+if cols[2].button("One the deletion touched", key="retrieval-touched", disabled=after is None,
+                  help="A test image that retrieved a forgotten sample, preferably one whose prediction changed."):
+    with st.spinner("Finding the test images whose retrieval included a forgotten sample"):
+        touched = munkey_diag.deletion_touched_test_images(model, after, dataset, session.current.ids)
+    pool = touched["changed"] if len(touched["changed"]) else touched["retrieved_forgotten"]
+    st.session_state["retrieval-touched-summary"] = {"request": session.current.key(),
+                                                     **{k: len(v) for k, v in touched.items()}}
+    if len(pool):
+        st.session_state["retrieval-test-id"] = int(np.random.default_rng().choice(pool))
+summary = st.session_state.get("retrieval-touched-summary")
+if after is not None and summary and summary["request"] == session.current.key():
+    st.caption(f"{summary['retrieved_forgotten']:,} of {n_test:,} test images retrieved a forgotten sample; "
+               f"{summary['changed']:,} of them changed their predicted class (no other image can: its retrieval "
+               "is unchanged).")
 test_id = int(cols[0].number_input("Test image id", 0, n_test - 1, step=1, key="retrieval-test-id"))
 x = dataset.x_test[test_id:test_id + 1]
 names = dataset.class_names

@@ -257,6 +257,7 @@ def test_retrieval_page_before_and_after_deletion():
 
     from streamlit.testing.v1 import AppTest
 
+    from core.data import load_dataset
     from pages.common import job_runner
 
     at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=180).run()
@@ -277,6 +278,14 @@ def test_retrieval_page_before_and_after_deletion():
     assert any("After forgetting" in m.value for m in at.markdown)
     # the page reads the edited memory itself: no forgotten key in the bank, nothing left in their tokens
     assert any("0 of the" in s.value and "forgotten ids are among them" in s.value for s in at.success), at.error
+    # "One the deletion touched" jumps to a test image that retrieved a forgotten (class-0) sample
+    at.button(key="retrieval-touched").click().run()
+    assert not at.exception, at.exception
+    assert any("test images retrieved a forgotten sample" in c.value for c in at.caption)
+    chosen = at.session_state["retrieval-test-id"]
+    trained = next(j.result for j in job_runner().jobs() if j.key.startswith("model:munkey:"))
+    retrieved, _ = trained.classifier.retrieve(trained.classifier.split_keys(load_dataset("digits"), "test")[[chosen]])
+    assert (load_dataset("digits").y_train[retrieved[0]] == 0).any()
     # Predictions: MUNKEY against its own oracle and, when asked, the paper's second oracle (a plain ViT)
     at.switch_page("pages/predictions.py").run()
     at.radio(key="pred-model").set_value("munkey").run()
@@ -296,6 +305,18 @@ def test_retrieval_page_before_and_after_deletion():
     assert list(diag.index) == ["before deletion", "after deletion", "MUNKEY oracle"]
     assert diag.loc["before deletion", "A_img_test"] == diag.loc["after deletion", "A_img_test"]  # no weight moved
     assert diag.loc["MUNKEY oracle", "A_img_forget"] < 5 < diag.loc["after deletion", "A_img_forget"]
+
+
+def test_deletion_changes_only_test_images_that_retrieved_a_forgotten_sample(munkey, digits):
+    forgotten = np.array(request_random(digits, 0.2, 3).ids)
+    after = munkey.forget(forgotten)
+    touched = munkey_diag.deletion_touched_test_images(munkey, after, digits, forgotten)
+    assert 0 < len(touched["changed"]) <= len(touched["retrieved_forgotten"]) < len(digits.y_test)
+    untouched = np.setdiff1d(np.arange(len(digits.y_test)), touched["retrieved_forgotten"])
+    np.testing.assert_array_equal(munkey.split_proba(digits, "test")[untouched],
+                                  after.split_proba(digits, "test")[untouched])
+    found, _ = munkey.retrieve(digits.x_test[touched["retrieved_forgotten"][:20]])
+    assert np.isin(found, forgotten).any(1).all()
 
 
 def test_new_train_fields_leave_stored_keys_unchanged(digits):

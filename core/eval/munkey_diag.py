@@ -69,6 +69,18 @@ def retrieval_before_after(before: MunkeyClassifier, after: MunkeyClassifier, x:
     return rows
 
 
+def deletion_touched_test_images(before: MunkeyClassifier, after: MunkeyClassifier, dataset: Dataset,
+                                 forgotten: np.ndarray) -> dict:
+    """Test images whose K retrieved entries included a forgotten sample (``retrieved_forgotten``) and, of
+    those, the ones whose predicted class changed with the deletion (``changed``): where to look first.
+    No other test image can change: its K retrieved entries, hence its prediction, are the same after."""
+    keys = before.split_keys(dataset, "test")
+    ids, _ = before.neighbours(keys, cache=(dataset.fingerprint(), "test"))
+    touched = np.flatnonzero(np.isin(ids, np.asarray(forgotten, dtype=np.int64)).any(1))
+    moved = before.split_proba(dataset, "test").argmax(1) != after.split_proba(dataset, "test").argmax(1)
+    return {"retrieved_forgotten": touched, "changed": touched[moved[touched]]}
+
+
 def inference_cost(model: MunkeyClassifier, x: np.ndarray, repeats: int = 1) -> dict:
     """Seconds per image of the ensemble (K passes) against a single pass ("softmax") and image only."""
     timings = {}
