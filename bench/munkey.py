@@ -83,13 +83,11 @@ def bench_setting(ds, tc, self_retrieval: bool, requests, vit_models: dict, toke
         oracle = train("munkey", ds, config, tc, request)
         result = workflow.run_method("munkey-delete", model, ds, request)
         deleted = result.model
-        mk_o = M.model_metrics(oracle.classifier.split_proba(ds, "test"), oracle.classifier.split_proba(ds, "train"),
-                               ds, request)
-        after = M.model_metrics(deleted.split_proba(ds, "test"), deleted.split_proba(ds, "train"), ds, request)
-        before = M.model_metrics(model.split_proba(ds, "test"), model.split_proba(ds, "train"), ds, request)
+        mk_o = M.split_metrics(oracle.classifier, ds, request)
+        after = M.split_metrics(deleted, ds, request)
+        before = M.split_metrics(model, ds, request)
         vit_o = vit_models[label]
-        vit_m = M.model_metrics(vit_o.classifier.split_proba(ds, "test"), vit_o.classifier.split_proba(ds, "train"),
-                                ds, request)
+        vit_m = M.split_metrics(vit_o.classifier, ds, request)
         row = {"after": after, "before": before, "oracle": mk_o, "vit_oracle": vit_m,
                "avg_gap": avg_gap(after, mk_o), "avg_gap_before": avg_gap(before, mk_o),
                "avg_gap_vit": avg_gap(after, vit_m), "delete_s": result.seconds,
@@ -97,8 +95,7 @@ def bench_setting(ds, tc, self_retrieval: bool, requests, vit_models: dict, toke
         row["speedup"] = (row["oracle_train_s"] or float("nan")) / max(result.seconds, 1e-9)
         if not request.classes:
             oracle2 = train("munkey", ds, config, tc, request, seed_offset=workflow.NOISE_FLOOR_SEED_OFFSET)
-            o2 = M.model_metrics(oracle2.classifier.split_proba(ds, "test"),
-                                 oracle2.classifier.split_proba(ds, "train"), ds, request)
+            o2 = M.split_metrics(oracle2.classifier, ds, request)
             row["noise_floor"] = avg_gap(o2, mk_o)
         d_after = munkey_diag.diagnostics(deleted, ds, request)
         d_oracle = munkey_diag.diagnostics(oracle.classifier, ds, request)
@@ -148,14 +145,14 @@ def lever_rows(ds, tc, levers: list[str], request, own_oracles: bool) -> list[di
     - after deleting D_f: FA, and AvgGap to the plain-ViT oracle (the same for every lever) and, with
       ``own_oracles``, to the lever's own MUNKEY oracle (same config retrained on D_r), before and after."""
     vit_oracle = train("vit", ds, PlainViTConfig(), tc, request).classifier
-    vit_m = M.model_metrics(vit_oracle.split_proba(ds, "test"), vit_oracle.split_proba(ds, "train"), ds, request)
+    vit_m = M.split_metrics(vit_oracle, ds, request)
     rows = []
     for lever in ["default", *levers]:
         config, recipe = lever_config(lever, tc)
         model = train("munkey", ds, config, recipe).classifier
         d = munkey_diag.diagnostics(model, ds, request)
         deleted = workflow.run_method("munkey-delete", model, ds, request).model
-        after = M.model_metrics(deleted.split_proba(ds, "test"), deleted.split_proba(ds, "train"), ds, request)
+        after = M.split_metrics(deleted, ds, request)
         r = {"lever": lever, "test_acc": d["TA"], "a_img_test": d["A_img_test"], "a_img_forget": d["A_img_forget"],
              "excess": d["A_img_forget"] - d["A_img_test"], "fa_deleted": after["FA"],
              "avg_gap_vit": avg_gap(after, vit_m)}
@@ -164,8 +161,8 @@ def lever_rows(ds, tc, levers: list[str], request, own_oracles: bool) -> list[di
                 f"AvgGap ViT oracle {r['avg_gap_vit']:.2f}")
         if own_oracles:
             oracle = train("munkey", ds, config, recipe, request).classifier
-            o = M.model_metrics(oracle.split_proba(ds, "test"), oracle.split_proba(ds, "train"), ds, request)
-            before = M.model_metrics(model.split_proba(ds, "test"), model.split_proba(ds, "train"), ds, request)
+            o = M.split_metrics(oracle, ds, request)
+            before = M.split_metrics(model, ds, request)
             d_o = munkey_diag.diagnostics(oracle, ds, request)
             r.update(avg_gap=avg_gap(after, o), avg_gap_before=avg_gap(before, o), fa_oracle=o["FA"],
                      oracle_excess=d_o["A_img_forget"] - d_o["A_img_test"])

@@ -109,8 +109,7 @@ def _deletion_rows(kind: str, methods: list[str], ds, request, param_oracle) -> 
     log(f"{kind}: original and oracle")
     orig = workflow.original(kind, ds)
     oracle = workflow.oracle(kind, ds, request)
-    before = M.model_metrics(orig.classifier.split_proba(ds, "test"), orig.classifier.split_proba(ds, "train"),
-                             ds, request)
+    before = M.split_metrics(orig.classifier, ds, request)
     out = {}
     for name in methods:
         spec = get_method(name)
@@ -155,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{rname}: oracle")
         oracle = workflow.oracle("parametric", ds, request)
         oracle_s = workflow.train_seconds(oracle)
-        before = M.model_metrics(model.split_proba(ds, "test"), model.split_proba(ds, "train"), ds, request)
+        before = M.split_metrics(model, ds, request)
         rows: dict[str, dict] = {}
         o_metrics = M.evaluate(oracle.classifier, oracle.classifier, ds, request, oracle_s, oracle_s)
         rows["original"] = row(M.evaluate(model, oracle.classifier, ds, request), before, 0.0, None)
@@ -213,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                 request = request_classes(ds, [c])
                 cfg = method_config("damp", {"damp": {**overrides.get("damp", {}), **fields}})
                 res = get_method("damp").run(model, ds, request, cfg, quiet, None)
-                m = M.model_metrics(res.model.split_proba(ds, "test"), res.model.split_proba(ds, "train"), ds, request)
+                m = M.split_metrics(res.model, ds, request)
                 keep = np.arange(ds.num_classes) != c
                 orig_ret = float(np.average(full[keep], weights=np.bincount(ds.y_test, minlength=ds.num_classes)[keep]))
                 per[str(c)] = {"fa": m["FA"], "retained_acc": m["retained_TA"], "retained_acc_original": orig_ret,

@@ -78,7 +78,7 @@ def main() -> None:
 
         def page_update(ids=ids, request=request):  # what the Predictions page computes after a deletion
             after = model.forget(ids)
-            return M.model_metrics(after.split_proba(ds, "test"), after.split_proba(ds, "train"), ds, request)
+            return M.split_metrics(after, ds, request)
 
         _, page_s = timed(page_update, repeats=3)
         oracle = workflow.oracle("spm", ds, request, progress=log)
@@ -106,8 +106,7 @@ def main() -> None:
             knn_before = M.evaluate(knn_model, knn_oracle, ds, request)
             print(f"noise floor (oracle seed 0 vs seed 1): PG {floor['PG']:.2f}  KL {floor['KL']:.4f}  "
                   f"FA {floor['FA']:.2f}")
-            knn_oracle_fa = M.model_metrics(knn_oracle.split_proba(ds, "test"), knn_oracle.split_proba(ds, "train"),
-                                            ds, request)["FA"]
+            knn_oracle_fa = M.split_metrics(knn_oracle, ds, request)["FA"]
             print(f"kNN mode (k={knn_model.config.knn_k}) vs kNN-mode oracle: PG {knn['PG']:.2f} "
                   f"(before deletion {knn_before['PG']:.2f})  FA {knn['FA']:.2f} / oracle {knn_oracle_fa:.2f}"
                   f"  TA {knn['TA']:.2f}")

@@ -72,8 +72,7 @@ def compare(model: Classifier, oracle_model: Classifier, dataset: Dataset, reque
             second_oracle: Classifier | None = None, seconds: float | None = None,
             oracle_seconds: float | None = None) -> Comparison:
     metrics = M.evaluate(model, oracle_model, dataset, request, seconds, oracle_seconds)
-    oracle_metrics = M.model_metrics(oracle_model.split_proba(dataset, "test"),
-                                     oracle_model.split_proba(dataset, "train"), dataset, request)
+    oracle_metrics = M.split_metrics(oracle_model, dataset, request)
     floor = M.noise_floor(oracle_model, second_oracle, dataset, request) if second_oracle is not None else None
     return Comparison(metrics, oracle_metrics, floor)
 

@@ -67,8 +67,7 @@ job_status_ui(oracle_b, "second oracle (noise floor)")
 with st.spinner(f"Predicting every training and test image with {shown} before and after the deletion and with "
                 "the oracle (once per model; MUNKEY retrieves and runs K passes per image: up to a minute)"):
     p_before, p_after = before.split_proba(dataset, "test"), after.split_proba(dataset, "test")
-    m_before = M.model_metrics(p_before, before.split_proba(dataset, "train"), dataset, request)
-    m_after = M.model_metrics(p_after, after.split_proba(dataset, "train"), dataset, request)
+    m_before, m_after = M.split_metrics(before, dataset, request), M.split_metrics(after, dataset, request)
     oracle_model = oracle_a.result.classifier if oracle_a.finished_ok else None
     p_oracle = oracle_model.split_proba(dataset, "test") if oracle_model is not None else None
     comparison = None
@@ -106,7 +105,7 @@ for ref in get_model_kind(kind).reference_oracles:  # e.g. MUNKEY's second oracl
 for ref, job in reference_jobs.items():
     model_ref = job.result.classifier
     p_ref = model_ref.split_proba(dataset, "test")
-    m_ref = M.model_metrics(p_ref, model_ref.split_proba(dataset, "train"), dataset, request)
+    m_ref = M.split_metrics(model_ref, dataset, request)
     gaps = M.gap_metrics(m_after, p_after, m_ref, p_ref)
     for row in rows:
         meaning = row.pop("meaning")
@@ -173,8 +172,7 @@ if done_runs or ready:
     for job in done_runs:
         record = job.result
         base = ready_model(record["kind"], dataset).classifier
-        base_metrics = M.model_metrics(base.split_proba(dataset, "test"), base.split_proba(dataset, "train"),
-                                       dataset, request)
+        base_metrics = M.split_metrics(base, dataset, request)
         rows.append({"run": record["method"], "kind": record["kind"], "seconds": record["seconds"],
                      "selectivity": probes.selectivity(base_metrics, record["comparison"].metrics),
                      **{k: record["comparison"].metrics.get(k) for k in ("TA", "RA", "FA", "MIA", "PG", "AvgGap",

@@ -53,8 +53,7 @@ def audit_report(dataset: Dataset, request: ForgetRequest, original: Classifier,
     from core import store  # versions of the software that computed the report
 
     test_p, train_p = unlearned.split_proba(dataset, "test"), unlearned.split_proba(dataset, "train")
-    before = M.model_metrics(original.split_proba(dataset, "test"), original.split_proba(dataset, "train"),
-                             dataset, request)
+    before = M.split_metrics(original, dataset, request)
     after = M.model_metrics(test_p, train_p, dataset, request)
     report = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": store.versions(),

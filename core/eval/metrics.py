@@ -117,14 +117,18 @@ def gap_metrics(metrics: dict, test_probs: np.ndarray, oracle_metrics: dict, ora
     }
 
 
+def split_metrics(model: Classifier, dataset: Dataset, request: ForgetRequest) -> dict:
+    """``model_metrics`` of a classifier's (cached) predictions on the whole test and training sets."""
+    return model_metrics(model.split_proba(dataset, "test"), model.split_proba(dataset, "train"), dataset, request)
+
+
 def evaluate(model: Classifier, oracle: Classifier, dataset: Dataset, request: ForgetRequest,
              seconds: float | None = None, oracle_seconds: float | None = None) -> dict:
     """Every metric of ``model`` for ``request``, and its gap to ``oracle`` (retrained without D_f)."""
-    test_p, train_p = model.split_proba(dataset, "test"), model.split_proba(dataset, "train")
-    o_test, o_train = oracle.split_proba(dataset, "test"), oracle.split_proba(dataset, "train")
-    metrics = model_metrics(test_p, train_p, dataset, request)
-    oracle_metrics = model_metrics(o_test, o_train, dataset, request)
-    metrics.update(gap_metrics(metrics, test_p, oracle_metrics, o_test))
+    metrics = split_metrics(model, dataset, request)
+    oracle_metrics = split_metrics(oracle, dataset, request)
+    metrics.update(gap_metrics(metrics, model.split_proba(dataset, "test"), oracle_metrics,
+                               oracle.split_proba(dataset, "test")))
     if seconds is not None:
         metrics["seconds"] = seconds
         if oracle_seconds:
@@ -139,8 +143,7 @@ def noise_floor(oracle_a: Classifier, oracle_b: Classifier, dataset: Dataset, re
     """How far a reseed alone moves each metric, from two oracles that differ only in their seed: the gap
     metrics (PG, KL, AvgGap) between them, and |metric(b) - metric(a)| for each of the model's own metrics
     (TA, RA, FA, MIA, ...), the scale against which a method's gap to the oracle is read."""
-    b_and_gaps = evaluate(oracle_b, oracle_a, dataset, request)
-    a = model_metrics(oracle_a.split_proba(dataset, "test"), oracle_a.split_proba(dataset, "train"), dataset, request)
-    scalar = {k for k, v in a.items() if isinstance(v, (int, float))}  # not e.g. the per-class accuracy list
-    return {k: (v if k in GAP_METRICS else abs(v - a[k])) for k, v in b_and_gaps.items()
-            if k in GAP_METRICS or k in scalar}
+    a, b = split_metrics(oracle_a, dataset, request), split_metrics(oracle_b, dataset, request)
+    floor = {k: abs(v - a[k]) for k, v in b.items() if isinstance(v, (int, float))}  # not the per-class list
+    floor.update(gap_metrics(b, oracle_b.split_proba(dataset, "test"), a, oracle_a.split_proba(dataset, "test")))
+    return floor
