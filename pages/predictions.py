@@ -201,7 +201,7 @@ else:
     model_meta = ready_model(kind, dataset).meta
 report = audit.audit_report(dataset, request, before, after, model_meta, method_name, method_config, seconds,
                             oracle_model, oracle_a.result.meta if oracle_model is not None else None,
-                            oracle_b.result.classifier if oracle_model is not None and oracle_b.finished_ok else None)
+                            comparison.noise_floor if comparison is not None else None)
 if "memory" in report:
     memory = report["memory"]
     (st.success if memory["forgotten_in_memory"] == 0 else st.error)(

@@ -131,7 +131,7 @@ def test_restore_gives_identical_predictions(munkey, digits):
         munkey.forget(ids).forget(ids[:3])
 
 
-def test_memory_audit_reads_what_the_memory_holds(munkey, digits):
+def test_memory_check_reads_what_the_memory_holds(munkey, digits):
     ids = request_random(digits, 0.1, 4).ids
     after = munkey.forget(ids).memory_check(ids)
     assert after == {"memory_entries": digits.num_train - len(ids), "forgotten_ids": len(ids),

@@ -48,8 +48,9 @@ def sample_exposure(train_probs: np.ndarray, test_probs: np.ndarray, dataset: Da
 def audit_report(dataset: Dataset, request: ForgetRequest, original: Classifier, unlearned: Classifier,
                  model_meta: dict, method: str, method_config: dict | None, seconds: float,
                  oracle: Classifier | None = None, oracle_meta: dict | None = None,
-                 second_oracle: Classifier | None = None, top: int = 20) -> dict:
-    """The whole report as JSON-ready values; ``report_markdown`` renders it for people."""
+                 noise_floor: dict | None = None, top: int = 20) -> dict:
+    """The whole report as JSON-ready values; ``report_markdown`` renders it for people. ``noise_floor`` is
+    ``metrics.noise_floor`` of the oracle and a reseeded one, as the caller's comparison already holds it."""
     from core import store  # versions of the software that computed the report
 
     test_p, train_p = unlearned.split_proba(dataset, "test"), unlearned.split_proba(dataset, "train")
@@ -80,9 +81,8 @@ def audit_report(dataset: Dataset, request: ForgetRequest, original: Classifier,
                             "weights_sha256": (oracle_meta or {}).get("weights_sha256"),
                             "train_s": ((oracle_meta or {}).get("train_log") or {}).get("train_s")}
         rows["oracle_exposure"] = sample_exposure(o_train, o_test, dataset, request)
-        if second_oracle is not None:
-            floor = M.noise_floor(oracle, second_oracle, dataset, request)
-            report["metrics"]["noise_floor"] = {k: floor[k] for k in (*COMPARED, "PG") if k in floor}
+        if noise_floor is not None:
+            report["metrics"]["noise_floor"] = {k: noise_floor[k] for k in (*COMPARED, "PG") if k in noise_floor}
         report["comparison"] = [
             {"metric": k, "after": after[k], "oracle": oracle_metrics[k], "gap": abs(after[k] - oracle_metrics[k]),
              "noise_floor": report["metrics"].get("noise_floor", {}).get(k)} for k in COMPARED]
