@@ -15,6 +15,7 @@ PAGES = [
     ("pages/predictions.py", "Predictions", ":material/compare_arrows:"),
     ("pages/embeddings.py", "Embeddings", ":material/scatter_plot:"),
     ("pages/retrieval.py", "Retrieval", ":material/manage_search:"),
+    ("pages/runs.py", "Runs", ":material/table_chart:"),
 ]
 
 pages = {path: st.Page(path, title=title, icon=icon) for path, title, icon in PAGES if (HERE / path).is_file()}

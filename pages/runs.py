@@ -1,0 +1,159 @@
+"""Runs: every stored method run in one table, filtered, plotted method against method, and exported as CSV."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.colors
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import runs_db, store
+from pages.common import page_dataset
+
+SWEEP_COMMAND = ("python -m core sweep --dataset digits --model parametric --methods ft,ga "
+                 "--requests class:0 --seeds 0-2")
+ALL_MODELS = "all models"
+ALL_REQUESTS = "all requests"
+
+
+def empty_ui(dataset_name: str | None, elsewhere: int) -> None:
+    """What to do when no run fits: how to make runs, or where the stored ones are."""
+    if elsewhere:
+        st.info(f"No run on **{dataset_name}** is stored yet; {elsewhere:,} run(s) on other datasets are: "
+                "tick *All datasets* above, or pick their dataset in the sidebar. Runs are made by a sweep from "
+                "the command line, for example:")
+    else:
+        st.info("No run is stored yet. Runs are made by a sweep from the command line, for example:")
+    st.code(SWEEP_COMMAND, language="bash")
+    st.caption("Each method run of the sweep, one per seed, becomes a row here with its metrics, timings, "
+               "configuration and hashes.")
+
+
+def scope_ui(dataset_name: str | None) -> str | None:
+    """The dataset whose runs are shown: the sidebar's, or None (all) when none is loaded or the box is ticked."""
+    if dataset_name is None:
+        st.caption("No dataset is loaded in the sidebar: showing the runs on every dataset.")
+        return None
+    everywhere = st.checkbox("All datasets", key="runs-all-datasets",
+                             help=f"Show the runs on every dataset, not only on {dataset_name}.")
+    return None if everywhere else dataset_name
+
+
+def filters_ui(runs: pd.DataFrame) -> dict:
+    """Model, methods, request and status pickers over the runs in scope; returns ``runs_db.query`` filters."""
+    cols = st.columns([1, 2, 2, 1])
+    model = cols[0].selectbox("Model", [ALL_MODELS, *sorted(runs["model"].unique())], key="runs-model")
+    present = sorted(runs["method"].unique())
+    methods = cols[1].multiselect("Methods", present, default=present, key="runs-methods")
+    requests = runs.drop_duplicates("request_hash").set_index("request_hash")
+    labels = {h: f"{r.request_desc} ({r.dataset})" if runs["dataset"].nunique() > 1 else r.request_desc
+              for h, r in requests.iterrows()}
+    request = cols[2].selectbox("Request", [ALL_REQUESTS, *labels], key="runs-request",
+                                format_func=lambda h: labels.get(h, h))
+    failed = cols[3].checkbox("Failed runs too", key="runs-failed",
+                              help="Also list runs that stopped with an error (their error is in the table).")
+    return {"model": None if model == ALL_MODELS else model, "methods": methods,
+            "request_hash": None if request == ALL_REQUESTS else request, "status": None if failed else "done"}
+
+
+def table_ui(runs: pd.DataFrame, dataset_name: str | None) -> None:
+    """The runs as a sortable table (click a column's header), and its CSV export."""
+    st.dataframe(runs, hide_index=True, width="stretch", key="runs-table",
+                 column_config={"seed": st.column_config.NumberColumn("seed", format="%d")})
+    st.download_button("Export this table (CSV)", runs_db.to_csv(runs), f"runs-{dataset_name or 'all'}.csv",
+                       "text/csv", key="runs-download")
+
+
+def default_axes(columns: list[str]) -> tuple[str, str]:
+    x = next((c for c in ("method_s", "seconds") if c in columns), columns[0])
+    y = next((c for c in ("AvgGap",) if c in columns), next((c for c in columns if c != x), x))
+    return x, y
+
+
+def axes_ui(columns: list[str]) -> tuple[str, str]:
+    """The chart's x and y metric pickers (defaults: the method's time against AvgGap)."""
+    x, y = default_axes(columns)
+    cols = st.columns(2)
+    x = cols[0].selectbox("x", columns, index=columns.index(x), key="runs-x")
+    y = cols[1].selectbox("y", columns, index=columns.index(y), key="runs-y")
+    return x, y
+
+
+def group_columns(runs: pd.DataFrame) -> list[str]:
+    """Mean ± sd per method and request, and per dataset or model too when the table holds several."""
+    return ["method", "request_desc"] + [c for c in ("dataset", "model") if runs[c].nunique() > 1]
+
+
+def scatter_figure(runs: pd.DataFrame, stats: pd.DataFrame, x: str, y: str, by: list[str]) -> go.Figure:
+    """One point per run coloured by method, and per group of ``by`` its mean with ± sd bars."""
+    palette = plotly.colors.qualitative.Plotly
+    fig = go.Figure()
+    for i, method in enumerate(sorted(runs["method"].unique())):
+        colour = palette[i % len(palette)]
+        mine = runs[runs["method"] == method].dropna(subset=[x, y])
+        hover = [f"{r.method} · {r.request_desc} · seed {r.seed} · {r.model} on {r.dataset}<br>{r.run_key}"
+                 for r in mine.itertuples()]
+        fig.add_trace(go.Scatter(x=mine[x], y=mine[y], mode="markers", name=method, legendgroup=method,
+                                 marker=dict(color=colour, size=8, opacity=0.6), text=hover,
+                                 hovertemplate="%{text}<br>" + f"{x}=%{{x:.4g}}<br>{y}=%{{y:.4g}}<extra></extra>"))
+        means = stats[stats["method"] == method]
+        if means.empty:
+            continue
+        labels = [" · ".join(str(r[c]) for c in by) + f" (n={r['n']})" for _, r in means.iterrows()]
+        fig.add_trace(go.Scatter(
+            x=means[f"{x}_mean"], y=means[f"{y}_mean"], mode="markers", name=f"{method} mean ± sd",
+            legendgroup=method, showlegend=False, text=labels,
+            marker=dict(color=colour, size=14, symbol="diamond", line=dict(width=1, color="black")),
+            error_x=dict(type="data", array=means[f"{x}_sd"].fillna(0), color=colour, thickness=1.5),
+            error_y=dict(type="data", array=means[f"{y}_sd"].fillna(0), color=colour, thickness=1.5),
+            hovertemplate="mean of %{text}<br>" + f"{x}=%{{x:.4g}}<br>{y}=%{{y:.4g}}<extra></extra>"))
+    fig.update_layout(height=460, margin=dict(t=10, b=10), xaxis_title=x, yaxis_title=y, legend_title="method")
+    return fig
+
+
+def comparison_ui(runs: pd.DataFrame) -> None:
+    """Methods against each other on two chosen metrics."""
+    columns = runs_db.value_columns(runs)
+    if not columns:
+        st.caption("These runs hold no metric to plot.")
+        return
+    x, y = axes_ui(columns)
+    by = group_columns(runs)
+    stats = runs_db.summary(runs, x, y, by=tuple(by))
+    st.plotly_chart(scatter_figure(runs, stats, x, y, by), width="stretch", key="runs-scatter")
+    st.caption("One small point per run (seed). The diamond is the mean of a method's runs on one request, its "
+               "bars one standard deviation either way (none with a single run).")
+    with st.expander("Mean and sd per method and request"):
+        st.dataframe(stats, hide_index=True, width="stretch")
+
+
+def main() -> None:
+    st.header("Runs")
+    st.caption("Every stored method run: its metrics, timings and provenance, for comparing methods over seeds.")
+    dataset = page_dataset(__file__, required=False)
+    dataset_name = dataset.name if dataset is not None else None
+    try:
+        stored = runs_db.query(status=None)
+        if stored.empty:
+            empty_ui(dataset_name, 0)
+            return
+        scope = scope_ui(dataset_name)
+        in_scope = stored if scope is None else stored[stored["dataset"] == scope]
+        if in_scope.empty:
+            empty_ui(scope, len(stored))
+            return
+        filters = filters_ui(in_scope)
+        runs = runs_db.query(dataset=scope, **filters)
+    except store.StoreError as err:
+        st.error(str(err))
+        return
+    if runs.empty:
+        st.info("No run fits these filters.")
+        return
+    st.caption(f"{len(runs):,} run(s) of {len(in_scope):,} stored" + (f" on {scope}" if scope else ""))
+    table_ui(runs, scope)
+    st.subheader("Methods against each other")
+    comparison_ui(runs)
+
+
+main()
