@@ -3,7 +3,10 @@
 A method file holds only its config dataclass and its update step. It calls :func:`unlearn` with an
 ``update(ctx)`` function; ``ctx`` (an :class:`UnlearnContext`) owns a deep copy of the network (the input
 model is never touched: it is shared by browser sessions), the forget and retain ids, the data access,
-progress and cancellation. Gradient methods call :meth:`UnlearnContext.sgd` with their loss; closed-form
+progress and cancellation. Gradient methods describe an epoch as a list of :class:`Pass` (a shuffled pass
+over D_f or D_r, optionally paired with batches of the other set), make one optimiser with
+:meth:`UnlearnContext.optimizer` and call :meth:`UnlearnContext.sgd` with their loss; the same optimiser
+(momentum included) carries over every pass of the run, as in the reference implementations. Closed-form
 methods (DAMP, SSD) call :meth:`UnlearnContext.passes` for their statistics and edit ``ctx.net`` in place.
 :func:`unlearn` times the whole update with ``time.perf_counter`` and returns the :class:`UnlearnResult`.
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,9 +36,32 @@ class Batch:
 
     forget: np.ndarray
     retain: np.ndarray
-    epoch: int
+    epoch: int  # 0-based
     step: int  # 0-based over the whole run
     total: int  # steps in the whole run
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One shuffled pass over D_f (``over="forget"``) or D_r (``over="retain"``) in batches of ``batch_size``.
+
+    ``paired`` > 0 pairs each batch with ``paired`` ids of the other set, drawn from successive shuffles of
+    it (``zip(loader, cycle(other_loader))`` in the reference code). ``max_steps`` caps the pass (None: all).
+    """
+
+    over: str
+    batch_size: int
+    paired: int = 0
+    max_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.over not in ("forget", "retain"):
+            raise ValueError(f"a pass is over 'forget' or 'retain', got {self.over!r}")
+        if self.batch_size < 1 or self.paired < 0:
+            raise ValueError("batch sizes must be positive")
+
+
+Mask = dict[str, torch.Tensor]  # parameter name -> 0/1 tensor: 1 where the update may change the weight
 
 
 @dataclass
@@ -83,56 +109,87 @@ class UnlearnContext:
         return np.concatenate([self.sample(ids[labels == c], per_class) for c in np.unique(labels)])
 
     # ---- feeding ----------------------------------------------------------------------------------------
-    def batches(self, epochs: int, batch_size: int, over: str = "forget", retain_per_forget: float = 1.0,
-                max_steps_per_epoch: int | None = None) -> Iterator[Batch]:
-        """Shuffled batches for ``epochs`` epochs.
+    def _ids(self, over: str) -> np.ndarray:
+        return self.forget_ids if over == "forget" else self.retain_ids
 
-        over="forget": an epoch is one pass over D_f; each step also draws ``retain_per_forget`` times as
-        many retain ids (0 for forget only). over="retain": an epoch is one pass over D_r (capped at
-        ``max_steps_per_epoch`` steps), forget ids empty.
-        """
-        if over not in ("forget", "retain"):
-            raise ValueError(f"over must be 'forget' or 'retain', got {over!r}")
-        main = self.forget_ids if over == "forget" else self.retain_ids
-        steps = max(1, int(np.ceil(len(main) / batch_size)))
-        if max_steps_per_epoch is not None:
-            steps = min(steps, max_steps_per_epoch)
-        total = steps * epochs
-        n_retain = int(round(batch_size * retain_per_forget)) if over == "forget" else 0
+    def _steps(self, p: Pass) -> int:
+        steps = max(1, int(np.ceil(len(self._ids(p.over)) / p.batch_size)))
+        return min(steps, p.max_steps) if p.max_steps else steps
+
+    def batches(self, epochs: int, passes: Sequence[Pass] | Callable[[int], Sequence[Pass]]) -> Iterator[Batch]:
+        """Batches for ``epochs`` epochs; each epoch runs ``passes`` in order (or ``passes(epoch)``, for a
+        method whose epochs differ, such as SCRUB's max steps in its first epochs only)."""
+        plan = [list(passes(e) if callable(passes) else passes) for e in range(epochs)]
+        total = sum(self._steps(p) for ps in plan for p in ps)
         empty = np.zeros(0, np.int64)
-        step = 0
-        for epoch in range(epochs):
-            order = self.rng.permutation(main)
-            for b in range(steps):
-                self.check()
-                ids = order[b * batch_size:(b + 1) * batch_size]
-                if len(ids) == 0:
-                    continue
-                if over == "forget":
-                    retain = self.rng.choice(self.retain_ids, size=n_retain, replace=False) if n_retain else empty
-                    yield Batch(ids, retain, epoch, step, total)
-                else:
-                    yield Batch(empty, ids, epoch, step, total)
-                step += 1
+        cycles: dict[str, list] = {"forget": [empty, 0], "retain": [empty, 0]}
 
-    def sgd(self, loss_fn: Callable[[Batch], torch.Tensor], batches: Iterator[Batch], lr: float,
-            momentum: float = 0.9, weight_decay: float = 5e-4, params: list[nn.Parameter] | None = None,
-            grad_hook: Callable[[], None] | None = None, label: str = "unlearning",
-            progress_span: tuple[float, float] = (0.0, 1.0), train_mode: bool = True) -> dict:
-        """SGD on ``loss_fn(batch)`` over ``batches``; ``grad_hook`` runs between backward and step
-        (SalUn's saliency mask). Returns the number of steps and the last loss."""
+        def paired(over: str, n: int) -> np.ndarray:
+            pool = self._ids(over)
+            out = []
+            while n > 0 and len(pool):
+                order, at = cycles[over]
+                if at >= len(order):
+                    order, at = self.rng.permutation(pool), 0
+                take = order[at:at + n]
+                cycles[over] = [order, at + len(take)]
+                out.append(take)
+                n -= len(take)
+            return np.concatenate(out) if out else empty
+
+        step = 0
+        for epoch, ps in enumerate(plan):
+            for p in ps:
+                order = self.rng.permutation(self._ids(p.over))
+                other = "retain" if p.over == "forget" else "forget"
+                for b in range(self._steps(p)):
+                    self.check()
+                    ids = order[b * p.batch_size:(b + 1) * p.batch_size]
+                    if len(ids) == 0:
+                        continue
+                    mate = paired(other, p.paired) if p.paired else empty
+                    forget, retain = (ids, mate) if p.over == "forget" else (mate, ids)
+                    yield Batch(forget, retain, epoch, step, total)
+                    step += 1
+
+    def optimizer(self, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4,
+                  params: list[nn.Parameter] | None = None) -> torch.optim.SGD:
+        """One SGD optimiser over ``params`` (all trainable weights by default) for the whole run."""
         params = params if params is not None else [p for p in self.net.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+    def sgd(self, loss_fn: Callable[[Batch], torch.Tensor], batches: Iterator[Batch], optimizer: torch.optim.SGD,
+            mask: Mask | None = None, lr_at: Callable[[int], float] | None = None, label: str = "unlearning",
+            progress_span: tuple[float, float] = (0.0, 1.0), train_mode: bool = True) -> dict:
+        """SGD on ``loss_fn(batch)`` over ``batches`` with ``optimizer``.
+
+        ``mask``: only weights where the mask is 1 may move. The gradient is masked before the step and,
+        after it, every masked-out weight is put back to the original model's value and its momentum is
+        zeroed, so neither weight decay nor momentum moves it (SalUn's reference RL does the same).
+        ``lr_at(epoch)`` sets the learning rate at the start of each epoch (a per-epoch schedule).
+        Returns the number of steps and the last loss."""
+        named = dict(self.net.named_parameters())
+        originals = dict(self.original.named_parameters())
+        if mask is not None:
+            mask = {n: m.to(device=named[n].device, dtype=named[n].dtype) for n, m in mask.items()}
         self.net.train(train_mode)
-        steps, last = 0, float("nan")
+        steps, last, epoch = 0, float("nan"), -1
         lo, hi = progress_span
         for batch in batches:
+            if lr_at is not None and batch.epoch != epoch:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(batch.epoch)
+            epoch = batch.epoch
             loss = loss_fn(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if grad_hook is not None:
-                grad_hook()
+            if mask is not None:
+                for n, m in mask.items():
+                    if named[n].grad is not None:
+                        named[n].grad.mul_(m)
             optimizer.step()
+            if mask is not None:
+                _restore_masked(named, originals, mask, optimizer)
             steps += 1
             last = float(loss.detach())
             if steps % 5 == 0 or batch.step == batch.total - 1:
@@ -148,6 +205,18 @@ class UnlearnContext:
         for i in range(0, len(ids), batch_size):
             self.check()
             yield ids[i:i + batch_size]
+
+
+@torch.no_grad()
+def _restore_masked(named: dict[str, nn.Parameter], originals: dict[str, nn.Parameter], mask: Mask,
+                    optimizer: torch.optim.SGD) -> None:
+    """Masked-out weights back to the original's values; their momentum to zero."""
+    for n, m in mask.items():
+        p = named[n]
+        p.mul_(m).add_(originals[n].to(p.device) * (1 - m))
+        buf = optimizer.state.get(p, {}).get("momentum_buffer")
+        if buf is not None:
+            buf.mul_(m)
 
 
 UpdateFn = Callable[[UnlearnContext], None]

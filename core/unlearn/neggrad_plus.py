@@ -1,46 +1,59 @@
-"""NegGrad+: ascent on D_f and descent on D_r in one weighted loss.
+"""NegGrad+: descent on D_r and ascent on D_f in one weighted loss.
 
-Kurmanji et al., "Towards Unbounded Machine Unlearning" (SCRUB paper), NeurIPS 2023:
-loss = beta * CE(D_r batch) - (1 - beta) * CE(D_f batch), one retain batch beside each forget batch.
+Kurmanji et al., "Towards Unbounded Machine Unlearning", NeurIPS 2023 (the SCRUB paper), as its repository
+runs it (``negative_grad`` / ``run_neggrad_epoch``): each epoch is one shuffled pass over D_r, every retain
+batch paired with the next batch of D_f (D_f cycled), and the loss is
+``beta * (CE(D_r batch) + wd / 2 * ||theta - theta_0||^2) - (1 - beta) * CE(D_f batch)``, theta_0 the
+original weights, with plain SGD (no momentum, no optimiser weight decay); beta 0.95, lr 0.01, 10 epochs,
+retain batch 128, forget batch 64. BatchNorm trains in training mode, as the repository's ``train_negrad``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 
 from core.data.dataset import Dataset
 from core.data.requests import ForgetRequest
 from core.models.base import CancelToken, Classifier, Progress, no_progress
-from core.unlearn.loop import UnlearnContext, unlearn
+from core.unlearn.loop import Pass, UnlearnContext, unlearn
 from core.unlearn.registry import MethodSpec, UnlearnResult, register_method
 
 
 @dataclass(frozen=True)
 class NegGradPlusConfig:
-    epochs: int = 2  # passes over D_f, each forget batch paired with a retain batch
-    lr: float = 0.01  # SGD learning rate (the SCRUB repo's NegGrad+ runs at 0.01 order)
-    beta: float = 0.99  # weight of the retain descent; 1 - beta weights the forget ascent (0.9 collapsed FMNIST)
-    batch_size: int = 128  # forget images per step (and as many retain images)
-    momentum: float = 0.9  # SGD as in training
-    weight_decay: float = 5e-4  # as in training
+    epochs: int = 10  # passes over D_r (the repository's ng_epochs)
+    lr: float = 0.01  # the repository's ng_lr
+    beta: float = 0.95  # weight of the retain term; 1 - beta weights the forget ascent (the repository's ng_alpha)
+    batch_size: int = 128  # retain images per step (the repository's batch_size)
+    forget_batch_size: int = 64  # forget images per step, D_f cycled (the repository's forget_bs)
+    weight_decay: float = 5e-4  # L2 pull towards the original weights, wd / 2 * ||theta - theta_0||^2: the training wd
+    max_steps_per_epoch: int = 0  # 0: full passes over D_r (the reference); a positive cap shortens each pass
     seed: int = 0  # batch order
 
 
 def _update(ctx: UnlearnContext, c: NegGradPlusConfig) -> None:
+    start = [p.detach().clone() for p in ctx.original.parameters()]
+    params = list(ctx.net.parameters())
+
     def loss(b):
         retain = F.cross_entropy(ctx.net(ctx.x(b.retain)), ctx.y(b.retain))
         forget = F.cross_entropy(ctx.net(ctx.x(b.forget)), ctx.y(b.forget))
-        return c.beta * retain - (1 - c.beta) * forget
+        pull = c.weight_decay / 2 * torch.stack([(p - p0).pow(2).sum() for p, p0 in zip(params, start)]).sum()
+        return c.beta * (retain + pull) - (1 - c.beta) * forget
 
-    ctx.sgd(loss, ctx.batches(c.epochs, c.batch_size, over="forget", retain_per_forget=1.0),
-            c.lr, c.momentum, c.weight_decay, label="NegGrad+")
+    passes = [Pass("retain", c.batch_size, paired=c.forget_batch_size, max_steps=c.max_steps_per_epoch or None)]
+    ctx.sgd(loss, ctx.batches(c.epochs, passes), ctx.optimizer(c.lr, momentum=0.0, weight_decay=0.0),
+            label="NegGrad+")
 
 
 def run(model: Classifier, dataset: Dataset, request: ForgetRequest, config: NegGradPlusConfig,
         progress: Progress = no_progress, cancel: CancelToken | None = None) -> UnlearnResult:
     """Weighted descent on D_r and ascent on D_f."""
+    if not 0 <= config.beta <= 1:
+        raise ValueError("NegGrad+: beta must lie in [0, 1]")
     return unlearn("neggrad+", model, dataset, request, lambda ctx: _update(ctx, config), config.seed, progress,
                    cancel)
 

@@ -1,8 +1,12 @@
 """SalUn: random-label unlearning restricted to the weights most salient for the forget loss.
 
-Fan et al., "SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency", ICLR 2024. The
-saliency is |grad of the forget loss| accumulated over D_f; the mask keeps the top ``threshold`` fraction of
-all weights (one global hard threshold); then RL (see ``rl.py``) with every gradient multiplied by the mask.
+Fan et al., "SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency", ICLR 2024, as its
+repository runs it (``generate_mask.py``, then ``unlearn/RL.py`` with ``--mask_path``). Saliency: the
+absolute value of the gradient of -CE summed over D_f's batches (network in eval mode); the mask keeps the
+top ``threshold`` fraction of all weights (one global hard threshold). Then RL (``rl.py``): the gradient is
+multiplied by the mask and, after every step, the weights outside the mask are put back to the original's
+values and their momentum zeroed, so theta_u = m * (theta_0 + delta) + (1 - m) * theta_0 holds exactly.
+The README's example: mask ``with_0.5``, 10 epochs, lr 0.013.
 """
 
 from __future__ import annotations
@@ -15,26 +19,26 @@ import torch.nn.functional as F
 from core.data.dataset import Dataset
 from core.data.requests import ForgetRequest
 from core.models.base import CancelToken, Classifier, Progress, no_progress
-from core.unlearn.loop import UnlearnContext, unlearn
+from core.unlearn.loop import Mask, UnlearnContext, unlearn
 from core.unlearn.registry import MethodSpec, UnlearnResult, register_method
-from core.unlearn.rl import random_labels, rl_loss
+from core.unlearn.rl import train_rl
 
 
 @dataclass(frozen=True)
 class SalUnConfig:
-    threshold: float = 0.5  # fraction of weights kept trainable (SalUn's class-wise CIFAR-10 setting)
-    epochs: int = 2  # RL passes over D_f
-    lr: float = 0.01  # RL learning rate, as SalUn's class-wise runs
-    batch_size: int = 128  # forget images per step
-    retain_per_forget: float = 2.0  # retain images per forget image in each RL step (as rl.py)
-    exclude_true_label: bool = True  # random labels among the other classes
-    momentum: float = 0.9  # SGD as in training
-    weight_decay: float = 5e-4  # as in training
+    threshold: float = 0.5  # fraction of weights that may move (the README's with_0.5 mask)
+    epochs: int = 10  # RL epochs, the README's example
+    lr: float = 0.013  # RL learning rate, the README's example
+    batch_size: int = 256  # the reference's default batch, for the saliency and both RL passes
+    exclude_true_label: bool = False  # False: random labels over all classes, as the reference
+    momentum: float = 0.9  # SGD as in the reference
+    weight_decay: float = 5e-4  # as in the reference; it acts inside the mask only
+    max_retain_steps: int = 0  # 0: full passes over D_r (the reference); a positive cap shortens them for CPU
     seed: int = 0  # random labels and batch order
 
 
-def saliency_mask(ctx: UnlearnContext, threshold: float, batch_size: int) -> dict[str, torch.Tensor]:
-    """1 for the top ``threshold`` fraction of |d forget-loss / d w| over all weights, else 0."""
+def saliency_mask(ctx: UnlearnContext, threshold: float, batch_size: int) -> Mask:
+    """1 for the top ``threshold`` fraction of |sum over D_f batches of d(-CE)/dw| over all weights, else 0."""
     params = {n: p for n, p in ctx.net.named_parameters() if p.requires_grad}
     grads = {n: torch.zeros_like(p) for n, p in params.items()}
     ctx.net.eval()
@@ -46,28 +50,24 @@ def saliency_mask(ctx: UnlearnContext, threshold: float, batch_size: int) -> dic
                 grads[n] += p.grad.detach()
     ctx.net.zero_grad(set_to_none=True)
     flat = torch.cat([g.abs().flatten() for g in grads.values()])
-    k = max(1, int(round(threshold * flat.numel())))
-    cut = torch.topk(flat, k, sorted=True).values[-1]
-    return {n: (g.abs() >= cut).to(g.dtype) for n, g in grads.items()}
+    k = max(1, int(threshold * flat.numel()))
+    keep = torch.zeros_like(flat)
+    keep[torch.argsort(flat, descending=True, stable=True)[:k]] = 1
+    out, at = {}, 0
+    for n, g in grads.items():
+        out[n] = keep[at:at + g.numel()].reshape(g.shape)
+        at += g.numel()
+    return out
 
 
 def _update(ctx: UnlearnContext, c: SalUnConfig) -> None:
     ctx.progress(0.0, "SalUn: weight saliency on D_f")
     mask = saliency_mask(ctx, c.threshold, c.batch_size)
-    params = dict(ctx.net.named_parameters())
-
-    def apply_mask():
-        for n, m in mask.items():
-            if params[n].grad is not None:
-                params[n].grad.mul_(m)
-
-    labels = random_labels(ctx, c.exclude_true_label)
-    ctx.sgd(lambda b: rl_loss(ctx, labels, b),
-            ctx.batches(c.epochs, c.batch_size, over="forget", retain_per_forget=c.retain_per_forget),
-            c.lr, c.momentum, c.weight_decay, grad_hook=apply_mask, label="SalUn RL")
-    ctx.log["mask_fraction"] = float(sum(m.sum().item() for m in mask.values()) /
-                                     sum(m.numel() for m in mask.values()))
-    ctx.touched["masked_parameters"] = int(sum(m.sum().item() for m in mask.values()))
+    train_rl(ctx, c.epochs, c.lr, c.batch_size, c.exclude_true_label, c.momentum, c.weight_decay, c.max_retain_steps,
+             mask=mask, label="SalUn RL")
+    kept = int(sum(m.sum().item() for m in mask.values()))
+    ctx.log["mask_fraction"] = kept / sum(m.numel() for m in mask.values())
+    ctx.touched["masked_parameters"] = kept
 
 
 def run(model: Classifier, dataset: Dataset, request: ForgetRequest, config: SalUnConfig,
