@@ -2,14 +2,16 @@
 
     python bench/posthoc.py                      # Fashion-MNIST, class0 / class012 / random10, every method
     python bench/posthoc.py --dataset digits --methods damp,ga --no-by-design
+    python bench/posthoc.py --dataset mnist-5k --requests "" --no-by-design  # damp-sequential's tuning split
     python bench/posthoc.py --set damp.head_rank=4 --set scrub.lr=0.001
 
 For each request it trains (or loads) the parametric oracle, runs every applicable parametric method on
 the original model and prints TA, RA, FA, MIA AUROC, PG against the oracle, selectivity, the method's time
 and the oracle's retrain time divided by it. The SPM / MUNKEY deletion rows (when those models and their
-deletion methods are registered) are scored against their own kind's oracle. DAMP then runs over every
-single-class request (FA and retained-class test accuracy per class), and per-layer probe decodability of
-class 0 is printed for the original, the oracle and each method. The last line is one JSON object.
+deletion methods are registered) are scored against their own kind's oracle. DAMP, its registered variants
+(damp-sequential) and any --damp-variants then run over every single-class request (FA and retained-class
+test accuracy per class), and per-layer probe decodability of class 0 is printed for the original, the
+oracle and each method. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -169,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             metrics = M.evaluate(res.model, oracle.classifier, ds, request)
             rows[name] = row(metrics, before, res.seconds, oracle_s)
             models[name] = res.model
-            if name == "damp":
-                print(f"\nDAMP layers ({rname}):")
+            if name.startswith("damp"):
+                print(f"\n{name} layers ({rname}):")
                 for layer in res.log.get("layers", []):
                     print("  " + ", ".join(f"{k}={fmt(v, 0, 3).strip() if isinstance(v, float) else v}"
                                            for k, v in layer.items()))
@@ -199,19 +201,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.damp_classes != "none" and "damp" in list_methods("parametric"):
         wanted = args.damp_classes
         classes = range(ds.num_classes) if wanted == "all" else [int(c) for c in wanted.split(",")]
-        variants = {"default": {}}
+        # name -> (registered method, config fields over its defaults): damp, every registered damp-* variant,
+        # then the --damp-variants of damp
+        variants = {"default": ("damp", {})}
+        variants.update({n: (n, {}) for n in list_methods("parametric") if n.startswith("damp-")})
         for spec_text in [v for v in args.damp_variants.split(",") if v]:
             vname, _, fields = spec_text.partition(":")
-            variants[vname] = parse_sets([f"x.{f}" for f in fields.split(";") if f]).get("x", {})
+            variants[vname] = ("damp", parse_sets([f"x.{f}" for f in fields.split(";") if f]).get("x", {}))
         full = M.per_class_accuracy(model.split_proba(ds, "test"), ds.y_test, ds.num_classes)
         print("\n== DAMP over single classes: FA / retained-class test accuracy (original retained in brackets)")
         summary = {}
-        for vname, fields in variants.items():
+        for vname, (method, fields) in variants.items():
             per = {}
             for c in classes:
                 request = request_classes(ds, [c])
-                cfg = method_config("damp", {"damp": {**overrides.get("damp", {}), **fields}})
-                res = get_method("damp").run(model, ds, request, cfg, quiet, None)
+                cfg = method_config(method, {method: {**overrides.get(method, {}), **fields}})
+                res = get_method(method).run(model, ds, request, cfg, quiet, None)
                 m = M.split_metrics(res.model, ds, request)
                 keep = np.arange(ds.num_classes) != c
                 orig_ret = float(np.average(full[keep], weights=np.bincount(ds.y_test, minlength=ds.num_classes)[keep]))
