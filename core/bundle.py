@@ -10,9 +10,12 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
 
 from core import store
 from core.configs import config_hash, config_to_dict
@@ -20,6 +23,7 @@ from core.data.dataset import Dataset
 from core.data.requests import ForgetRequest
 from core.models import get_model_kind
 from core.models.base import CancelToken, Classifier, Progress, no_progress, pick_device
+from core.models.encoders import EncoderConfig
 from core.models.training import TrainConfig
 
 # Per-dataset training recipes: what "train" means when the user does not say otherwise.
@@ -27,6 +31,9 @@ RECIPES: dict[str, TrainConfig] = {
     "fashion-mnist": TrainConfig(epochs=8),  # ~90%+ on two CPU cores in a few minutes
     "digits": TrainConfig(epochs=10, batch_size=64, lr=0.1),  # 1.4k tiny images: ~97% in seconds (tests use it)
     "mnist-5k": TrainConfig(epochs=15, batch_size=64),
+    # the SPM authors' CIFAR-10 run (cifar_resnet18.yaml: batch 256, SGD 0.1, momentum 0.9, wd 5e-4, 100 epochs,
+    # MultiStepLR at epochs 36 and 91): "step" divides the lr by 10 after exactly those epochs of 100. A GPU recipe.
+    "cifar10": TrainConfig(epochs=100, batch_size=256, lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="step"),
 }
 DEFAULT_RECIPE = TrainConfig(epochs=10)
 
@@ -37,6 +44,21 @@ def recipe(dataset_name: str, kind: str | None = None) -> TrainConfig:
     if spec is not None and spec.default_train is not None:
         return spec.default_train(dataset_name)
     return RECIPES.get(dataset_name, DEFAULT_RECIPE)
+
+
+# Per-dataset model configs where a kind's defaults do not suit the data. CIFAR-10 gets the SPM paper's encoder,
+# the CIFAR ResNet-18 with its pooled 512-d features, for SPM and for the parametric model alike (the post-hoc
+# methods' network stays comparable), and SPM the paper's 1024 support images per episode.
+_CIFAR_RESNET18 = EncoderConfig(arch="resnet18", feature_dim=512)
+DATASET_MODEL_CONFIGS: dict[str, dict[str, dict]] = {
+    "cifar10": {"parametric": {"encoder": _CIFAR_RESNET18}, "spm": {"encoder": _CIFAR_RESNET18, "support_size": 1024}},
+}
+
+
+def default_config(kind: str, dataset_name: str):
+    """``kind``'s config when the caller gives none: its config class's defaults, with the dataset's entries in
+    DATASET_MODEL_CONFIGS applied (other datasets get the plain defaults, so their stored model keys hold)."""
+    return replace(get_model_kind(kind).config_cls(), **DATASET_MODEL_CONFIGS.get(dataset_name, {}).get(kind, {}))
 
 
 @dataclass
@@ -50,7 +72,7 @@ class TrainedModel:
 
 # TrainConfig fields added after models were first stored: hashed only when they differ from their default,
 # so the key of every recipe that leaves them alone (the shipped assets/models bundle) stays what it was.
-_HASHED_WHEN_SET = ("optimizer", "warmup_epochs")
+_HASHED_WHEN_SET = ("optimizer", "warmup_epochs", "amp")
 _TRAIN_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 
 
@@ -73,12 +95,74 @@ def _lock_for(key: str) -> threading.Lock:
         return _LOCKS.setdefault(key, threading.Lock())
 
 
+@dataclass
+class TrainedWeights:
+    """What training produces, before anything is stored: a worker returns this and the driver saves it."""
+
+    key: str
+    weights: bytes  # safetensors
+    meta: dict
+    arrays: dict[str, np.ndarray]  # caches kept beside the weights (by-design models: training-set features)
+
+
+def resolve(kind: str, dataset: Dataset, config=None, train_config: TrainConfig | None = None,
+            excluded: ForgetRequest | None = None) -> tuple[Any, TrainConfig, str]:
+    """The model config and recipe that apply (defaults filled in) and the store key they give."""
+    config = config or default_config(kind, dataset.name)
+    train_config = train_config or recipe(dataset.name, kind)
+    return config, train_config, model_key(kind, config, train_config, dataset, excluded)
+
+
 def is_available(kind: str, dataset: Dataset, config=None, train_config: TrainConfig | None = None,
                  excluded: ForgetRequest | None = None) -> bool:
     """True when the model loads without training (in memory, in the store or in the assets)."""
-    config = config or get_model_kind(kind).config_cls()
-    key = model_key(kind, config, train_config or recipe(dataset.name, kind), dataset, excluded)
+    key = resolve(kind, dataset, config, train_config, excluded)[2]
     return key in _MEMO or store.find_model(key) is not None
+
+
+def _train_ids(dataset: Dataset, excluded: ForgetRequest | None) -> np.ndarray:
+    return dataset.train_ids if excluded is None else np.flatnonzero(~excluded.mask(dataset.num_train))
+
+
+def _build(spec, dataset: Dataset, config, seed: int):
+    with torch.random.fork_rng(devices=[]):  # the initial weights follow the recipe's seed, not whatever
+        torch.manual_seed(seed)  # the process drew before (fork_rng leaves that state as it was)
+        return spec.build(dataset, config)
+
+
+def state_bytes(net: torch.nn.Module) -> bytes:
+    """A network's weights as safetensors bytes (what workers send back)."""
+    return save_bytes({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()})
+
+
+def train_weights(kind: str, dataset: Dataset, config=None, train_config: TrainConfig | None = None,
+                  excluded: ForgetRequest | None = None, progress: Progress = no_progress,
+                  cancel: CancelToken | None = None) -> TrainedWeights:
+    """Train ``kind`` on the training set minus ``excluded``; stores nothing (runs on a Ray worker or here)."""
+    spec = get_model_kind(kind)
+    config, train_config, key = resolve(kind, dataset, config, train_config, excluded)
+    device = pick_device(train_config.device)
+    train_ids = _train_ids(dataset, excluded)
+    net = _build(spec, dataset, config, train_config.seed)
+    log = spec.fit(net, dataset, train_ids, config, train_config, progress=progress, cancel=cancel, device=device)
+    net.eval()
+    progress(0.99, f"encoding the training set for {kind}")
+    start = time.perf_counter()
+    classifier = spec.wrap(net, dataset, train_ids, config, device)
+    meta = {"kind": kind, "config": config_to_dict(config), "train_config": config_to_dict(train_config),
+            "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
+            "excluded": excluded.to_json() if excluded else None, "train_log": log,
+            "num_train_ids": int(len(train_ids)), "wrap_s": time.perf_counter() - start,
+            "device": str(device)}
+    meta["test_acc"] = float((classifier.split_proba(dataset, "test").argmax(1) == dataset.y_test).mean() * 100)
+    features = getattr(classifier, "train_features", None) if spec.by_design else None
+    arrays = {"train_features": features} if isinstance(features, np.ndarray) else {}
+    return TrainedWeights(key, state_bytes(net), meta, arrays)
+
+
+def save(trained: TrainedWeights) -> store.StoredModel:
+    """Write what a worker trained into this process's store (atomically; the driver is the only writer)."""
+    return store.save_model_bytes(trained.key, trained.weights, trained.meta, trained.arrays)
 
 
 def train_or_load(kind: str, dataset: Dataset, config=None, train_config: TrainConfig | None = None,
@@ -86,47 +170,39 @@ def train_or_load(kind: str, dataset: Dataset, config=None, train_config: TrainC
                   cancel: CancelToken | None = None, allow_train: bool = True) -> TrainedModel:
     """The model of ``kind`` trained on the training set minus ``excluded``; loaded when stored before."""
     spec = get_model_kind(kind)
-    config = config or spec.config_cls()
-    train_config = train_config or recipe(dataset.name, kind)
-    key = model_key(kind, config, train_config, dataset, excluded)
+    config, train_config, key = resolve(kind, dataset, config, train_config, excluded)
     with _lock_for(key):
         if key in _MEMO:
             return _MEMO[key]
-        device = pick_device(train_config.device)
-        train_ids = dataset.train_ids if excluded is None else np.flatnonzero(~excluded.mask(dataset.num_train))
         stored = store.find_model(key)
-        with torch.random.fork_rng(devices=[]):  # the initial weights follow the recipe's seed, not whatever
-            torch.manual_seed(train_config.seed)  # the process drew before (fork_rng leaves that state as it was)
-            net = spec.build(dataset, config)
-        if stored is not None:
-            progress(0.0, f"loading {kind} from {stored.path}")
-            store.load_weights(net, stored.path)
-            meta = stored.meta
-        else:
+        if stored is None:
             if not allow_train:
                 raise store.StoreError(f"no stored {kind} model for this dataset and config (key {key})")
-            log = spec.fit(net, dataset, train_ids, config, train_config, progress=progress, cancel=cancel,
-                           device=device)
-            meta = {"kind": kind, "config": config_to_dict(config), "train_config": config_to_dict(train_config),
-                    "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
-                    "excluded": excluded.to_json() if excluded else None, "train_log": log,
-                    "num_train_ids": int(len(train_ids))}
+            stored = save(train_weights(kind, dataset, config, train_config, excluded, progress, cancel))
+        progress(0.99, f"loading {kind} from {stored.path}")
+        device = pick_device(train_config.device)
+        net = _build(spec, dataset, config, train_config.seed)
+        store.load_weights(net, stored.path)
         net.eval()
-        progress(0.99, f"encoding the training set for {kind}")
-        start = time.perf_counter()
-        classifier = _wrap(spec, net, dataset, train_ids, config, device, stored)
-        wrap_s = time.perf_counter() - start
-        if stored is None:
-            meta["wrap_s"] = wrap_s
-            meta["test_acc"] = float((classifier.split_proba(dataset, "test").argmax(1) == dataset.y_test).mean() * 100)
-            stored = store.save_model(key, net, meta)
-            meta = stored.meta
+        classifier = _wrap(spec, net, dataset, _train_ids(dataset, excluded), config, device, stored)
         if spec.by_design and store.cached_array(stored, "train_features") is None:
             _cache_features(stored, classifier)
         progress(1.0, f"{kind} ready")
-        trained = TrainedModel(key, classifier, meta)
+        trained = TrainedModel(key, classifier, stored.meta)
         _MEMO[key] = trained
         return trained
+
+
+def from_weights(kind: str, dataset: Dataset, weights: bytes, config=None,
+                 excluded: ForgetRequest | None = None, device: str = "auto") -> Classifier:
+    """A classifier of ``kind`` whose network holds ``weights`` (safetensors bytes), e.g. an unlearned copy
+    sent back by a worker, or an original sent to one. Strict: every tensor must fit."""
+    spec = get_model_kind(kind)
+    config = config or default_config(kind, dataset.name)
+    net = _build(spec, dataset, config, 0)
+    store.load_state(net, load_bytes(weights), "the weights sent back by the worker")
+    net.eval()
+    return spec.wrap(net, dataset, _train_ids(dataset, excluded), config, pick_device(device))
 
 
 def _wrap(spec, net, dataset, train_ids, config, device: torch.device, stored):

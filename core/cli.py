@@ -6,6 +6,9 @@
     python -m core forget --dataset digits --model spm --classes 0 --method spm-delete
     python -m core forget --dataset digits --model parametric --random 0.1 --seed 0 --method ft --set epochs=2
     python -m core train --dataset digits --model munkey --model-set retrieval_reg=self-drop --model-set vit.depth=2
+    python -m core sweep --dataset digits --model parametric --methods ft,ga --requests class:0,random:0.1 --seeds 0-2
+
+Long work runs on Ray: a local instance started here, or the cluster at --ray-address / $UE_RAY_ADDRESS.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from tqdm import tqdm
 
-from core import bundle, workflow
+from core import bundle, sweep, workflow
+from core.backend import Backend, BackendError, Job
 from core.configs import ConfigError, config_from_dict, config_to_dict
 from core.data import (
     DataError,
@@ -105,53 +109,129 @@ def _method_config(method: str, pairs: list[str]):
     return config_with(get_method(method).config_cls, pairs)
 
 
+def _sweep_config(method: str, methods: list[str], pairs: list[str]):
+    """``method``'s config with the ``--set`` pairs whose field it has; a field no chosen method has is an error."""
+    def has(name: str, field: str) -> bool:
+        return field.split(".")[0] in {f.name for f in fields(get_method(name).config_cls)}
+
+    for pair in pairs:
+        field = pair.split("=", 1)[0]
+        if not any(has(m, field) for m in methods if m in list_methods()):
+            raise ConfigError(f"--set {pair}: none of the methods {', '.join(methods)} has a field {field!r}")
+    return _method_config(method, [p for p in pairs if has(method, p.split("=", 1)[0])])
+
+
 def _model_config(args):
     return config_with(get_model_kind(args.model).config_cls, args.model_set or [])
 
 
+def _backend(args) -> Backend:
+    """The Ray backend: a local instance, or the cluster at --ray-address / $UE_RAY_ADDRESS."""
+    engine = Backend(address=args.ray_address)
+    try:
+        engine.start(wait=True, timeout=120)
+    except BackendError:
+        engine.shutdown()
+        raise
+    return engine
+
+
+def _wait(job: Job, bar: _Bar):
+    """Follow a job on the bar; Ctrl-C cancels it (nothing partial is stored) and exits."""
+    try:
+        while not job.done_event.wait(0.25):
+            bar(job.progress, job.message)
+    except KeyboardInterrupt:
+        job.cancel()
+        job.wait(30)
+        raise
+    if job.state == "failed":
+        raise JobFailed(f"{job.title}: {job.error}")
+    if job.state == "cancelled":
+        raise JobFailed(f"{job.title} was cancelled")
+    return job.result
+
+
+class JobFailed(RuntimeError):
+    """A Ray job failed or was cancelled; the message says which and why."""
+
+
+def _model(engine: Backend, args, dataset, request=None, seed_offset: int = 0):
+    """The original (or an oracle without ``request``): loaded when stored, else trained on Ray."""
+    tc, config = _train_config(args, dataset), _model_config(args)
+    tc_used = workflow.oracle_train_config(args.model, dataset, seed_offset, tc) if seed_offset else tc
+    title = args.model if request is None else f"oracle {seed_offset}"
+    if bundle.is_available(args.model, dataset, config, tc_used, request):
+        return bundle.train_or_load(args.model, dataset, config, tc_used, request, allow_train=False)
+    task = workflow.train_remote(args.model, dataset, request, seed_offset, config, tc, gpu=engine.has_gpu)
+    return engine.submit(f"{title}:{args.model}", f"train {title}", task)
+
+
+def _resolved(item, bar: _Bar):
+    return _wait(item, bar) if isinstance(item, Job) else item
+
+
 def cmd_train(args) -> dict:
     dataset = _dataset(args)
+    engine = _backend(args)
     bar = _Bar(f"train {args.model}")
     try:
         start = time.perf_counter()
-        trained = workflow.original(args.model, dataset, progress=bar, train_config=_train_config(args, dataset),
-                                    config=_model_config(args))
+        trained = _resolved(_model(engine, args, dataset), bar)
     finally:
         bar.close()
+        engine.shutdown()
     return {"model": args.model, "dataset": dataset.name, "key": trained.key,
             "test_acc": trained.meta.get("test_acc"), "train_s": workflow.train_seconds(trained),
-            "wall_s": time.perf_counter() - start}
+            "wall_s": time.perf_counter() - start, "ray_start_s": engine.start_seconds}
 
 
 def cmd_forget(args) -> dict:
     dataset = _dataset(args)
     request = _request(args, dataset)
-    tc = _train_config(args, dataset)
     config = _method_config(args.method, args.set or [])
-    model_config = _model_config(args)
+    engine = _backend(args)
     bar = _Bar(f"{args.model}")
     try:
-        base = workflow.original(args.model, dataset, progress=bar, train_config=tc, config=model_config)
-        result = workflow.run_method(args.method, base.classifier, dataset, request, config, progress=bar)
+        base = _resolved(_model(engine, args, dataset), bar)
+        oracles = [] if args.no_oracle else [_model(engine, args, dataset, request)]  # start them beside the run
+        if args.noise_floor and not args.no_oracle:
+            oracles.append(_model(engine, args, dataset, request, workflow.NOISE_FLOOR_SEED_OFFSET))
+        if get_model_kind(args.model).by_design:
+            run = workflow.execute(args.method, base, dataset, request, config, progress=bar)
+        else:
+            task = workflow.method_remote(args.method, base, dataset, request, config, gpu=engine.has_gpu)
+            run = _wait(engine.submit(f"method:{args.method}", args.method, task), bar)
         out = {"dataset": dataset.name, "model": args.model, "method": args.method, "request": request.to_json(),
-               "config": config_to_dict(config), "seconds": result.seconds, "touched": result.touched}
-        if not args.no_oracle:
-            oracle = workflow.oracle(args.model, dataset, request, progress=bar, train_config=tc, config=model_config)
-            second = None
-            if args.noise_floor:
-                second = workflow.oracle(args.model, dataset, request, seed_offset=1, progress=bar, train_config=tc,
-                                         config=model_config)
-                second = second.classifier
-            comparison = workflow.compare(result.model, oracle.classifier, dataset, request, second,
-                                          result.seconds, workflow.train_seconds(oracle))
+               "config": config_to_dict(config), "seconds": run.seconds, "touched": run.touched,
+               "weights_sha256": run.weights_sha256}
+        if oracles:
+            oracle_models = [_resolved(o, bar) for o in oracles]
+            workflow.score(run, oracle_models[0], dataset, oracle_models[1] if len(oracle_models) > 1 else None)
+            comparison = run.comparison
             out.update(metrics=comparison.metrics, oracle_metrics=comparison.oracle_metrics,
-                       noise_floor=comparison.noise_floor, oracle_train_s=workflow.train_seconds(oracle))
-            out["run_key"] = workflow.save_comparison(args.method, base.key, request, config, comparison,
-                                                      result.seconds, result.model.split_proba(dataset, "test"))
+                       noise_floor=comparison.noise_floor, oracle_train_s=run.oracle_seconds)
+            out["run_key"] = workflow.record(run, dataset)
     finally:
         bar.close()
-    out["log"] = {k: v for k, v in result.log.items() if _jsonable(v)}
+        engine.shutdown()
+    out["log"] = {k: v for k, v in run.log.items() if _jsonable(v)}
     return out
+
+
+def cmd_sweep(args) -> dict:
+    dataset = _dataset(args)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    items = sweep.plan(dataset, args.model, methods, [r.strip() for r in args.requests.split(",") if r.strip()],
+                       sweep.parse_seeds(args.seeds), lambda m: _sweep_config(m, methods, args.set or []))
+    engine = _backend(args)
+    bar = _Bar(f"sweep {args.model}")
+    try:
+        result = sweep.run_sweep(engine, dataset, args.model, items, progress=bar, gpu=engine.has_gpu)
+    finally:
+        bar.close()
+        engine.shutdown()
+    return {"dataset": dataset.name, "model": args.model, **result.to_json()}
 
 
 def _jsonable(value) -> bool:
@@ -168,8 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("datasets", help="list the registered datasets")
     m = sub.add_parser("methods", help="list unlearning methods")
     m.add_argument("--model", choices=list_model_kinds())
-    for name, fn in (("train", "train or load a model"), ("forget", "unlearn a request and compare with the oracle")):
+    commands = (("train", "train or load a model"), ("forget", "unlearn a request and compare with the oracle"),
+                ("sweep", "methods x requests x seeds as parallel Ray tasks, into the runs table"))
+    for name, fn in commands:
         s = sub.add_parser(name, help=fn)
+        s.add_argument("--ray-address", help="attach to this Ray cluster (host:port or auto) instead of starting "
+                                             "a local instance; default $UE_RAY_ADDRESS")
         s.add_argument("--dataset", default="fashion-mnist")
         s.add_argument("--data", help="a .npz file or an image folder to register under --dataset")
         s.add_argument("--model", default="spm", choices=list_model_kinds())
@@ -187,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--set", action="append", metavar="NAME=VALUE", help="method config field")
             s.add_argument("--no-oracle", action="store_true", help="skip the retrained oracle")
             s.add_argument("--noise-floor", action="store_true", help="also train a second oracle seed")
+        if name == "sweep":
+            s.add_argument("--methods", required=True, help="comma-separated methods, e.g. ft,scrub,damp")
+            s.add_argument("--requests", required=True, help="comma-separated: class:0, class:0+2, random:0.1")
+            s.add_argument("--seeds", default="0", help="seeds: 0-4 or 0,2,7 (method seed, random draw)")
+            s.add_argument("--set", action="append", metavar="NAME=VALUE",
+                           help="method config field, for every method that has it")
     return p
 
 
@@ -199,9 +289,15 @@ def main(argv: list[str] | None = None) -> int:
             out = {n: get_method(n).description for n in list_methods(args.model)}
         elif args.command == "train":
             out = cmd_train(args)
+        elif args.command == "sweep":
+            out = cmd_sweep(args)
         else:
             out = cmd_forget(args)
-    except (DataError, ForgetRequestError, ConfigError, StoreError, KeyError, ValueError) as err:
+    except KeyboardInterrupt:
+        print("cancelled: nothing partial was stored", file=sys.stderr)
+        return 130
+    except (DataError, ForgetRequestError, ConfigError, StoreError, KeyError, ValueError, BackendError,
+            JobFailed) as err:
         print(json.dumps({"error": str(err)}), file=sys.stdout)
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import load_file
+from safetensors.torch import save as save_bytes
 from torch import nn
 
 from core.configs import ConfigError, config_from_dict, config_to_dict
@@ -102,13 +104,25 @@ def read_meta(path: Path) -> dict:
 
 
 def save_model(key: str, net: nn.Module, meta: dict) -> StoredModel:
-    """Write weights and metadata under ``models/<key>`` atomically (a killed job leaves nothing half-written)."""
+    """Write a network's weights and metadata under ``models/<key>`` atomically."""
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    return save_model_bytes(key, save_bytes(state), meta)
+
+
+def save_model_bytes(key: str, weights: bytes, meta: dict, arrays: dict[str, np.ndarray] | None = None) -> StoredModel:
+    """Write safetensors bytes, metadata and cached arrays under ``models/<key>`` atomically: a killed job
+    leaves nothing half-written, and weights that do not parse are refused before anything lands."""
+    try:
+        load_bytes(weights)
+    except Exception as err:
+        raise StoreError(f"refusing to store model {key}: its weights are not valid safetensors ({err})") from err
     final = home() / "models" / key
     tmp = _atomic_dir(final)
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(tmp / "weights.safetensors"))
+    (tmp / "weights.safetensors").write_bytes(weights)
+    for name, array in (arrays or {}).items():
+        np.save(tmp / f"{name}.npy", np.asarray(array), allow_pickle=False)
     meta = {**meta, "key": key, "versions": versions(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "weights_sha256": file_sha256(tmp / "weights.safetensors")}
+            "weights_sha256": hashlib.sha256(weights).hexdigest()}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     _commit_dir(tmp, final)
     return StoredModel(key, final, read_meta(final))
@@ -121,17 +135,23 @@ def load_weights(net: nn.Module, path: Path) -> None:
         state = load_file(str(file))
     except Exception as err:  # safetensors raises several types for corrupt headers
         raise StoreError(f"weights at {file} are not a readable safetensors file: {err}") from err
+    load_state(net, state, f"weights at {file}")
+
+
+def load_state(net: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Load a state dict strictly: any missing, extra, misshapen or non-finite tensor is a StoreError naming
+    ``where`` the weights came from."""
     expected = net.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     if missing or extra:
-        raise StoreError(f"weights at {file} do not fit this model: missing {missing[:4]}, unexpected {extra[:4]}")
+        raise StoreError(f"{where} do not fit this model: missing {missing[:4]}, unexpected {extra[:4]}")
     for name, tensor in state.items():
         if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise StoreError(f"weights at {file}: {name} has shape {tuple(tensor.shape)}, "
+            raise StoreError(f"{where}: {name} has shape {tuple(tensor.shape)}, "
                              f"the model expects {tuple(expected[name].shape)}")
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise StoreError(f"weights at {file}: {name} contains NaN or infinite values")
+            raise StoreError(f"{where}: {name} contains NaN or infinite values")
     net.load_state_dict(state, strict=True)
 
 
@@ -208,7 +228,7 @@ def save_run(key: str, record: dict, arrays: dict[str, np.ndarray] | None = None
         shutil.rmtree(final)
     tmp = _atomic_dir(final)
     record = {**record, "key": key, "versions": versions(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    (tmp / "run.json").write_text(json.dumps(record, indent=1, default=_json_default))
+    (tmp / "run.json").write_text(json.dumps(record, indent=1, default=json_default))
     if arrays:
         np.savez_compressed(tmp / "arrays.npz", **arrays)
     _commit_dir(tmp, final)
@@ -239,7 +259,7 @@ def list_runs() -> list[dict]:
     return sorted(out, key=lambda r: r.get("saved_at", ""), reverse=True)
 
 
-def _json_default(value):
+def json_default(value):
     if isinstance(value, (np.integer, np.floating)):
         return value.item()
     if isinstance(value, np.ndarray):

@@ -5,15 +5,19 @@ dataset -> model (trained or loaded) -> forget request -> method run -> evaluati
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from core import bundle, store
+from core.backend import Task
 from core.configs import config_hash, config_to_dict
 from core.data.dataset import Dataset
 from core.data.requests import ForgetRequest
 from core.eval import metrics as M
+from core.models import get_model_kind
 from core.models.base import CancelToken, Classifier, Progress, no_progress
 from core.unlearn import get_method
 
@@ -108,6 +112,159 @@ def run_key(method: str, model_key: str, request: ForgetRequest, config) -> str:
     return f"{method}-{config_hash(method, model_key, request.key(), config)}"
 
 
+@dataclass
+class MethodRun:
+    """One method applied to one model for one request: the unlearned model, its cost, and, once scored,
+    its comparison with the oracle. The pages, the CLI, the sweeps and the benches all make it with
+    :func:`execute` (or the Ray task :func:`method_task`) and score it with :func:`score`."""
+
+    method: str
+    kind: str
+    config: object
+    request: ForgetRequest
+    original_key: str
+    model: Classifier
+    seconds: float
+    touched: dict = field(default_factory=dict)
+    log: dict = field(default_factory=dict)
+    weights_sha256: str | None = None  # of the unlearned weights (None for a by-design memory edit)
+    comparison: Comparison | None = None
+    oracle_seconds: float | None = None
+
+    @property
+    def key(self) -> str:
+        return run_key(self.method, self.original_key, self.request, self.config)
+
+
+@dataclass
+class MethodOutput:
+    """What a worker sends back from a method run: weights as safetensors bytes, never a pickled model."""
+
+    weights: bytes
+    seconds: float
+    touched: dict
+    log: dict
+
+
+def _single_network(model: Classifier):
+    nets = model.networks()
+    if len(nets) != 1:
+        raise ValueError(f"{model.kind} has {len(nets)} networks; a remote method run needs exactly one")
+    return next(iter(nets.values()))
+
+
+def execute(method: str, original_model: bundle.TrainedModel, dataset: Dataset, request: ForgetRequest,
+            config=None, progress: Progress = no_progress, cancel: CancelToken | None = None) -> MethodRun:
+    """Run a method here (the by-design deletions, the CLI without Ray, the benches)."""
+    config = config or get_method(method).config_cls()
+    result = run_method(method, original_model.classifier, dataset, request, config, progress, cancel)
+    sha = None if get_model_kind(original_model.meta["kind"]).by_design else \
+        hashlib.sha256(bundle.state_bytes(_single_network(result.model))).hexdigest()
+    return MethodRun(method, original_model.meta["kind"], config, request, original_model.key, result.model,
+                     result.seconds, result.touched, _plain(result.log), sha)
+
+
+def method_task(method: str, kind: str, model_config, weights: bytes, dataset: Dataset, request: ForgetRequest,
+                config, progress: Progress = no_progress) -> MethodOutput:
+    """A method run on a Ray worker: the original arrives as weights, the unlearned model leaves as weights."""
+    model = bundle.from_weights(kind, dataset, weights, model_config)
+    result = run_method(method, model, dataset, request, config, progress)
+    return MethodOutput(bundle.state_bytes(_single_network(result.model)), result.seconds, result.touched,
+                        _plain(result.log))
+
+
+def method_remote(method: str, original_model: bundle.TrainedModel, dataset: Dataset, request: ForgetRequest,
+                  config=None, gpu: bool = False) -> Task:
+    """The Ray task for a post-hoc method run; its result (on the driver) is an unscored :class:`MethodRun`."""
+    spec = get_method(method)
+    config = config or spec.config_cls()
+    kind = original_model.meta["kind"]
+    if kind not in spec.model_kinds:
+        raise ValueError(f"{method} applies to {', '.join(spec.model_kinds)} models, not {kind}")
+    model_config = store.config_of(original_model.meta, get_model_kind(kind).config_cls)
+    weights = bundle.state_bytes(_single_network(original_model.classifier))
+
+    def finalize(out: MethodOutput) -> MethodRun:
+        model = bundle.from_weights(kind, dataset, out.weights, model_config, device="cpu")
+        return MethodRun(method, kind, config, request, original_model.key, model, out.seconds, out.touched,
+                         out.log, hashlib.sha256(out.weights).hexdigest())
+
+    return Task(method_task, (method, kind, model_config, weights, dataset, request, config),
+                finalize=finalize, num_gpus=1 if gpu else 0)
+
+
+def train_remote(kind: str, dataset: Dataset, excluded: ForgetRequest | None = None, seed_offset: int = 0,
+                 config=None, train_config=None, gpu: bool = False) -> Task:
+    """The Ray task that trains a model (the original, or an oracle without ``excluded``); the worker returns
+    its weights, the driver stores them and loads the model (the task's result is a TrainedModel)."""
+    base = train_config or bundle.recipe(dataset.name, kind)
+    tc = oracle_train_config(kind, dataset, seed_offset, base) if seed_offset else base
+    if gpu:
+        tc = replace(tc, device="auto")
+
+    expected = bundle.resolve(kind, dataset, config, tc, excluded)[2]
+
+    def finalize(trained: bundle.TrainedWeights) -> bundle.TrainedModel:
+        if trained.key != expected:
+            raise RuntimeError(f"the worker's code differs from this process's: it trained {trained.key}, this "
+                               f"process expects {expected}; run the same version of the project on both")
+        bundle.save(trained)
+        return bundle.train_or_load(kind, dataset, config, replace(tc, device="cpu"), excluded, allow_train=False)
+
+    return Task(bundle.train_weights, (kind, dataset, config, tc, excluded), finalize=finalize,
+                num_gpus=1 if gpu else 0)
+
+
+def score(run: MethodRun, oracle_model: bundle.TrainedModel, dataset: Dataset,
+          second_oracle: bundle.TrainedModel | None = None) -> MethodRun:
+    """Compare ``run``'s model with the oracle (and the noise floor from a second oracle); sets
+    ``run.comparison``. Scoring runs where the models live: the UI process or the sweep's driver."""
+    run.oracle_seconds = train_seconds(oracle_model)
+    run.comparison = compare(run.model, oracle_model.classifier, dataset, run.request,
+                             second_oracle.classifier if second_oracle else None, run.seconds, run.oracle_seconds)
+    return run
+
+
+def record(run: MethodRun, dataset: Dataset, seed: int | None = None, oracle_seeds: list[int] | None = None,
+           timings: dict | None = None) -> str:
+    """Store a scored run: its folder (record + test predictions) and its row in the runs table."""
+    from core import runs_db
+
+    comparison = run.comparison
+    if comparison is None:
+        raise ValueError("score the run before recording it")
+    key = save_comparison(run.method, run.original_key, run.request, run.config, comparison, run.seconds,
+                          run.model.split_proba(dataset, "test"), {"touched": run.touched, "kind": run.kind})
+    metrics = {k: float(v) for k, v in comparison.metrics.items() if isinstance(v, (int, float))}
+    runs_db.upsert(runs_db.RunRow(
+        run_key=key, dataset=dataset.name, model=run.kind, method=run.method,
+        config_hash=config_hash(run.config), config=config_to_dict(run.config),
+        request_hash=run.request.key(), request_desc=run.request.description,
+        request_kind=request_kind(run.request), seed=seed, metrics=metrics,
+        timings={"method_s": run.seconds, "oracle_s": run.oracle_seconds or 0.0, **(timings or {})},
+        weights_sha256=run.weights_sha256 or "", versions=store.versions(),
+        oracle_seeds=oracle_seeds or [], status="done", error=""))
+    return key
+
+
+def request_kind(request: ForgetRequest) -> str:
+    if request.classes:
+        return "class"
+    return "random" if request.description.startswith("random") else "ids"
+
+
+def _plain(log: dict) -> dict:
+    """A method's log without what cannot be stored as JSON (tensors, models)."""
+    out = {}
+    for k, v in log.items():
+        try:
+            json.dumps(v, default=store.json_default)
+            out[k] = v
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
 def save_comparison(method: str, model_key: str, request: ForgetRequest, config, comparison: Comparison,
                     seconds: float, test_probs: np.ndarray, extra: dict | None = None) -> str:
     """Store a run (record + predictions) so it can be listed, reloaded and exported."""
@@ -118,25 +275,3 @@ def save_comparison(method: str, model_key: str, request: ForgetRequest, config,
               "noise_floor": comparison.noise_floor, **(extra or {})}
     store.save_run(key, record, {"test_probs": test_probs.astype(np.float32)})
     return key
-
-
-
-def method_run(method: str, original_model: bundle.TrainedModel, dataset: Dataset, request: ForgetRequest,
-               config=None, progress: Progress = no_progress, cancel: CancelToken | None = None) -> dict:
-    """Run a method, retrain (or load) the oracle, compare, and store the run; the record the pages list."""
-    kind = original_model.meta["kind"]
-    config = config or get_method(method).config_cls()
-    result = run_method(method, original_model.classifier, dataset, request, config, progress, cancel)
-    progress(0.9, "oracle for comparison")
-    oracle_model = oracle(kind, dataset, request, cancel=cancel)
-    second = oracle(kind, dataset, request, seed_offset=NOISE_FLOOR_SEED_OFFSET, allow_train=False) \
-        if bundle.is_available(kind, dataset, excluded=request,
-                               train_config=oracle_train_config(kind, dataset, NOISE_FLOOR_SEED_OFFSET)) else None
-    comparison = compare(result.model, oracle_model.classifier, dataset, request,
-                         second.classifier if second else None, result.seconds, train_seconds(oracle_model))
-    key = save_comparison(method, original_model.key, request, config, comparison, result.seconds,
-                          result.model.split_proba(dataset, "test"), {"touched": result.touched})
-    return {"method": method, "kind": kind, "seconds": result.seconds, "comparison": comparison,
-            "model": result.model, "log": result.log, "run_key": key, "request_key": request.key(),
-            "config": config}
-

@@ -1,4 +1,4 @@
-"""What the pages share: cached data and job runner, the sidebar, session state, config forms, images.
+"""What the pages share: cached data and the compute backend, the sidebar, session state, config forms, images.
 
 Widget-drawing functions end in ``_ui``; everything that computes lives in core/.
 """
@@ -8,15 +8,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
+import uuid
 
 import numpy as np
 import streamlit as st
 from PIL import Image
 
 from core import bundle, store, workflow
+from core.backend import Backend, Job, limit_threads
 from core.configs import field_help
 from core.data import DataError, Dataset, list_datasets, load_dataset
-from core.jobs import Job, JobRunner
 from core.models import get_model_kind, list_model_kinds
 from core.session import ForgetSession
 
@@ -24,9 +25,16 @@ DEFAULT_DATASET = os.environ.get("UE_DATASET", "fashion-mnist")
 
 
 @st.cache_resource
-def job_runner() -> JobRunner:
-    """One runner per server process: sessions asking for the same model or oracle share its job."""
-    return JobRunner(workers=1)
+def backend() -> Backend:
+    """One Ray backend per server process, started on the first long job (pages draw while it starts).
+    This process keeps few BLAS/torch threads so interactive work does not fight the Ray workers."""
+    limit_threads()
+    return Backend()
+
+
+def session_id() -> str:
+    """This browser session's id: the sidebar lists only the jobs it asked for."""
+    return st.session_state.setdefault("session_id", uuid.uuid4().hex)
 
 
 @st.cache_resource(max_entries=4)
@@ -79,50 +87,89 @@ def forget_session(dataset: Dataset) -> ForgetSession:
 
 
 # ---- models and oracles as background jobs ------------------------------------------------------
-def model_job(kind: str, dataset: Dataset, start: bool = True, asked: bool = False) -> Job | None:
-    """The job that trains or loads the original ``kind`` model (started when ``start``).
+def _model_or_load(key: str, title: str, kind: str, dataset: Dataset, request, seed_offset: int,
+                   start: bool) -> Job | None:
+    """A stored model loads in this process (seconds, never behind training); otherwise it trains on Ray."""
+    job = backend().get(key)
+    if job is not None and (job.active or job.finished_ok or not start):
+        if start:
+            job.owners.add(session_id())
+        return job
+    if not start:
+        return job
+    if request is None:
+        available = bundle.is_available(kind, dataset)
+    else:
+        tc = workflow.oracle_train_config(kind, dataset, seed_offset)
+        available = bundle.is_available(kind, dataset, excluded=request, train_config=tc)
+    if available:
+        load = (lambda p, c: workflow.original(kind, dataset, progress=p, allow_train=False)) if request is None \
+            else (lambda p, c: workflow.oracle(kind, dataset, request, seed_offset, p, allow_train=False))
+        return backend().run_local(key, f"loading {title}", load, owner=session_id())
+    task = workflow.train_remote(kind, dataset, request, seed_offset)
+    return backend().submit(key, title, task, owner=session_id())
 
-    Loading a stored model goes first; training one the user asked for (``asked``) ranks with oracles;
-    training started on a user's behalf waits behind both.
-    """
-    runner = job_runner()
-    key = f"model:{kind}:{dataset.fingerprint()}"
-    job = runner.get(key)
-    if start and (job is None or asked):
-        priority = 0 if bundle.is_available(kind, dataset) else (1 if asked else 2)
-        job = runner.submit(key, f"{kind} on {dataset.name}",
-                            lambda p, c: workflow.original(kind, dataset, progress=p, cancel=c), priority)
-    return job
+
+def model_job(kind: str, dataset: Dataset, start: bool = True, asked: bool = False) -> Job | None:
+    """The job that trains (on Ray) or loads (here) the original ``kind`` model (started when ``start``)."""
+    return _model_or_load(f"model:{kind}:{dataset.fingerprint()}", f"{kind} on {dataset.name}", kind, dataset,
+                          None, 0, start or asked)
 
 
 def warm_job(kind: str, dataset: Dataset, trained: bundle.TrainedModel) -> Job:
-    """Predictions of a loaded model on the whole test and training sets, computed once in the background
-    (behind loads and oracles), so that the first Predictions page after a deletion does not wait for them
-    (MUNKEY: about a minute of retrieval and K passes per image on Fashion-MNIST on two cores)."""
-    runner = job_runner()
-    key = f"warm:{trained.key}:{dataset.fingerprint()}"
-    job = runner.get(key)
-    if job is None:
-        def work(progress, cancel):
-            for fraction, split in ((0.0, "test"), (0.3, "train")):
-                cancel.check()
-                progress(fraction, f"predictions on the {split} set")
-                trained.classifier.split_proba(dataset, split)
-            progress(1.0, "ready")
+    """Predictions of a loaded model on the whole test and training sets, computed once in this process's
+    background lane (they fill the shared model's caches), so that the first Predictions page after a deletion
+    does not wait for them (MUNKEY: about a minute of retrieval and K passes per image on Fashion-MNIST)."""
+    def work(progress, cancel):
+        for fraction, split in ((0.0, "test"), (0.3, "train")):
+            cancel.check()
+            progress(fraction, f"predictions on the {split} set")
+            trained.classifier.split_proba(dataset, split)
+        progress(1.0, "ready")
 
-        job = runner.submit(key, f"{kind}: predictions on {dataset.name}", work, priority=2)
-    return job
+    return backend().run_local(f"warm:{trained.key}:{dataset.fingerprint()}",
+                               f"{kind}: predictions on {dataset.name}", work, owner=session_id())
 
 
 def oracle_job(kind: str, dataset: Dataset, request, seed_offset: int = 0, start: bool = True) -> Job | None:
-    runner = job_runner()
-    key = workflow.oracle_job_key(kind, dataset, request, seed_offset)
-    job = runner.get(key)
-    if job is None and start:
-        title = f"{kind} oracle without {request.description}" + (f" (seed +{seed_offset})" if seed_offset else "")
-        job = runner.submit(key, title, lambda p, c: workflow.oracle(kind, dataset, request, seed_offset, p, c),
-                            priority=1)
+    title = f"{kind} oracle without {request.description}" + (f" (seed +{seed_offset})" if seed_offset else "")
+    return _model_or_load(workflow.oracle_job_key(kind, dataset, request, seed_offset), title, kind, dataset,
+                          request, seed_offset, start)
+
+
+def method_job(method: str, original: bundle.TrainedModel, dataset: Dataset, request, config) -> Job:
+    """A post-hoc method run on Ray; its result is an unscored MethodRun (see :func:`scored_runs`)."""
+    key = workflow.run_key(method, original.key, request, config)
+    task = workflow.method_remote(method, original, dataset, request, config)
+    job = backend().submit(key, f"{method} on {request.description}", task, owner=session_id())
+    runs = st.session_state.setdefault("method_runs", {}).setdefault(request.key(), [])
+    if key not in runs:
+        runs.append(key)
     return job
+
+
+def session_runs(request) -> list[Job]:
+    """This session's method-run jobs for ``request``."""
+    return [j for j in (backend().get(k) for k in st.session_state.get("method_runs", {}).get(request.key(), []))
+            if j is not None]
+
+
+def scored_runs(dataset: Dataset, request) -> list:
+    """This session's finished method runs for ``request``, each scored against the oracle (and stored in the
+    runs table) as soon as its oracle is ready; a run whose oracle still trains comes back unscored."""
+    out = []
+    for job in session_runs(request):
+        if not job.finished_ok:
+            continue
+        run = job.result
+        if run.comparison is None:
+            oracle = oracle_job(run.kind, dataset, request)
+            if oracle.finished_ok:
+                second = oracle_job(run.kind, dataset, request, workflow.NOISE_FLOOR_SEED_OFFSET, start=False)
+                workflow.score(run, oracle.result, dataset, second.result if second and second.finished_ok else None)
+                workflow.record(run, dataset)
+        out.append(run)
+    return out
 
 
 def ready_model(kind: str, dataset: Dataset):
@@ -177,12 +224,27 @@ def job_status_ui(job: Job | None, label: str = "") -> bool:
     return False
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def jobs_sidebar_ui() -> None:
-    active = [j for j in job_runner().jobs() if j.active]
-    if active:
-        st.sidebar.markdown("**Background work**")
-        for job in active:
-            st.sidebar.progress(job.progress, text=f"{job.title}: {job.message}")
+    """This session's own background work: progress, elapsed time and an estimate of what is left."""
+    engine = backend()
+    mine = engine.jobs(owner=session_id())
+    active = [j for j in mine if j.active]
+    if engine.status == "failed":
+        st.sidebar.error(f"Compute backend: {engine.error}")
+    if not active:
+        return
+    st.sidebar.markdown("**Background work**")
+    if engine.status == "starting":
+        st.sidebar.caption("Starting Ray (a few seconds, once per server)")
+    for job in active:
+        timing = f" · {_duration(job.elapsed)}" if job.started else " · waiting for a worker"
+        if job.eta is not None:
+            timing += f", ~{_duration(job.eta)} left"
+        st.sidebar.progress(job.progress, text=f"{job.title}: {job.message}{timing}")
 
 
 def poll_while_active(jobs: list[Job | None], seconds: float = 1.0) -> None:

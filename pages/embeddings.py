@@ -10,29 +10,24 @@ import streamlit as st
 from core.data import ForgetRequestError, request_ids
 from core.eval import embeddings as E
 from core.eval import neighbours as NB
-from core.jobs import JobRunner
 from core.selection import class_counts, parse_key, selected_keys, selection_rows, thumbnails_html, to_csv, train_ids
 from pages.common import (
+    backend,
     by_design_kinds,
     forget_session,
-    job_runner,
     job_status_ui,
     model_job,
     oracle_job,
     page_dataset,
     poll_while_active,
     ready_model,
+    session_id,
+    session_runs,
     untrained_model_ui,
 )
 
 GRID_LIMIT = 60  # thumbnails shown for a selection; the CSV always has every selected sample
 NEIGHBOURS = 8
-
-
-@st.cache_resource
-def layout_runner() -> JobRunner:
-    """UMAP layouts run on their own worker so they never wait behind an oracle's training."""
-    return JobRunner(workers=1)
 
 
 @st.cache_resource(max_entries=8)
@@ -59,10 +54,8 @@ names = dataset.class_names
 
 # ---- which models -----------------------------------------------------------------------------------------
 kinds = sorted(by_design_kinds(), key=lambda k: (k != "spm", k))  # SPM first: the paper's model
-runs = [job_runner().get(k) for k in st.session_state.get("method_runs", {}).get(request.key(), [])] \
-    if request is not None else []
-done_runs = [j for j in runs if j is not None and j.finished_ok]
-choices = kinds + [j.result["method"] for j in done_runs]
+done_runs = [j.result for j in session_runs(request) if j.finished_ok] if request is not None else []
+choices = kinds + [r.method for r in done_runs]
 top = st.columns([2, 2, 2, 1.3, 1.2])
 shown = top[0].selectbox("Model", choices, key="emb-model",
                          help="By-design models forget by deletion; the others are post-hoc runs from the Forget page.")
@@ -79,11 +72,10 @@ if shown in kinds:
     unlearned_key = f"{trained.key}-forget-{request.key()}" if request is not None else None
     unlearned = session.apply_by_design(trained.key, original).model if request is not None else None
 else:
-    record = next(j.result for j in done_runs if j.result["method"] == shown)
-    kind = record["kind"]
+    record = next(r for r in done_runs if r.method == shown)
+    kind = record.kind
     trained = ready_model(kind, dataset)
-    original, unlearned = trained.classifier, record["model"]
-    unlearned_key = next(j.key for j in done_runs if j.result is record)
+    original, unlearned, unlearned_key = trained.classifier, record.model, record.key
 
 oracle = None
 oracle_key = None
@@ -135,21 +127,16 @@ if method_label == "UMAP":
     if cached is not None and set(cached.coords) == set(emb.models):
         layout, note = cached, "UMAP layout (cached with the run)"
     else:
-        runner = layout_runner()
-        if not E.umap_is_warm():
-            runner.submit("umap-warm", "compiling UMAP", lambda p, c: E.warm_umap())
-        ujob = runner.submit(umap_key, "UMAP layout",
-                             lambda p, c: E.cached_layout(emb, "umap", model_keys, request_key, progress=p))
+        ujob = backend().submit(umap_key, "UMAP layout", E.layout_remote(emb, model_keys, request_key),
+                                owner=session_id())
         jobs.append(ujob)
         if ujob.finished_ok:
             layout, note = ujob.result, "UMAP layout"
         elif ujob.state == "failed":
             st.error(f"UMAP failed ({ujob.error}); showing PCA.")
         else:
-            warm = runner.get("umap-warm")
-            first = warm is not None and warm.active
-            st.caption("Showing PCA while UMAP computes in the background"
-                       + (" (the first UMAP in a process compiles its code: about a minute)." if first else "."))
+            st.caption("Showing PCA while UMAP computes in the background (the first UMAP in a worker process "
+                       "compiles its code: about a minute).")
 
 summary = E.summary(emb, layout)
 facts = [f"{note}: {rows.n:,} samples ({len(rows.test_ids):,} test, {len(rows.train_ids):,} training, "

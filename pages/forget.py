@@ -10,12 +10,13 @@ from pages.common import (
     class_label,
     config_form_ui,
     forget_session,
-    job_runner,
     job_status_ui,
+    method_job,
     oracle_job,
     page_dataset,
     poll_while_active,
     ready_model,
+    session_runs,
     untrained_model_ui,
 )
 
@@ -112,16 +113,12 @@ else:
         else:
             oracle_job("parametric", dataset, request)
             for name in chosen:
-                key = workflow.run_key(name, original.key, request, configs[name])
-                job_runner().submit(key, f"{name} on {request.description}",
-                                    lambda p, c, n=name, cfg=configs[name]: workflow.method_run(
-                                        n, original, dataset, request, cfg, p, c))
-                runs = st.session_state.setdefault("method_runs", {}).setdefault(request.key(), [])
-                if key not in runs:
-                    runs.append(key)
-    for key in st.session_state.get("method_runs", {}).get(request.key(), []):
-        job = job_runner().get(key)
+                try:
+                    method_job(name, original, dataset, request, configs[name])
+                except ValueError as err:
+                    st.error(f"{name}: {err}")
+    for job in session_runs(request):
         jobs.append(job)
         if job_status_ui(job):
-            st.caption(f"{job.title}: done in {job.result['seconds']:.2f} s — see the Predictions page.")
+            st.caption(f"{job.title}: done in {job.result.seconds:.2f} s — see the Predictions page.")
 poll_while_active(jobs)

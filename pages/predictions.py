@@ -17,12 +17,13 @@ from pages.common import (
     class_label,
     forget_session,
     image_grid_ui,
-    job_runner,
     job_status_ui,
     oracle_job,
     page_dataset,
     poll_while_active,
     ready_model,
+    scored_runs,
+    session_runs,
 )
 
 st.header("Predictions")
@@ -39,9 +40,9 @@ with st.expander("What the numbers mean"):
         st.markdown(f"- **{name}**: {text}")
 
 ready = [k for k in by_design_kinds() if ready_model(k, dataset) is not None]
-runs = [job_runner().get(k) for k in st.session_state.get("method_runs", {}).get(request.key(), [])]
-done_runs = [j for j in runs if j is not None and j.finished_ok]
-choices = ready + [j.result["method"] for j in done_runs]
+runs = session_runs(request)
+done_runs = scored_runs(dataset, request)
+choices = ready + [r.method for r in done_runs]
 if not choices:
     st.info("No model is trained for this dataset yet: train one on the Models page or the Forget page.")
     st.stop()
@@ -55,9 +56,9 @@ if shown in ready:
     applied = session.apply_by_design(trained.key, before)
     after, seconds, kind = applied.model, applied.seconds, shown
 else:
-    record = next(j.result for j in done_runs if j.result["method"] == shown)
-    before = ready_model(record["kind"], dataset).classifier
-    after, seconds, kind = record["model"], record["seconds"], record["kind"]
+    record = next(r for r in done_runs if r.method == shown)
+    before = ready_model(record.kind, dataset).classifier
+    after, seconds, kind = record.model, record.seconds, record.kind
 
 oracle_a, oracle_b = oracle_job(kind, dataset, request), oracle_job(kind, dataset, request, 1)
 jobs += [oracle_a, oracle_b]
@@ -169,14 +170,15 @@ st.download_button("Export changed predictions (JSON)", json.dumps(changed), f"c
 if done_runs or ready:
     st.subheader("All runs of this request")
     rows = []
-    for job in done_runs:
-        record = job.result
-        base = ready_model(record["kind"], dataset).classifier
+    for record in done_runs:
+        if record.comparison is None:
+            continue  # its oracle is still training
+        base = ready_model(record.kind, dataset).classifier
         base_metrics = M.split_metrics(base, dataset, request)
-        rows.append({"run": record["method"], "kind": record["kind"], "seconds": record["seconds"],
-                     "selectivity": probes.selectivity(base_metrics, record["comparison"].metrics),
-                     **{k: record["comparison"].metrics.get(k) for k in ("TA", "RA", "FA", "MIA", "PG", "AvgGap",
-                                                                        "speedup")}})
+        rows.append({"run": record.method, "kind": record.kind, "seconds": record.seconds,
+                     "selectivity": probes.selectivity(base_metrics, record.comparison.metrics),
+                     **{k: record.comparison.metrics.get(k) for k in ("TA", "RA", "FA", "MIA", "PG", "AvgGap",
+                                                                     "speedup")}})
     if comparison is not None and shown in ready:
         rows.append({"run": f"{shown} deletion", "kind": shown, "seconds": seconds,
                      "selectivity": probes.selectivity(m_before, comparison.metrics),
@@ -197,7 +199,7 @@ st.caption("One file to keep with the deletion request: the ids' hash, model and
 if shown in ready:
     method_name, method_config, model_meta = f"{shown}-delete", {}, trained.meta
 else:
-    method_name, method_config = shown, config_to_dict(record["config"]) if record.get("config") else None
+    method_name, method_config = shown, config_to_dict(record.config)
     model_meta = ready_model(kind, dataset).meta
 report = audit.audit_report(dataset, request, before, after, model_meta, method_name, method_config, seconds,
                             oracle_model, oracle_a.result.meta if oracle_model is not None else None,
@@ -222,13 +224,12 @@ cols[1].download_button("Download the audit report (JSON)", json.dumps(report, i
                         f"audit-{request.key()}-{shown}.json", "application/json", key="pred-audit-json")
 
 if shown not in ready:
-    record = next(j.result for j in done_runs if j.result["method"] == shown)
     if request.classes:
         shift = probes.head_bias_shift(before, after, request.classes)
         st.metric("Head-bias shift of the forgotten classes (relative to the others)",
                   f"{shift['relative_shift']:+.4f}",
                   help="Negative: the method suppresses the class at the output bias rather than in the features.")
-    layers = record["log"].get("layers")
+    layers = record.log.get("layers")
     if layers:
         st.subheader(f"{shown}: what it did per layer")
         st.dataframe(pd.DataFrame(layers), hide_index=True, width="stretch")
@@ -241,11 +242,11 @@ if request.classes and (done_runs or oracle_model is not None):
     parametric_oracle = oracle_job("parametric", dataset, request, start=False)
     if parametric_oracle is not None and parametric_oracle.finished_ok:
         candidates["oracle"] = parametric_oracle.result
-    curves_key = (request.key(), tuple(j.key for j in done_runs), "oracle" in candidates)
+    curves_key = (request.key(), tuple(r.key for r in done_runs), "oracle" in candidates)
     if curves_key not in cache and st.button("Compute the probe curves", key="pred-probes",
                                              help="One logistic probe per layer and model: a few seconds each."):
         models = {name: t.classifier for name, t in candidates.items() if t is not None}
-        models.update({j.result["method"]: j.result["model"] for j in done_runs if j.result["kind"] == "parametric"})
+        models.update({r.method: r.model for r in done_runs if r.kind == "parametric"})
         with st.spinner("Probing every layer of every model"):
             cache[curves_key] = {name: probes.layer_decodability(m, dataset, request) for name, m in models.items()}
     if curves_key in cache:

@@ -5,13 +5,13 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pages.common import job_runner
+from pages.common import backend
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
 def wait_for_jobs():
-    for job in job_runner().jobs():
+    for job in backend().jobs():
         job.wait(600)
 
 
@@ -42,7 +42,7 @@ def test_models_page_shows_each_model(app):
 
 
 def test_loaded_by_design_models_warm_their_predictions_in_the_background(app):
-    warm = [j for j in job_runner().jobs() if j.key.startswith("warm:spm-")]
+    warm = [j for j in backend().jobs() if j.key.startswith("warm:spm-")]
     assert warm and warm[0].title == "spm: predictions on digits"
     warm[0].wait(300)  # it runs behind the loads, at the lowest priority
     assert warm[0].finished_ok
@@ -144,13 +144,14 @@ def test_a_dataset_that_cannot_load_leaves_a_clear_message_and_the_upload(monkey
 
 def test_any_page_opened_first_loads_stored_models_and_offers_to_train_the_others(monkeypatch, spm_model):
     """A bookmark to the Forget page must work without the Models page: stored models load there, and a model
-    that is not stored gets a Train button (here no job ever runs: a runner without workers)."""
+    that is not stored gets a Train button (here no job ever runs: a backend that never starts Ray)."""
     import pages.common
     from core import bundle
-    from core.jobs import JobRunner
+    from core.backend import Backend
 
-    idle = JobRunner(workers=0)
-    monkeypatch.setattr(pages.common, "job_runner", lambda: idle)
+    idle = Backend()
+    monkeypatch.setattr(idle, "start", lambda *a, **k: idle)
+    monkeypatch.setattr(pages.common, "backend", lambda: idle)
     stored = bundle.is_available
     monkeypatch.setattr(bundle, "is_available", lambda kind, *a, **k: kind != "munkey" and stored(kind, *a, **k))
     at = forget_class(AppTest.from_file(APP, default_timeout=120).run(), "0: 0")
@@ -159,6 +160,6 @@ def test_any_page_opened_first_loads_stored_models_and_offers_to_train_the_other
     assert any("munkey is not trained for this dataset yet" in c.value for c in at.caption)
     at.button(key="forget-train-munkey").click().run()
     job = next(j for j in idle.jobs() if j.key.startswith("model:munkey:"))
-    assert job.state == "queued" and job.priority == 1  # asked for by the user: ranks with oracles
+    assert job.state == "queued" and job.title == "munkey on digits"
     assert not any(b.key == "forget-train-munkey" for b in at.button)
     idle.shutdown()

@@ -258,13 +258,13 @@ def test_retrieval_page_before_and_after_deletion():
     from streamlit.testing.v1 import AppTest
 
     from core.data import load_dataset
-    from pages.common import job_runner
+    from pages.common import backend
 
     at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=180).run()
     at.switch_page("pages/retrieval.py").run()
     if any(b.key == "retrieval-load" for b in at.button):  # the Models page may have started it already
         at.button(key="retrieval-load").click().run()
-    for job in job_runner().jobs():
+    for job in backend().jobs():
         job.wait(600)
     at.run()
     assert not at.exception, at.exception
@@ -283,14 +283,14 @@ def test_retrieval_page_before_and_after_deletion():
     assert not at.exception, at.exception
     assert any("test images retrieved a forgotten sample" in c.value for c in at.caption)
     chosen = at.session_state["retrieval-test-id"]
-    trained = next(j.result for j in job_runner().jobs() if j.key.startswith("model:munkey:"))
+    trained = next(j.result for j in backend().jobs() if j.key.startswith("model:munkey:"))
     retrieved, _ = trained.classifier.retrieve(trained.classifier.split_keys(load_dataset("digits"), "test")[[chosen]])
     assert (load_dataset("digits").y_train[retrieved[0]] == 0).any()
     # Predictions: MUNKEY against its own oracle and, when asked, the paper's second oracle (a plain ViT)
     at.switch_page("pages/predictions.py").run()
     at.radio(key="pred-model").set_value("munkey").run()
     at.checkbox(key="pred-ref-vit").check().run()
-    for job in job_runner().jobs():
+    for job in backend().jobs():
         job.wait(600)
     at.run()
     assert not at.exception, at.exception

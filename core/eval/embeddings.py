@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core import store
+from core.backend import Task
 from core.data.dataset import Dataset
 from core.data.requests import ForgetRequest
 from core.models.base import Classifier, Progress, no_progress
@@ -349,6 +350,20 @@ def cached_layout(emb: Embeddings, method: str, model_keys: Mapping[str, str], r
     layout.key = key
     save_layout(key, layout)
     return layout
+
+
+def layout_remote(emb: Embeddings, model_keys: Mapping[str, str], request_key: str | None,
+                  params: UMAPParams = UMAPParams()) -> Task:
+    """A UMAP layout as a Ray task: the worker computes it, the driver stores it with the run."""
+    keys = {m: k for m, k in model_keys.items() if m in emb.features}
+    key = layout_key("umap", keys, request_key, emb.rows, params)
+
+    def finalize(layout: Layout) -> Layout:
+        layout.key = key
+        save_layout(key, layout)
+        return layout
+
+    return Task(aligned_layout, (emb, "umap", params), finalize=finalize)
 
 
 # ---- what the map is coloured by ------------------------------------------------------------------------

@@ -1,0 +1,482 @@
+"""Long work on Ray: training, oracle seeds, method runs, layouts and sweeps, with progress and cancel.
+
+One :class:`Backend` per process (the app keeps it in ``st.cache_resource``; the CLI, benches and tests make
+their own). With no address it starts a local Ray instance on the first job, from a daemon thread that
+outlives Streamlit's script runs (a local ``ray.init`` dies with the thread that called it), and Ray stops
+with the process. ``UE_RAY_ADDRESS`` (or ``address=``) attaches to an existing cluster instead; its workers
+receive the ``core`` package with each job, and tasks that ask for a GPU go to GPU workers.
+
+Only that thread, the monitor, talks to Ray: it submits, polls progress from a small actor, cancels, and
+hands finished results to a driver-side ``finalize`` (which writes the store: workers return weights and
+arrays, never write). Jobs are keyed by what they compute, so two sessions asking for the same oracle share
+one job; each job remembers which sessions asked for it, and a session lists only its own.
+
+Interactive work (deleting, re-predicting, scoring, drawing) never goes through Ray: it runs in the UI
+process with few BLAS/torch threads (:func:`limit_threads`), or for warm-up work in the process's
+:meth:`Backend.run_local` lane, so it never queues behind training.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.models.base import Cancelled, CancelToken, Progress
+
+ADDRESS_ENV = "UE_RAY_ADDRESS"
+CPUS_ENV = "UE_RAY_CPUS"
+OBJECT_STORE_ENV = "UE_RAY_OBJECT_STORE_MB"
+UI_THREADS_ENV = "UE_UI_THREADS"
+DEFAULT_OBJECT_STORE_MB = 600  # Fashion-MNIST is ~220 MB as float32; a bounded store, not Ray's 30% of RAM
+ATTACH_TIMEOUT_S = 10.0
+PROGRESS_POLL_S = 0.5
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class BackendError(RuntimeError):
+    """Ray could not be started or reached; the message says what to do."""
+
+
+# ---- the UI process ----------------------------------------------------------------------------
+def limit_threads(threads: int | None = None) -> int:
+    """Cap torch and BLAS threads in this process (default ``$UE_UI_THREADS`` or 1).
+
+    Measured on a 2-core machine with training beside it: SPM's forget + re-predict took 10-35 ms with one
+    thread and 200-1,200 ms with two; more threads than free cores is ruinous for small interactive work.
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threads = threads or int(os.environ.get(UI_THREADS_ENV, "1"))
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
+    return threads
+
+
+# ---- jobs --------------------------------------------------------------------------------------
+@dataclass
+class Job:
+    """One piece of long work as the pages and the CLI see it; updated by the backend's monitor thread."""
+
+    key: str
+    title: str
+    owners: set[str] = field(default_factory=set)
+    progress: float = 0.0
+    message: str = "queued"
+    state: str = "queued"  # queued | running | done | failed | cancelled
+    result: Any = None
+    error: str = ""
+    submitted: float = field(default_factory=time.time)
+    started: float = 0.0
+    finished: float = 0.0
+    done_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    _cancel: Callable[[], None] = field(default=lambda: None, repr=False)
+
+    @property
+    def finished_ok(self) -> bool:
+        return self.state == "done"
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("queued", "running")
+
+    @property
+    def elapsed(self) -> float:
+        if not self.started:
+            return 0.0
+        return (self.finished or time.time()) - self.started
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left, extrapolated from the progress so far; None until there is enough to go on."""
+        if self.state != "running" or self.progress < 0.02 or self.elapsed < 1.0:
+            return None
+        return self.elapsed * (1 - self.progress) / self.progress
+
+    def report(self, fraction: float, message: str) -> None:
+        self.progress = max(0.0, min(1.0, float(fraction)))
+        self.message = message
+        if self.state == "queued":
+            self.state, self.started = "running", time.time()
+
+    def cancel(self) -> None:
+        self._cancel()
+
+    def wait(self, timeout: float | None = None) -> Any:
+        self.done_event.wait(timeout)
+        return self.result
+
+    def _finish(self, state: str, result: Any = None, error: str = "") -> None:
+        self.result, self.error, self.state = result, error, state
+        self.finished = time.time()
+        self.started = self.started or self.finished
+        if state == "done":
+            self.progress, self.message = 1.0, "done"
+        else:
+            self.message = error or state
+        self.done_event.set()
+
+
+@dataclass
+class Task:
+    """What to run on a worker: ``fn(*args, progress=..., **kwargs)``, then ``finalize(result)`` on the driver.
+
+    ``fn`` must be a module-level function (workers import it). A :class:`~core.data.dataset.Dataset` among
+    ``args`` travels through the object store, put once per dataset.
+    """
+
+    fn: Callable
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    finalize: Callable[[Any], Any] | None = None
+    num_cpus: float = 1
+    num_gpus: float = 0
+    retries: int = 1  # a killed worker is retried once, then the job fails with the cause
+
+
+def worker_entry(fn: Callable, kwargs: dict, key: str, board, num_cpus: float, *args) -> Any:
+    """Runs on a Ray worker: thread limits for this task (workers are reused), then ``fn`` with progress.
+    ``args`` come last and loose so that Ray resolves the object-store references among them."""
+    threads = max(1, int(num_cpus))
+    limit_threads(threads)
+    last = [0.0]
+
+    def progress(fraction: float, message: str) -> None:
+        now = time.perf_counter()
+        if fraction >= 1.0 or now - last[0] >= 0.2:  # fire-and-forget, ~0.6 ms each; throttled anyway
+            last[0] = now
+            board.update.remote(key, float(fraction), str(message))
+
+    progress(0.0, "started")
+    return fn(*args, progress=progress, **kwargs)
+
+
+class ProgressBoard:
+    """A tiny actor holding job key -> (fraction, message); tasks report, the monitor polls."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, tuple[float, str]] = {}
+
+    def update(self, key: str, fraction: float, message: str) -> None:
+        self.state[key] = (fraction, message)
+
+    def snapshot(self, keys: list[str]) -> dict[str, tuple[float, str]]:
+        return {k: self.state[k] for k in keys if k in self.state}
+
+    def forget(self, keys: list[str]) -> None:
+        for k in keys:
+            self.state.pop(k, None)
+
+
+def check_address(address: str, timeout: float = ATTACH_TIMEOUT_S) -> None:
+    """Fail fast with a useful message when nothing listens at ``host:port`` (``ray.init`` can hang there)."""
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            return
+    except (OSError, ValueError) as err:
+        raise BackendError(unreachable_message(address, err)) from err
+
+
+def unreachable_message(address: str, err: BaseException) -> str:
+    return (f"Cannot reach the Ray cluster at {address!r} ({ADDRESS_ENV} or --ray-address): {err}. "
+            f"Start it with `ray start --head --port {address.rpartition(':')[2] or 6379}`, or unset "
+            f"{ADDRESS_ENV} (drop --ray-address) to run everything on this machine.")
+
+
+class Backend:
+    """Ray for long work, local by default; see the module docstring."""
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None,
+                 object_store_mb: int | None = None, worker_env: dict[str, str] | None = None):
+        self.address = address if address is not None else (os.environ.get(ADDRESS_ENV) or None)
+        self.num_cpus = num_cpus or int(os.environ.get(CPUS_ENV, "0")) or os.cpu_count() or 1
+        self.object_store_mb = object_store_mb or int(os.environ.get(OBJECT_STORE_ENV, DEFAULT_OBJECT_STORE_MB))
+        self.worker_env = dict(worker_env or {})
+        self.status = "not started"  # not started | starting | ready | failed
+        self.error = ""
+        self.start_seconds: float | None = None
+        self.has_gpu = False
+        self._jobs: dict[str, Job] = {}
+        self._pending: list[tuple[Job, Task]] = []
+        self._running: dict[Any, tuple[Job, Task]] = {}  # ObjectRef -> (job, task)
+        self._cancels: list[Job] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._finalizers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="ue-finalize")
+        self._lane = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ue-local")
+        self._datasets: dict[str, Any] = {}
+        self._ray = None
+        self._owns_ray = False  # stop Ray on shutdown only when this backend started it
+        self._board = None
+        self._remote = None
+
+    # ---- public -----------------------------------------------------------------------------------
+    def start(self, wait: bool = False, timeout: float = 60.0) -> Backend:
+        """Start (or attach to) Ray in the monitor thread; with ``wait``, block until it is up."""
+        with self._lock:
+            if self._thread is None:
+                self.status = "starting"
+                self._thread = threading.Thread(target=self._monitor, name="ue-ray", daemon=True)
+                self._thread.start()
+        if wait:
+            self._ready.wait(timeout)
+            if self.status == "failed":
+                raise BackendError(self.error)
+            if self.status != "ready":
+                raise BackendError(f"Ray did not start within {timeout:.0f} s")
+        return self
+
+    def submit(self, key: str, title: str, task: Task, owner: str | None = None) -> Job:
+        """Run ``task`` on Ray unless a job with ``key`` is queued, running or done (then that one is shared)."""
+        self.start()
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is None or job.state in ("failed", "cancelled"):
+                job = Job(key, title)
+                job._cancel = lambda j=job: self._request_cancel(j)
+                self._jobs[key] = job
+                if self.status == "failed":
+                    job._finish("failed", error=self.error)
+                else:
+                    self._pending.append((job, task))
+                    self._wake.notify_all()
+            if owner:
+                job.owners.add(owner)
+            return job
+
+    def run_local(self, key: str, title: str, work: Callable[[Progress, CancelToken], Any],
+                  owner: str | None = None) -> Job:
+        """Run ``work(progress, cancel)`` in this process's one-thread lane: for work that must fill caches of
+        objects living here (e.g. a loaded model's split predictions), never training."""
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is None or job.state in ("failed", "cancelled"):
+                job = Job(key, title)
+                token = CancelToken()
+
+                def cancel(j=job, t=token):
+                    t.cancel()
+                    if j.state == "queued":
+                        j._finish("cancelled", error="cancelled before it started")
+
+                job._cancel = cancel
+                self._jobs[key] = job
+                self._lane.submit(self._run_here, job, work, token)
+            if owner:
+                job.owners.add(owner)
+            return job
+
+    def get(self, key: str) -> Job | None:
+        return self._jobs.get(key)
+
+    def jobs(self, owner: str | None = None) -> list[Job]:
+        """Jobs, oldest first; with ``owner`` only those that session asked for."""
+        out = [j for j in self._jobs.values() if owner is None or owner in j.owners]
+        return sorted(out, key=lambda j: j.submitted)
+
+    def resources(self) -> dict:
+        """The cluster's total resources (CPU, GPU, memory), once Ray is up."""
+        if self.status != "ready":
+            return {}
+        return dict(self._ray.cluster_resources())
+
+    def shutdown(self) -> None:
+        """Cancel every job, stop the monitor and, when it was started here, Ray."""
+        for job in list(self._jobs.values()):
+            if job.active:
+                job.cancel()
+        with self._lock:
+            self._closed = True
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self._lane.shutdown(wait=True, cancel_futures=True)
+        self._finalizers.shutdown(wait=True, cancel_futures=True)
+
+    # ---- the local lane ---------------------------------------------------------------------------
+    @staticmethod
+    def _run_here(job: Job, work: Callable, token: CancelToken) -> None:
+        if job.state != "queued":
+            return
+        job.report(0.0, "started")
+        try:
+            token.check()
+            job._finish("done", work(job.report, token))
+        except Cancelled:
+            job._finish("cancelled", error="cancelled")
+        except Exception as err:  # shown to the user; the traceback goes to the log
+            traceback.print_exc()
+            job._finish("failed", error=f"{type(err).__name__}: {err}")
+
+    # ---- the monitor thread (the only one that talks to Ray) -----------------------------------
+    def _request_cancel(self, job: Job) -> None:
+        with self._lock:
+            if not job.active:
+                return
+            if any(j is job for j, _ in self._pending):
+                self._pending = [(j, t) for j, t in self._pending if j is not job]
+                job._finish("cancelled", error="cancelled before it started")
+                return
+            self._cancels.append(job)
+            self._wake.notify_all()
+
+    def _init_ray(self) -> None:
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        import ray
+
+        self._ray = ray
+        start = time.perf_counter()
+        common = dict(include_dashboard=False, log_to_driver=False, logging_level="error",
+                      configure_logging=True, ignore_reinit_error=True)
+        if self.address:
+            check_address(self.address)
+        if ray.is_initialized():
+            pass  # a test or a script started Ray in this process already: use it
+        elif self.address:
+            modules = [str(PROJECT_ROOT / "core")]
+            try:
+                ray.init(address=self.address, runtime_env={"py_modules": modules,
+                                                            "env_vars": self.worker_env}, **common)
+            except Exception as err:
+                raise BackendError(unreachable_message(self.address, err)) from err
+        else:
+            self._owns_ray = True
+            ray.init(num_cpus=self.num_cpus, object_store_memory=self.object_store_mb << 20,
+                     job_config=ray.job_config.JobConfig(code_search_path=[str(PROJECT_ROOT)]), **common)
+        self._board = ray.remote(num_cpus=0)(ProgressBoard).remote()
+        self._remote = ray.remote(worker_entry)
+        ray.get(self._board.snapshot.remote([]), timeout=60)
+        self.has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+        self.start_seconds = time.perf_counter() - start
+
+    def _monitor(self) -> None:
+        try:
+            self._init_ray()
+        except Exception as err:
+            self.status = "failed"
+            self.error = str(err) if isinstance(err, BackendError) else \
+                f"Ray did not start: {type(err).__name__}: {err}"
+            with self._lock:
+                pending, self._pending = self._pending, []
+            for job, _ in pending:
+                job._finish("failed", error=self.error)
+            self._ready.set()
+            return
+        self.status = "ready"
+        self._ready.set()
+        last_poll = 0.0
+        while True:
+            with self._lock:
+                if not self._pending and not self._cancels and not self._running and not self._closed:
+                    self._wake.wait(1.0)
+                pending, self._pending = self._pending, []
+                cancels, self._cancels = self._cancels, []
+                closed = self._closed
+            for job, task in pending:
+                self._launch(job, task)
+            for job in cancels:
+                self._cancel_running(job)
+            if closed:
+                for job, _ in list(self._running.values()):
+                    self._cancel_running(job)
+                self._collect(timeout=0)
+                if self._owns_ray and self._ray.is_initialized():
+                    self._ray.shutdown()
+                return
+            self._collect(timeout=0.1)
+            if self._running and time.perf_counter() - last_poll >= PROGRESS_POLL_S:
+                last_poll = time.perf_counter()
+                self._poll_progress()
+
+    def _dataset_ref(self, dataset) -> Any:
+        fp = dataset.fingerprint()
+        if fp not in self._datasets:
+            self._datasets[fp] = self._ray.put(dataset)
+        return self._datasets[fp]
+
+    def _launch(self, job: Job, task: Task) -> None:
+        from core.data.dataset import Dataset
+
+        try:
+            args = tuple(self._dataset_ref(a) if isinstance(a, Dataset) else a for a in task.args)
+            options = dict(num_cpus=task.num_cpus, num_gpus=task.num_gpus, max_retries=task.retries,
+                           retry_exceptions=False)
+            if self.worker_env and not self.address:
+                options["runtime_env"] = {"env_vars": self.worker_env}
+            ref = self._remote.options(**options).remote(task.fn, task.kwargs, job.key, self._board,
+                                                         task.num_cpus, *args)
+        except Exception as err:
+            traceback.print_exc()
+            job._finish("failed", error=f"could not submit to Ray: {type(err).__name__}: {err}")
+            return
+        self._running[ref] = (job, task)
+
+    def _cancel_running(self, job: Job) -> None:
+        for ref, (j, _) in list(self._running.items()):
+            if j is job:
+                try:
+                    self._ray.cancel(ref, force=True)  # kills the worker within ~20 ms; nothing was written
+                except Exception:
+                    traceback.print_exc()
+
+    def _collect(self, timeout: float) -> None:
+        if not self._running:
+            return
+        refs = list(self._running)
+        done, _ = self._ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        for ref in done:
+            job, task = self._running.pop(ref)
+            try:
+                result = self._ray.get(ref)
+            except Exception as err:
+                job._finish(*self._failure(err))
+                continue
+            self._board.forget.remote([job.key])
+            job.report(0.99, "storing the result")
+            self._finalizers.submit(self._finalize, job, task, result)
+
+    def _failure(self, err: Exception) -> tuple[str, None, str]:
+        ex = self._ray.exceptions
+        if isinstance(err, ex.TaskCancelledError):
+            return "cancelled", None, "cancelled"
+        if isinstance(err, ex.WorkerCrashedError):
+            return "failed", None, ("the worker process died (killed, or out of memory) and died again on its "
+                                    "retry; nothing was stored")
+        if isinstance(err, ex.RayTaskError):
+            cause = err.cause if getattr(err, "cause", None) is not None else err
+            if isinstance(cause, Cancelled | KeyboardInterrupt):
+                return "cancelled", None, "cancelled"
+            return "failed", None, f"{type(cause).__name__}: {cause}"
+        return "failed", None, f"{type(err).__name__}: {err}"
+
+    @staticmethod
+    def _finalize(job: Job, task: Task, result: Any) -> None:
+        try:
+            job._finish("done", task.finalize(result) if task.finalize else result)
+        except Exception as err:
+            traceback.print_exc()
+            job._finish("failed", error=f"storing the result failed: {type(err).__name__}: {err}")
+
+    def _poll_progress(self) -> None:
+        keys = [job.key for job, _ in self._running.values()]
+        try:
+            snapshot = self._ray.get(self._board.snapshot.remote(keys), timeout=5)
+        except Exception:
+            return
+        for job, _ in self._running.values():
+            if job.key in snapshot and job.active:
+                job.report(*snapshot[job.key])

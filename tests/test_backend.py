@@ -1,0 +1,122 @@
+"""The Ray backend against a real local Ray instance: round trip, progress, cancel, killed workers, bad address."""
+
+import os
+import signal
+import sys
+import time
+
+import pytest
+from ray import cloudpickle
+
+from core import bundle, runs_db, store, workflow
+from core.backend import Backend, BackendError, Task
+from core.data import request_classes
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import a test module by name
+
+
+def counting(steps: int, pause: float, progress=None):
+    for i in range(steps):
+        progress((i + 1) / steps, f"step {i + 1} of {steps} in pid {os.getpid()}")
+        time.sleep(pause)
+    return steps
+
+
+def failing(progress=None):
+    raise ValueError("the input was wrong")
+
+
+def wait_until(predicate, timeout: float = 60.0) -> bool:
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_model_trained_on_a_worker_with_an_empty_home_lands_in_the_drivers_store(ray_backend, digits):
+    from core.models.training import TrainConfig
+
+    tc = TrainConfig(epochs=2, batch_size=64, lr=0.1, seed=23)  # a recipe no other test trains
+    key = bundle.resolve("parametric", digits, train_config=tc)[2]
+    assert store.find_model(key) is None
+    job = ray_backend.submit("rt-train", "parametric", workflow.train_remote("parametric", digits, train_config=tc))
+    job.wait(300)
+    assert job.state == "done", job.error
+    assert job.result.key == key and store.find_model(key) is not None  # written here, by the driver
+    assert job.result.meta["test_acc"] > 50 and job.result.meta["weights_sha256"]
+    assert os.environ["UE_HOME"] not in ray_backend.worker_env["UE_HOME"]
+
+
+def test_progress_reaches_the_driver_and_jobs_are_shared_by_key(ray_backend):
+    job = ray_backend.submit("progress", "count", Task(counting, (6, 0.4)), owner="session-a")
+    assert wait_until(lambda: 0 < job.progress < 1, 60), (job.state, job.message)
+    assert job.state == "running" and "step" in job.message
+    again = ray_backend.submit("progress", "count", Task(counting, (6, 0.4)), owner="session-b")
+    assert again is job and job.owners == {"session-a", "session-b"}
+    assert job.wait(60) == 6 and job.state == "done" and job.progress == 1.0
+    assert [j.key for j in ray_backend.jobs(owner="session-a")] == ["progress"]
+    assert "progress" not in [j.key for j in ray_backend.jobs(owner="session-c")]
+
+
+def test_a_failing_task_keeps_its_cause(ray_backend):
+    job = ray_backend.submit("fails", "fails", Task(failing))
+    job.wait(60)
+    assert job.state == "failed" and "ValueError: the input was wrong" in job.error
+
+
+def test_cancel_stops_a_running_task_and_nothing_is_finalized(ray_backend):
+    stored = []
+    job = ray_backend.submit("cancel-me", "slow", Task(counting, (200, 0.1), finalize=stored.append))
+    assert wait_until(lambda: job.state == "running" and job.progress > 0, 60)
+    start = time.perf_counter()
+    job.cancel()
+    job.wait(30)
+    assert job.state == "cancelled" and time.perf_counter() - start < 10
+    time.sleep(0.5)
+    assert stored == []
+
+
+def test_a_killed_worker_is_retried_once_then_the_job_fails_with_the_cause(ray_backend):
+    stored = []
+    job = ray_backend.submit("killed", "slow", Task(counting, (400, 0.05), finalize=stored.append))
+    pids = []
+    for _ in range(2):
+        assert wait_until(lambda: not job.active or ("pid" in job.message and
+                                                     int(job.message.split()[-1]) not in pids), 60)
+        if not job.active:
+            break
+        pid = int(job.message.split()[-1])
+        pids.append(pid)
+        os.kill(pid, signal.SIGKILL)
+    job.wait(60)
+    assert len(pids) == 2, "the first kill must be retried on a new worker"
+    assert job.state == "failed" and "worker process died" in job.error
+    assert stored == []
+    assert ray_backend.submit("after-kill", "count", Task(counting, (2, 0.0))).wait(60) == 2  # still works
+
+
+def test_a_method_run_on_a_worker_is_scored_and_recorded_here(ray_backend, digits, parametric_model):
+    request = request_classes(digits, [1])
+    original = workflow.original("parametric", digits, allow_train=False)
+    oracle = ray_backend.submit("oracle-1", "oracle", workflow.train_remote("parametric", digits, request))
+    run_job = ray_backend.submit("ft-1", "ft", workflow.method_remote("ft", original, digits, request))
+    run, oracle_model = run_job.wait(300), oracle.wait(300)
+    assert run_job.state == "done" and oracle.state == "done", (run_job.error, oracle.error)
+    assert run.model is not original.classifier and run.weights_sha256
+    key = workflow.record(workflow.score(run, oracle_model, digits), digits, seed=0)
+    row = runs_db.get(key)
+    assert row.method == "ft" and row.request_kind == "class" and row.metrics["RA"] > 80
+    assert row.weights_sha256 == run.weights_sha256
+
+
+def test_an_unreachable_cluster_address_is_named_within_seconds():
+    engine = Backend(address="127.0.0.1:1")
+    start = time.perf_counter()
+    with pytest.raises(BackendError) as err:
+        engine.start(wait=True, timeout=30)
+    assert time.perf_counter() - start < 30
+    assert "127.0.0.1:1" in str(err.value) and "unset UE_RAY_ADDRESS" in str(err.value)
+    job = engine.submit("x", "x", Task(counting, (1, 0.0)))
+    assert job.state == "failed" and "127.0.0.1:1" in job.error
