@@ -1,5 +1,6 @@
 """DAMP: the projection makes each edited operator blind to the forget subspace, leaves biases and
-BatchNorm alone, removes a rank-m subspace for m classes, and never touches the input model."""
+BatchNorm alone, removes a rank-m subspace for m classes, and never touches the input model. Forgetting at
+the defaults, over three training seeds, is tested with every method in test_posthoc.py."""
 
 from __future__ import annotations
 
@@ -9,14 +10,13 @@ import torch
 from torch import nn
 
 from core.data import request_classes, request_random
-from core.eval import metrics as M
 from core.unlearn import damp
 from core.unlearn.damp import DAMPConfig, alpha_for, forget_subspace
 
 
 @pytest.fixture(scope="module")
 def setup(digits, parametric_small):
-    return digits, parametric_small
+    return digits, parametric_small(0)
 
 
 def _input_axis_product(weight: torch.Tensor, q: np.ndarray) -> float:
@@ -66,17 +66,6 @@ def test_multi_class_removes_rank_m_subspace(setup):
     s = np.linalg.svd(delta, compute_uv=False)
     assert (s > 1e-6 * s[0]).sum() == 3  # W Q Q^T has rank m
     assert _input_axis_product(res.model.net.head.weight, q) < 1e-5
-
-
-def test_default_forgets_the_class_and_keeps_the_rest(setup):
-    ds, model = setup
-    request = request_classes(ds, [1])
-    res = damp.run(model, ds, request, DAMPConfig())
-    m = M.model_metrics(res.model.split_proba(ds, "test"), res.model.split_proba(ds, "train"), ds, request)
-    m0 = M.model_metrics(model.split_proba(ds, "test"), model.split_proba(ds, "train"), ds, request)
-    assert m["FA"] < 20 < m0["FA"]
-    assert m["retained_TA"] >= m0["retained_TA"] - 3
-    assert res.seconds > 0 and res.touched["parameters"] > 0
 
 
 def test_input_model_unchanged_and_random_requests_rejected(setup):

@@ -1,101 +1,311 @@
-"""Post-hoc methods through the registry and the shared loop: every parametric method lowers forget
-accuracy on digits, returns a new model, leaves the input model alone, reports progress and can be
-cancelled; the class-forgetting diagnostics behave."""
+"""Post-hoc methods at their defaults, on digits, over the original's training seeds 0, 1 and 2.
+
+For every method and seed: the method's defining property holds (what its paper's update does and nothing
+else), and forgetting class 0 leaves the retained classes' test accuracy within RETAIN_MARGIN points of
+both the original's and the oracle's (the same recipe and seed retrained without class 0) while the forget
+accuracy comes within FORGET_MARGIN points of the oracle's. A method that misses this at its defaults on
+some seed is a finding, not a reason to tune the test: that one case is an xfail with the measured numbers.
+Also: registration, the input model is never touched, progress and cancellation, the probe diagnostics.
+"""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from core.configs import config_from_dict, config_to_dict, field_help
+from core import workflow
+from core.configs import config_to_dict, field_help
 from core.data import request_classes, request_random
+from core.data.dataset import Dataset
 from core.eval import metrics as M
 from core.eval import probes as P
 from core.models.base import Cancelled, CancelToken
 from core.unlearn import get_method, list_methods
+from core.unlearn.l1_sparse import l1_norm
+from core.unlearn.loop import unlearn
+from core.unlearn.salun import saliency_mask
+from core.unlearn.scrub import distill_kl
 
-# Defaults are scaled for Fashion-MNIST (6,000 images per class); digits has ~145 per class, so one epoch
-# is two forget steps or eleven retain steps. These settings give the methods enough steps on digits.
-DIGITS = {
-    "ft": {"epochs": 10, "lr": 0.1, "batch_size": 32},
-    # l1 10x the default: the few digits steps must prune what D_r does not use (5e-5 left FA 0-100% by run)
-    "l1-sparse": {"epochs": 6, "lr": 0.1, "batch_size": 32, "l1": 5e-4},
-    "ga": {"epochs": 5, "lr": 1e-3, "batch_size": 32},
-    "neggrad+": {"epochs": 10, "beta": 0.9, "batch_size": 32},
-    "scrub": {"batch_size": 32, "lr": 5e-3},
-    "rl": {"epochs": 3, "batch_size": 32},  # batch 128 is one step per epoch on digits' ~145 forget images
-    "salun": {"epochs": 3, "batch_size": 32},
-    "ssd": {"alpha": 2.0},
+SEEDS = (0, 1, 2)  # training seeds of the original network: the first three
+METHODS = ("damp", "damp-sequential", "ft", "ga", "l1-sparse", "neggrad+", "rl", "salun", "scrub", "ssd")
+FORGOTTEN = 0  # the class every case forgets
+# Retained-class test accuracy within 3 points of the original's and of the oracle's: digits' ~325 retained test
+# images make one image 0.3 points, and the oracle's retained accuracy differs from the original's by about 1.
+RETAIN_MARGIN = 3.0
+# Forget accuracy within 10 points of the oracle's, which has never seen class 0 (its FA is 0).
+FORGET_MARGIN = 10.0
+# Measured failures at the defaults: FA / retained-class test accuracy of the method (original; oracle).
+_NEGLECT = "10 epochs on D_r alone at lr 0.01 keep the class"
+_BUDGET = "the reference budget is counted in epochs, and digits' D_f (~142 images) is one batch per epoch: "
+FINDINGS: dict[tuple[str, int], str] = {
+    ("damp", 0): "measured: FA 70.4 (100.0; 0.0), retained 98.8 (99.1; 98.1): METHODS.md's one-pass form",
+    ("damp-sequential", 0): "measured: FA 41.5 (100.0; 0.0), retained 98.8 (99.1; 98.1)",
+    ("ft", 0): "measured: FA 100.0 (100.0; 0.0), retained 99.1 (99.1; 98.1): " + _NEGLECT,
+    ("ft", 1): "measured: FA 100.0 (100.0; 0.0), retained 99.1 (98.5; 98.1): " + _NEGLECT,
+    ("ft", 2): "measured: FA 100.0 (100.0; 0.0), retained 99.4 (99.1; 98.8): " + _NEGLECT,
+    ("l1-sparse", 0): "measured: FA 100.0 (100.0; 0.0), retained 99.1 (99.1; 98.1): " + _NEGLECT + ", gamma 5e-5",
+    ("l1-sparse", 1): "measured: FA 100.0 (100.0; 0.0), retained 99.1 (98.5; 98.1): " + _NEGLECT + ", gamma 5e-5",
+    ("l1-sparse", 2): "measured: FA 100.0 (100.0; 0.0), retained 99.4 (99.1; 98.8): " + _NEGLECT + ", gamma 5e-5",
+    ("ga", 0): "measured: FA 99.3 (100.0; 0.0), retained 98.1 (99.1; 98.1): " + _BUDGET + "5 steps at lr 1e-4",
+    ("ga", 1): "measured: FA 100.0 (100.0; 0.0), retained 97.8 (98.5; 98.1): " + _BUDGET + "5 steps at lr 1e-4",
+    ("ga", 2): "measured: FA 99.3 (100.0; 0.0), retained 99.4 (99.1; 98.8): " + _BUDGET + "5 steps at lr 1e-4",
+    ("neggrad+", 0): "measured: FA 61.3 (100.0; 0.0), retained 95.4 (99.1; 98.1): the ascent hurts D_r first",
+    ("neggrad+", 1): "measured: FA 25.4 (100.0; 0.0), retained 97.5 (98.5; 98.1)",
+    ("neggrad+", 2): "measured: FA 0.0 (100.0; 0.0), retained 94.8 (99.1; 98.8): over-unlearning, retained drops 4.3",
+    ("rl", 1): "measured: FA 81.0 (100.0; 0.0), retained 98.1 (98.5; 98.1)",
+    ("rl", 2): "measured: FA 66.9 (100.0; 0.0), retained 99.4 (99.1; 98.8)",
+    ("scrub", 0): "measured: FA 100.0 (100.0; 0.0), retained 98.8 (99.1; 98.1): " + _BUDGET + "2 max steps at lr 5e-4",
+    ("scrub", 1): "measured: FA 100.0 (100.0; 0.0), retained 98.8 (98.5; 98.1): " + _BUDGET + "2 max steps at lr 5e-4",
+    ("scrub", 2): "measured: FA 97.2 (100.0; 0.0), retained 98.8 (99.1; 98.8): " + _BUDGET + "2 max steps at lr 5e-4",
+    ("ssd", 0): "measured: FA 100.0 (100.0; 0.0), retained 99.1 (99.1; 98.1): alpha 10 selects too few weights",
+    ("ssd", 1): "measured: FA 100.0 (100.0; 0.0), retained 98.5 (98.5; 98.1): alpha 10 selects too few weights",
 }
-EXPECTED = {"damp", "ft", "ga", "neggrad+", "rl", "l1-sparse", "scrub", "salun", "ssd"}
+
+
+def _case(name: str, seed: int):
+    marks = [pytest.mark.xfail(strict=True, reason=FINDINGS[(name, seed)])] if (name, seed) in FINDINGS else []
+    return pytest.param(name, seed, marks=marks, id=f"{name}-seed{seed}")
 
 
 @pytest.fixture(scope="module")
-def setup(digits, parametric_small):
-    return digits, parametric_small
+def lab(digits, parametric_small):
+    """Originals, oracles and default runs, each computed once per (method, seed)."""
+
+    class Lab:
+        ds = digits
+        request = request_classes(digits, [FORGOTTEN])
+        snapshots: dict = {}
+        reports: dict = {}
+        memo: dict = {}
+
+        def once(self, key, make):
+            if key not in self.memo:
+                self.memo[key] = make()
+            return self.memo[key]
+
+        def original(self, seed):
+            def make():
+                model = parametric_small(seed)
+                self.snapshots[seed] = {k: v.clone() for k, v in model.net.state_dict().items()}
+                return model
+            return self.once(("original", seed), make)
+
+        def oracle(self, seed):
+            return self.once(("oracle", seed), lambda: workflow.oracle(
+                "parametric", digits, self.request, train_config=parametric_small.recipe(seed)).classifier)
+
+        def run(self, name, seed):
+            def make():
+                spec, reports = get_method(name), self.reports.setdefault((name, seed), [])
+                return spec.run(self.original(seed), digits, self.request, spec.config_cls(),
+                                lambda f, m: reports.append(f), None)
+            return self.once(("run", name, seed), make)
+
+        def metrics(self, which, seed, name=None):
+            model = {"original": self.original, "oracle": self.oracle}.get(which)
+            return self.once(("metrics", which, seed, name), lambda: M.split_metrics(
+                model(seed) if model else self.run(name, seed).model, digits, self.request))
+
+    return Lab()
 
 
-def config_for(name: str):
+def _with_images(ds: Dataset, ids: np.ndarray, seed: int = 0) -> Dataset:
+    """``ds`` with the training images ``ids`` replaced by noise (labels kept)."""
+    x = ds.x_train.copy()
+    x[ids] = np.random.default_rng(seed).random(x[ids].shape, dtype=np.float32)
+    return dataclasses.replace(ds, x_train=x, _fingerprint=[])
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@torch.no_grad()
+def _losses(net: torch.nn.Module, ds: Dataset, ids: np.ndarray) -> torch.Tensor:
+    """Per-sample cross-entropy of ``net`` on training ids."""
+    net.eval()
+    x = torch.as_tensor(ds.x_train[ids]).contiguous(memory_format=torch.channels_last)
+    return F.cross_entropy(net(x), torch.as_tensor(ds.y_train[ids]), reduction="none")
+
+
+# ---- each method's defining property ------------------------------------------------------------------
+def _reads_only(lab, name, seed, kept: str) -> None:
+    """The update reads only the ``kept`` set: noise in place of the other set's images changes nothing."""
+    forget = lab.request.mask(lab.ds.num_train)
+    other = np.flatnonzero(forget if kept == "retain" else ~forget)
     spec = get_method(name)
-    return config_from_dict(spec.config_cls, {**config_to_dict(spec.config_cls()), **DIGITS.get(name, {})})
+    again = spec.run(lab.original(seed), _with_images(lab.ds, other), lab.request, spec.config_cls())
+    assert _same_weights(again.model.net, lab.run(name, seed).model.net), f"{name} read the {kept}-set's complement"
+
+
+def property_ft(lab, seed):
+    _reads_only(lab, "ft", seed, kept="retain")
+
+
+def property_l1_sparse(lab, seed):
+    _reads_only(lab, "l1-sparse", seed, kept="retain")
+    # the same fine-tuning without the L1 term ends with a larger L1 norm
+    with torch.no_grad():
+        assert float(l1_norm(lab.run("l1-sparse", seed).model.net)) < float(l1_norm(lab.run("ft", seed).model.net))
+
+
+def property_ga(lab, seed):
+    _reads_only(lab, "ga", seed, kept="forget")
+    f = lab.ds.train_ids[lab.request.mask(lab.ds.num_train)]
+    assert _losses(lab.run("ga", seed).model.net, lab.ds, f).mean() > _losses(lab.original(seed).net, lab.ds, f).mean()
+
+
+def property_neggrad(lab, seed):
+    forget = lab.request.mask(lab.ds.num_train)
+    f, r = np.flatnonzero(forget), np.flatnonzero(~forget)
+    net, net0 = lab.run("neggrad+", seed).model.net, lab.original(seed).net
+    assert _losses(net, lab.ds, f).mean() > _losses(net0, lab.ds, f).mean() + 1.0  # ascent on D_f
+    assert _losses(net, lab.ds, r).mean() < 0.5  # descent on D_r keeps it fitted
+
+
+def property_rl(lab, seed):
+    # trained towards uniformly random labels: D_f's predictions lose their confidence in the true class
+    f = np.flatnonzero(lab.request.mask(lab.ds.num_train))
+    p = lab.run("rl", seed).model.predict_proba(lab.ds.x_train[f])
+    p0 = lab.original(seed).predict_proba(lab.ds.x_train[f])
+    assert p[:, FORGOTTEN].mean() < 0.5 * p0[:, FORGOTTEN].mean()
+
+
+def property_salun(lab, seed):
+    captured = {}
+    unlearn("mask", lab.original(seed), lab.ds, lab.request,
+            lambda ctx: captured.update(saliency_mask(ctx, get_method("salun").config_cls().threshold, 256)))
+    mask = captured
+    total = sum(m.numel() for m in mask.values())
+    assert abs(sum(float(m.sum()) for m in mask.values()) / total - 0.5) < 1e-3
+    before = dict(lab.original(seed).net.named_parameters())
+    moved = 0
+    for n, p in lab.run("salun", seed).model.net.named_parameters():
+        outside = mask[n] == 0
+        assert torch.equal(p[outside], before[n][outside]), f"{n}: a weight outside the saliency mask moved"
+        moved += int((p[~outside] != before[n][~outside]).sum())
+    assert moved > 0
+
+
+def property_scrub(lab, seed):
+    # the student stays with the teacher on D_r and moves away from it on D_f
+    forget = lab.request.mask(lab.ds.num_train)
+    net, teacher = lab.run("scrub", seed).model.net, lab.original(seed).net
+    kl = {}
+    with torch.no_grad():
+        for split, ids in (("f", np.flatnonzero(forget)), ("r", np.flatnonzero(~forget))):
+            x = torch.as_tensor(lab.ds.x_train[ids]).contiguous(memory_format=torch.channels_last)
+            kl[split] = float(distill_kl(net(x), teacher(x), 1.0))
+    assert kl["f"] > 10 * kl["r"], kl
+
+
+def property_ssd(lab, seed):
+    # no training: every weight is its original times a factor in [0, 1], buffers (BatchNorm statistics) unchanged
+    res, orig = lab.run("ssd", seed), lab.original(seed).net
+    before = dict(orig.named_parameters())
+    changed = 0
+    for n, p in res.model.net.named_parameters():
+        w0 = before[n]
+        moved = p != w0
+        changed += int(moved.sum())
+        ratio = p[moved] / w0[moved]
+        assert bool(((ratio >= 0) & (ratio < 1)).all()), n
+    assert 0 < changed <= res.touched["parameters"]
+    assert all(torch.equal(a, b) for a, b in zip(res.model.net.buffers(), orig.buffers()))
+
+
+def _property_damp(name):
+    def check(lab, seed):
+        # each edited operator: W' Q = (1 - alpha_l) W Q on its forget subspace Q; biases and BatchNorm untouched
+        res = lab.run(name, seed)
+        alphas = {r["layer"]: r["alpha"] for r in res.log["layers"]}
+        mods, mods0 = dict(res.model.net.named_modules()), dict(lab.original(seed).net.named_modules())
+        assert res.log["subspaces"]
+        for layer, q in res.log["subspaces"].items():
+            q = torch.as_tensor(np.asarray(q))
+            w, w0 = (m.weight.detach().double() for m in (mods[layer], mods0[layer]))
+            if w.dim() == 4:
+                w, w0 = (t.permute(0, 2, 3, 1).reshape(-1, t.shape[1]) for t in (w, w0))
+            assert torch.allclose(w @ q, (1 - alphas[layer]) * (w0 @ q), atol=1e-5), layer
+        after = res.model.net.state_dict()
+        for key, value in lab.original(seed).net.state_dict().items():
+            if not (key.endswith(".weight") and key[:-7] in res.log["subspaces"]):
+                assert torch.equal(after[key], value), key
+    return check
+
+
+PROPERTIES = {"damp": _property_damp("damp"), "damp-sequential": _property_damp("damp-sequential"),
+              "ft": property_ft, "ga": property_ga, "l1-sparse": property_l1_sparse, "neggrad+": property_neggrad,
+              "rl": property_rl, "salun": property_salun, "scrub": property_scrub, "ssd": property_ssd}
+
+
+@pytest.mark.parametrize("name,seed", [pytest.param(n, s, id=f"{n}-seed{s}") for n in METHODS for s in SEEDS])
+def test_defining_property_at_defaults(lab, name, seed):
+    PROPERTIES[name](lab, seed)
+
+
+@pytest.mark.parametrize("name,seed", [_case(n, s) for n in METHODS for s in SEEDS])
+def test_default_forgets_the_class_and_keeps_the_rest(lab, name, seed):
+    m, m0, mo = lab.metrics("run", seed, name), lab.metrics("original", seed), lab.metrics("oracle", seed)
+    numbers = (f"{name} seed {seed}: FA {m['FA']:.1f} (original {m0['FA']:.1f}, oracle {mo['FA']:.1f}); retained "
+               f"test acc {m['retained_TA']:.1f} (original {m0['retained_TA']:.1f}, oracle {mo['retained_TA']:.1f})")
+    print(numbers)
+    assert m0["FA"] > 90 and mo["FA"] <= 1, numbers
+    assert abs(m["retained_TA"] - m0["retained_TA"]) <= RETAIN_MARGIN, numbers
+    assert abs(m["retained_TA"] - mo["retained_TA"]) <= RETAIN_MARGIN, numbers
+    assert m["FA"] <= mo["FA"] + FORGET_MARGIN, numbers
 
 
 def test_every_baseline_is_registered():
-    assert EXPECTED <= set(list_methods("parametric"))
+    assert set(METHODS) <= set(list_methods("parametric"))
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_method_lowers_forget_accuracy_and_leaves_input_alone(setup, name):
-    ds, model = setup
-    request = request_classes(ds, [0])
-    before_state = {k: v.clone() for k, v in model.net.state_dict().items()}
-    before = M.model_metrics(model.split_proba(ds, "test"), model.split_proba(ds, "train"), ds, request)
-    reports = []
-    res = get_method(name).run(model, ds, request, config_for(name), lambda f, m: reports.append(f), None)
-    after = M.model_metrics(res.model.split_proba(ds, "test"), res.model.split_proba(ds, "train"), ds, request)
-    assert before["FA"] > 90
-    # FT forgets only by neglect: on 1.4k digits it keeps ~60-70% of the forgotten class, so it gets a looser bar
-    limit = 80 if name == "ft" else 50
-    assert after["FA"] < limit, f"{name} kept FA {after['FA']:.1f}"
-    assert np.isfinite(res.model.split_proba(ds, "test")).all()
+@pytest.mark.parametrize("name", METHODS)
+def test_input_model_untouched_new_model_progress(lab, name):
+    model, res = lab.original(0), lab.run(name, 0)
+    reports = lab.reports[(name, 0)]
+    assert np.isfinite(res.model.split_proba(lab.ds, "test")).all()
     assert res.model is not model and res.model.net is not model.net
-    assert all(torch.equal(model.net.state_dict()[k], v) for k, v in before_state.items()), "input model changed"
+    assert all(torch.equal(model.net.state_dict()[k], v) for k, v in lab.snapshots[0].items()), "input model changed"
     assert res.method == name and res.seconds > 0
     assert reports and reports[-1] == 1.0 and all(0 <= f <= 1 for f in reports)
 
 
 def test_every_config_field_has_a_reason():
-    for name in EXPECTED:
+    for name in METHODS:
         cls = get_method(name).config_cls
         helps = field_help(cls)
         missing = [f for f in config_to_dict(cls()) if not helps.get(f)]
         assert not missing, f"{name}: fields without a reason: {missing}"
 
 
-def test_random_request_and_cancel(setup):
-    ds, model = setup
+def test_random_request_and_cancel(lab):
+    ds, model = lab.ds, lab.original(0)
     request = request_random(ds, 0.1, 0)
-    res = get_method("rl").run(model, ds, request, config_for("rl"), lambda f, m: None, None)
-    m = M.model_metrics(res.model.split_proba(ds, "test"), res.model.split_proba(ds, "train"), ds, request)
+    res = get_method("rl").run(model, ds, request, get_method("rl").config_cls(), lambda f, m: None, None)
+    m = M.split_metrics(res.model, ds, request)
     assert m["TA"] > 80
     token = CancelToken()
     token.cancel()
     with pytest.raises(Cancelled):
-        get_method("ft").run(model, ds, request, config_for("ft"), lambda f, m: None, token)
+        get_method("ft").run(model, ds, request, get_method("ft").config_cls(), lambda f, m: None, token)
 
 
-def test_probes_selectivity_and_bias_shift(setup):
-    ds, model = setup
-    request = request_classes(ds, [0])
-    res = get_method("damp").run(model, ds, request, get_method("damp").config_cls(), lambda f, m: None, None)
-    curve = P.layer_decodability(model, ds, request)
+def test_probes_selectivity_and_bias_shift(lab):
+    ds, model = lab.ds, lab.original(0)
+    res = lab.run("damp", 0)
+    curve = P.layer_decodability(model, ds, lab.request)
     assert [r["layer"] for r in curve][-1] == "head" and len(curve) == 5
     assert curve[-1]["probe_acc"] > 80  # the original model separates class 0 at the head's input
     diss = P.representational_dissimilarity(model, model, ds)
     assert all(abs(r["dissimilarity"]) < 1e-6 for r in diss if np.isfinite(r["dissimilarity"]))
     assert P.selectivity({"forgotten_TA": 99, "retained_TA": 98}, {"forgotten_TA": 4, "retained_TA": 97}) == 94
     assert P.selectivity({"FA": 100, "RA": 100}, {"FA": 90, "RA": 99}) == 9
-    shift = P.head_bias_shift(model, res.model, request.classes)
+    shift = P.head_bias_shift(model, res.model, lab.request.classes)
     assert shift["mean_shift"] == 0.0  # DAMP leaves every bias untouched
     assert P.linear_cka(np.eye(5)[:, :3], np.eye(5)[:, :3]) == pytest.approx(1.0)
