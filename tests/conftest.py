@@ -49,11 +49,23 @@ def parametric_model(digits):
     return bundle.train_or_load("parametric", digits, train_config=FAST).classifier
 
 
+@pytest.fixture(scope="session")
+def ray_backend():
+    """One real local Ray instance (2 CPUs) for the test session. Its workers' UE_HOME is an empty folder of
+    their own: every model they train reaches the tests' store only through the driver."""
+    from core.backend import Backend
+
+    engine = Backend(num_cpus=2, worker_env={"UE_HOME": tempfile.mkdtemp(prefix="ue-worker-home-")})
+    engine.start(wait=True, timeout=120)
+    yield engine
+    engine.shutdown()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def stop_background_jobs():
-    """Cancel and join the app's background jobs before the interpreter exits (torch threads abort otherwise)."""
+    """Cancel the app's background jobs and stop its Ray backend before the interpreter exits."""
     yield
     import sys
 
     if "pages.common" in sys.modules:
-        sys.modules["pages.common"].job_runner().shutdown()
+        sys.modules["pages.common"].backend().shutdown()
