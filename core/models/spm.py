@@ -29,7 +29,8 @@ class SPMConfig:
     """SPM training and inference settings."""
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)  # same encoder as the parametric model
-    support_size: int = 128  # support images per episode, split over the batch's labels (paper: 1024 on GPU)
+    support_size: int = 128  # support images per episode, split over the batch's labels (paper: 1024, which
+    # cifar10 gets by default: core.bundle.DATASET_MODEL_CONFIGS)
     mode: str = "prototype"  # "prototype": class means (the paper); "knn": attend over nearest samples
     knn_k: int = 32  # neighbours in kNN mode (the authors' code has the mode, unused by their scripts)
     min_prob: float = 1e-8  # probabilities are clamped here before the log, as in the authors' code
@@ -73,6 +74,8 @@ def sample_support(batch_ids: np.ndarray, batch_labels: np.ndarray, class_pools:
 
 def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int):
     """Per-class mean features and a mask of the classes that have any sample."""
+    # bf16 features (CUDA autocast) are summed in float32: a bf16 sum of hundreds of features keeps ~3 digits
+    features = features.to(torch.promote_types(features.dtype, torch.float32))
     sums = torch.zeros(num_classes, features.shape[1], dtype=features.dtype, device=features.device)
     sums.index_add_(0, labels, features)
     counts = torch.bincount(labels, minlength=num_classes).to(features.dtype)
