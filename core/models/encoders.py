@@ -57,7 +57,14 @@ class _BasicBlock(nn.Module):
 
 
 class CifarResNet18(nn.Module):
-    """The CIFAR-style ResNet-18 (3x3 stem, no max-pool, 512-d) of the SPM paper's CIFAR-10 runs."""
+    """ResNet-18 (He, Zhang, Ren and Sun, "Deep Residual Learning for Image Recognition", CVPR 2016) in
+    its CIFAR form, as in the SPM authors' ``nets/resnet.py``: a 3x3 stride-1 stem and no max-pool (32x32
+    inputs), four stages of two BasicBlocks (64, 128, 256, 512 channels; stages 2-4 halve the resolution),
+    global average pooling to 512 features.
+
+    ``feature_dim`` 512 keeps those pooled features as they are (the authors' encoder); any other size
+    adds a linear map + ReLU to it, as SmallCNN ends. ``widths`` and ``pool_size`` are SmallCNN's, unused here.
+    """
 
     def __init__(self, in_channels: int, config: EncoderConfig):
         super().__init__()
@@ -68,10 +75,12 @@ class CifarResNet18(nn.Module):
             cin = cout
         self.blocks = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.out_dim = 512
+        self.project = (nn.Identity() if config.feature_dim == cin
+                        else nn.Sequential(nn.Linear(cin, config.feature_dim), nn.ReLU()))
+        self.out_dim = config.feature_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.blocks(self.stem(x))).flatten(1)
+        return self.project(self.pool(self.blocks(self.stem(x))).flatten(1))
 
 
 def build_encoder(in_channels: int, config: EncoderConfig) -> nn.Module:
