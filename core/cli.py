@@ -84,10 +84,10 @@ def _request(args, dataset):
     return request_ids(dataset, parse_ids_text(Path(args.ids_file).read_text()))
 
 
-def config_with(cls: type, pairs: list[str]):
+def config_with(cls: type, pairs: list[str], base=None):
     """``cls()`` with ``name=value`` pairs applied; a dotted name reaches a nested config (``vit.width=128``);
     values are JSON (``true``, ``0.5``, ``[1, 2]``) or a bare string. Every value is checked by type."""
-    values = config_to_dict(cls())
+    values = config_to_dict(base if base is not None else cls())
     for pair in pairs:
         if "=" not in pair:
             raise ConfigError(f"expected name=value, got {pair!r}")
@@ -121,8 +121,10 @@ def _sweep_config(method: str, methods: list[str], pairs: list[str]):
     return _method_config(method, [p for p in pairs if has(method, p.split("=", 1)[0])])
 
 
-def _model_config(args):
-    return config_with(get_model_kind(args.model).config_cls, args.model_set or [])
+def _model_config(args, dataset):
+    """The model config: the kind's defaults for this dataset (e.g. cifar10's ResNet-18), then --model-set."""
+    return config_with(get_model_kind(args.model).config_cls, args.model_set or [],
+                       bundle.default_config(args.model, dataset.name))
 
 
 def _backend(args) -> Backend:
@@ -158,7 +160,7 @@ class JobFailed(RuntimeError):
 
 def _model(engine: Backend, args, dataset, request=None, seed_offset: int = 0):
     """The original (or an oracle without ``request``): loaded when stored, else trained on Ray."""
-    tc, config = _train_config(args, dataset), _model_config(args)
+    tc, config = _train_config(args, dataset), _model_config(args, dataset)
     tc_used = workflow.oracle_train_config(args.model, dataset, seed_offset, tc) if seed_offset else tc
     title = args.model if request is None else f"oracle {seed_offset}"
     if bundle.is_available(args.model, dataset, config, tc_used, request):

@@ -11,6 +11,11 @@ os.environ.setdefault("UE_DATASET", "digits")
 os.environ.setdefault("UE_NO_DOWNLOAD", "1")
 
 from core import bundle  # noqa: E402
+from core.backend import limit_threads  # noqa: E402
+
+# One BLAS/torch thread for the whole session, as the app's UI process runs: results then do not depend on
+# which test (an AppTest starting the app's backend, say) happened to change the thread count first.
+limit_threads(1)
 from core.data import load_dataset  # noqa: E402
 
 FAST = bundle.recipe("digits")  # the app's own recipe: tests, CLI and AppTest share the trained models

@@ -325,7 +325,7 @@ def test_new_train_fields_leave_stored_keys_unchanged(digits):
     from core.models.spm import SPMConfig
 
     tc = bundle.recipe("digits")
-    new_fields = ("optimizer", "warmup_epochs")
+    new_fields = ("optimizer", "warmup_epochs", "amp")
     old = {k: v for k, v in config_to_dict(replace(tc, device="any")).items() if k not in new_fields}
     expected = f"spm-{config_hash('spm', SPMConfig(), old, digits.fingerprint(), None)}"
     assert bundle.model_key("spm", SPMConfig(), tc, digits, None) == expected
