@@ -198,8 +198,10 @@ def test_umap_layout_is_aligned_and_cached(ds, spm, tmp_path, monkeypatch):
     rows = E.map_rows(ds, None, train_sample=100, max_test=200)
     emb = E.collect({"original": Linear(ds.num_classes), "oracle": Linear(ds.num_classes, rotation=orthogonal(16))},
                     ds, rows)
+    threads = torch.get_num_threads()
     layout = E.cached_layout(emb, "umap", {"original": "a", "oracle": "b"}, None, E.UMAPParams(n_epochs=50))
     assert E.umap_is_warm()
+    assert torch.get_num_threads() == threads  # numba's parallel code must not leave torch on more threads
     assert layout.coords["original"].shape == (rows.n, 2)
     # Same neighbourhoods (a rotation), started from the original's layout: the oracle lands close by.
     spread = np.linalg.norm(layout.coords["original"] - layout.coords["original"].mean(0), axis=1).mean()

@@ -34,6 +34,7 @@ Speed
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -202,9 +203,25 @@ def umap_2d(x: np.ndarray, params: UMAPParams = UMAPParams(), init: np.ndarray |
         scaled = (scaled - scaled.mean(0)) * (10.0 / max(np.abs(scaled - scaled.mean(0)).max(), 1e-12))
         kwargs["init"] = scaled.astype(np.float32)
     with _UMAP_LOCK:  # numba compilation and umap's global state are not worth racing on two cores
-        out = umap.UMAP(**kwargs).fit_transform(np.asarray(x, dtype=np.float32))
+        with _keep_thread_limits():
+            out = umap.UMAP(**kwargs).fit_transform(np.asarray(x, dtype=np.float32))
         _UMAP_WARM.set()
     return np.asarray(out, dtype=np.float32)
+
+
+@contextlib.contextmanager
+def _keep_thread_limits():
+    """Numba's parallel code (pynndescent) resets the process's OpenMP thread count, torch's included: put
+    back what the process had (one thread in the UI process, where more makes interactive work crawl)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    with threadpool_limits(limits=threads):
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
 
 def warm_umap() -> float:
