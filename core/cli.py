@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from core import bundle, sweep, workflow
+from core import bundle, mlflow_log, runs_db, sweep, workflow
 from core.backend import Backend, BackendError, Job
 from core.configs import ConfigError, config_from_dict, config_to_dict
 from core.data import (
@@ -226,6 +226,8 @@ def cmd_sweep(args) -> dict:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     items = sweep.plan(dataset, args.model, methods, [r.strip() for r in args.requests.split(",") if r.strip()],
                        sweep.parse_seeds(args.seeds), lambda m: _sweep_config(m, methods, args.set or []))
+    if args.mlflow:
+        mlflow_log.check_installed()  # before anything runs
     engine = _backend(args)
     bar = _Bar(f"sweep {args.model}")
     try:
@@ -233,7 +235,11 @@ def cmd_sweep(args) -> dict:
     finally:
         bar.close()
         engine.shutdown()
-    return {"dataset": dataset.name, "model": args.model, **result.to_json()}
+    out = {"dataset": dataset.name, "model": args.model, **result.to_json()}
+    if args.mlflow:
+        rows = [runs_db.get(k) for k in [*result.done, *result.failed]]
+        out["mlflow_run_ids"] = mlflow_log.log_runs(args.mlflow, [r for r in rows if r is not None])
+    return out
 
 
 def _jsonable(value) -> bool:
@@ -279,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--seeds", default="0", help="seeds: 0-4 or 0,2,7 (method seed, random draw)")
             s.add_argument("--set", action="append", metavar="NAME=VALUE",
                            help="method config field, for every method that has it")
+            s.add_argument("--mlflow", metavar="URI", help="also log each new run to MLflow at this tracking URI "
+                                                           "(e.g. file:///tmp/mlruns); needs mlflow installed")
     return p
 
 

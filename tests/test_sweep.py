@@ -56,3 +56,20 @@ def test_cli_sweep_set_must_name_a_field_some_method_has(capsys):
     code = cli.main(["sweep", "--dataset", "digits", "--model", "parametric", "--methods", "ft",
                      "--requests", "class:0", "--set", "nonsense=1"])
     assert code == 2 and "nonsense" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_cli_sweep_logs_each_new_run_to_mlflow(ray_backend, parametric_model, tmp_path, capsys, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the local file store, deprecated but serverless
+    uri = (tmp_path / "mlruns").as_uri()
+    code = cli.main(["sweep", "--dataset", "digits", "--model", "parametric", "--methods", "ft",
+                     "--requests", "class:3", "--seeds", "7", "--mlflow", uri])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0, out
+    assert len(out["mlflow_run_ids"]) == 1 and out["runs"] == 1
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    run = client.get_run(out["mlflow_run_ids"][0])
+    row = runs_db.get(out["run_keys"][0])
+    assert run.data.params["method"] == "ft" and run.data.params["seed"] == "7"
+    assert run.data.metrics["AvgGap"] == pytest.approx(row.metrics["AvgGap"])
+    assert run.data.tags["weights_sha256"] == row.weights_sha256
