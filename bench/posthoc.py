@@ -114,10 +114,8 @@ def _deletion_rows(kind: str, methods: list[str], ds, request, param_oracle) -> 
     before = M.split_metrics(orig.classifier, ds, request)
     out = {}
     for name in methods:
-        spec = get_method(name)
-        res = spec.run(orig.classifier, ds, request, spec.config_cls(), quiet, None)
-        metrics = M.evaluate(res.model, oracle.classifier, ds, request)
-        r = row(metrics, before, res.seconds, workflow.train_seconds(oracle))
+        res = workflow.score(workflow.execute(name, orig, ds, request, progress=quiet), oracle, ds)
+        r = row(res.comparison.metrics, before, res.seconds, res.oracle_seconds)
         r["pg_vs_parametric_oracle"] = M.prediction_gap(res.model.split_proba(ds, "test"),
                                                         param_oracle.split_proba(ds, "test"))
         out[name] = r
@@ -167,9 +165,9 @@ def main(argv: list[str] | None = None) -> int:
             if spec.class_only and not request.classes:
                 continue
             log(f"{rname}: {name}")
-            res = spec.run(model, ds, request, method_config(name, overrides), quiet, None)
-            metrics = M.evaluate(res.model, oracle.classifier, ds, request)
-            rows[name] = row(metrics, before, res.seconds, oracle_s)
+            res = workflow.score(workflow.execute(name, original, ds, request, method_config(name, overrides), quiet),
+                                 oracle, ds)
+            rows[name] = row(res.comparison.metrics, before, res.seconds, oracle_s)
             models[name] = res.model
             if name.startswith("damp"):
                 print(f"\n{name} layers ({rname}):")
