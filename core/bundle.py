@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -103,6 +103,7 @@ class TrainedWeights:
     weights: bytes  # safetensors
     meta: dict
     arrays: dict[str, np.ndarray]  # caches kept beside the weights (by-design models: training-set features)
+    split_probs: dict[str, np.ndarray] = field(default_factory=dict)  # predictions made where it trained
 
 
 def resolve(kind: str, dataset: Dataset, config=None, train_config: TrainConfig | None = None,
@@ -157,7 +158,9 @@ def train_weights(kind: str, dataset: Dataset, config=None, train_config: TrainC
     meta["test_acc"] = float((classifier.split_proba(dataset, "test").argmax(1) == dataset.y_test).mean() * 100)
     features = getattr(classifier, "train_features", None) if spec.by_design else None
     arrays = {"train_features": features} if isinstance(features, np.ndarray) else {}
-    return TrainedWeights(key, state_bytes(net), meta, arrays)
+    # a weight-based model's predictions, so the process that loads it does not predict both splits again
+    probs = {} if spec.by_design else {s: classifier.split_proba(dataset, s) for s in ("test", "train")}
+    return TrainedWeights(key, state_bytes(net), meta, arrays, probs)
 
 
 def save(trained: TrainedWeights) -> store.StoredModel:

@@ -144,6 +144,10 @@ class MethodOutput:
     seconds: float
     touched: dict
     log: dict
+    split_probs: dict[str, np.ndarray] = field(default_factory=dict)  # evaluated on the worker too
+
+
+SPLITS = ("test", "train")
 
 
 def _single_network(model: Classifier):
@@ -169,8 +173,10 @@ def method_task(method: str, kind: str, model_config, weights: bytes, dataset: D
     """A method run on a Ray worker: the original arrives as weights, the unlearned model leaves as weights."""
     model = bundle.from_weights(kind, dataset, weights, model_config)
     result = run_method(method, model, dataset, request, config, progress)
+    progress(0.97, "predicting the test and training sets")
+    probs = {split: result.model.split_proba(dataset, split) for split in SPLITS}
     return MethodOutput(bundle.state_bytes(_single_network(result.model)), result.seconds, result.touched,
-                        _plain(result.log))
+                        _plain(result.log), probs)
 
 
 def method_remote(method: str, original_model: bundle.TrainedModel, dataset: Dataset, request: ForgetRequest,
@@ -186,6 +192,8 @@ def method_remote(method: str, original_model: bundle.TrainedModel, dataset: Dat
 
     def finalize(out: MethodOutput) -> MethodRun:
         model = bundle.from_weights(kind, dataset, out.weights, model_config, device="cpu")
+        for split, probs in out.split_probs.items():
+            model.seed_split_proba(dataset, split, probs)
         return MethodRun(method, kind, config, request, original_model.key, model, out.seconds, out.touched,
                          out.log, hashlib.sha256(out.weights).hexdigest())
 
@@ -209,7 +217,10 @@ def train_remote(kind: str, dataset: Dataset, excluded: ForgetRequest | None = N
             raise RuntimeError(f"the worker's code differs from this process's: it trained {trained.key}, this "
                                f"process expects {expected}; run the same version of the project on both")
         bundle.save(trained)
-        return bundle.train_or_load(kind, dataset, config, replace(tc, device="cpu"), excluded, allow_train=False)
+        model = bundle.train_or_load(kind, dataset, config, replace(tc, device="cpu"), excluded, allow_train=False)
+        for split, probs in trained.split_probs.items():
+            model.classifier.seed_split_proba(dataset, split, probs)
+        return model
 
     return Task(bundle.train_weights, (kind, dataset, config, tc, excluded), finalize=finalize,
                 num_gpus=1 if gpu else 0)

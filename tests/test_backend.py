@@ -5,6 +5,7 @@ import signal
 import sys
 import time
 
+import numpy as np
 import pytest
 from ray import cloudpickle
 
@@ -105,6 +106,9 @@ def test_a_method_run_on_a_worker_is_scored_and_recorded_here(ray_backend, digit
     run, oracle_model = run_job.wait(300), oracle.wait(300)
     assert run_job.state == "done" and oracle.state == "done", (run_job.error, oracle.error)
     assert run.model is not original.classifier and run.weights_sha256
+    for model in (run.model, oracle_model.classifier):  # evaluated on the worker, the same as predicting here
+        worker_probs = model.__dict__["_split_proba"][(digits.fingerprint(), "test")]
+        np.testing.assert_allclose(worker_probs, model.predict_proba(digits.x_test), atol=1e-5)
     key = workflow.record(workflow.score(run, oracle_model, digits), digits, seed=0)
     row = runs_db.get(key)
     assert row.method == "ft" and row.request_kind == "class" and row.metrics["RA"] > 80

@@ -114,6 +114,13 @@ class Classifier(abc.ABC):
             cache[key] = self.predict_proba(getattr(dataset, f"x_{split}"))
         return cache[key]
 
+    def seed_split_proba(self, dataset, split: str, probs: np.ndarray) -> None:
+        """Memoise probabilities of a whole split computed elsewhere for this same network (a Ray worker's),
+        so that scoring here does not predict the split again."""
+        if len(probs) != len(getattr(dataset, f"y_{split}")):
+            raise ValueError(f"{len(probs)} predictions for the {split} split of {len(getattr(dataset, f'y_{split}'))}")
+        self.__dict__.setdefault("_split_proba", {})[(dataset.fingerprint(), split)] = probs
+
     def split_embed(self, dataset, split: str) -> np.ndarray:
         """Penultimate features on a whole split, memoised on this instance."""
         cache = self.__dict__.setdefault("_split_embed", {})
