@@ -62,3 +62,26 @@ def test_cli_model_config_errors_stop_before_training():
     assert code == 2 and "needs self_retrieval=True" in out["error"]
     code, out = cli("train", "--dataset", "digits", "--model", "spm", "--model-set", "support_size=many")
     assert code == 2 and "support_size" in out["error"]
+
+
+def test_ctrl_c_cancels_the_training_task_and_stores_nothing(tmp_path):
+    """The CLI trains on its own local Ray; Ctrl-C (SIGINT) cancels the task, exits 130, and the store stays empty."""
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "UE_HOME": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "core", "train", "--dataset", "digits", "--model", "parametric",
+                             "--epochs", "400"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = b""
+    deadline = time.time() + 180
+    while b"epoch" not in seen and time.time() < deadline:  # the bar shows the task's own progress messages
+        chunk = os.read(proc.stderr.fileno(), 4096)
+        if not chunk:
+            break
+        seen += chunk
+    assert b"epoch" in seen, seen[-500:]
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-800:]
+    assert b"nothing partial was stored" in err
+    assert not any(tmp_path.glob("models/*/weights.safetensors"))
