@@ -77,6 +77,7 @@ class Job:
     submitted: float = field(default_factory=time.time)
     started: float = 0.0
     finished: float = 0.0
+    local: bool = False  # ran in this process's lane, not on a Ray worker
     done_event: threading.Event = field(default_factory=threading.Event, repr=False)
     _cancel: Callable[[], None] = field(default=lambda: None, repr=False)
 
@@ -265,7 +266,7 @@ class Backend:
         with self._lock:
             job = self._jobs.get(key)
             if job is None or job.state in ("failed", "cancelled"):
-                job = Job(key, title)
+                job = Job(key, title, local=True)
                 token = CancelToken()
 
                 def cancel(j=job, t=token):

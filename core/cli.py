@@ -158,19 +158,10 @@ class JobFailed(RuntimeError):
     """A Ray job failed or was cancelled; the message says which and why."""
 
 
-def _model(engine: Backend, args, dataset, request=None, seed_offset: int = 0):
+def _model(engine: Backend, args, dataset, request=None, seed_offset: int = 0) -> Job:
     """The original (or an oracle without ``request``): loaded when stored, else trained on Ray."""
-    tc, config = _train_config(args, dataset), _model_config(args, dataset)
-    tc_used = workflow.oracle_train_config(args.model, dataset, seed_offset, tc) if seed_offset else tc
-    title = args.model if request is None else f"oracle {seed_offset}"
-    if bundle.is_available(args.model, dataset, config, tc_used, request):
-        return bundle.train_or_load(args.model, dataset, config, tc_used, request, allow_train=False)
-    task = workflow.train_remote(args.model, dataset, request, seed_offset, config, tc, gpu=engine.has_gpu)
-    return engine.submit(f"{title}:{args.model}", f"train {title}", task)
-
-
-def _resolved(item, bar: _Bar):
-    return _wait(item, bar) if isinstance(item, Job) else item
+    return workflow.model_job(engine, args.model, dataset, request, seed_offset, _model_config(args, dataset),
+                              _train_config(args, dataset), gpu=engine.has_gpu)
 
 
 def cmd_train(args) -> dict:
@@ -179,7 +170,7 @@ def cmd_train(args) -> dict:
     bar = _Bar(f"train {args.model}")
     try:
         start = time.perf_counter()
-        trained = _resolved(_model(engine, args, dataset), bar)
+        trained = _wait(_model(engine, args, dataset), bar)
     finally:
         bar.close()
         engine.shutdown()
@@ -195,7 +186,7 @@ def cmd_forget(args) -> dict:
     engine = _backend(args)
     bar = _Bar(f"{args.model}")
     try:
-        base = _resolved(_model(engine, args, dataset), bar)
+        base = _wait(_model(engine, args, dataset), bar)
         oracles = [] if args.no_oracle else [_model(engine, args, dataset, request)]  # start them beside the run
         if args.noise_floor and not args.no_oracle:
             oracles.append(_model(engine, args, dataset, request, workflow.NOISE_FLOOR_SEED_OFFSET))
@@ -208,7 +199,7 @@ def cmd_forget(args) -> dict:
                "config": config_to_dict(config), "seconds": run.seconds, "touched": run.touched,
                "weights_sha256": run.weights_sha256}
         if oracles:
-            oracle_models = [_resolved(o, bar) for o in oracles]
+            oracle_models = [_wait(o, bar) for o in oracles]
             workflow.score(run, oracle_models[0], dataset, oracle_models[1] if len(oracle_models) > 1 else None)
             comparison = run.comparison
             out.update(metrics=comparison.metrics, oracle_metrics=comparison.oracle_metrics,

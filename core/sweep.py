@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from core import bundle, runs_db, workflow
+from core import runs_db, workflow
 from core.backend import Backend, Job
 from core.configs import ConfigError
 from core.data.dataset import Dataset
@@ -128,7 +128,7 @@ def run_sweep(engine: Backend, dataset: Dataset, model: str, items: list[SweepIt
               progress: Progress = no_progress, owner: str | None = None, gpu: bool = False) -> SweepResult:
     """Run ``items`` on ``engine``: the original, each request's two oracle seeds and each method run as Ray
     tasks in parallel; each run is scored here when its oracles are ready and written to the runs table."""
-    start = time.perf_counter()
+    start, wall_start = time.perf_counter(), time.time()
     result = SweepResult(workers=max(1, int(engine.resources().get("CPU", engine.num_cpus))))
     started: list[Job] = []
 
@@ -138,19 +138,10 @@ def run_sweep(engine: Backend, dataset: Dataset, model: str, items: list[SweepIt
         return job
 
     def model_job(request: ForgetRequest | None, offset: int = 0) -> Job:
-        if request is None:
-            key, title = f"model:{model}:{dataset.fingerprint()}", f"{model} on {dataset.name}"
-            available = bundle.is_available(model, dataset)
-            load = lambda p, c: workflow.original(model, dataset, progress=p, allow_train=False)
-        else:
-            key = workflow.oracle_job_key(model, dataset, request, offset)
-            title = f"{model} oracle without {request.description} (seed +{offset})"
-            tc = workflow.oracle_train_config(model, dataset, offset)
-            available = bundle.is_available(model, dataset, excluded=request, train_config=tc)
-            load = lambda p, c: workflow.oracle(model, dataset, request, offset, p, allow_train=False)
-        if available:
-            return engine.run_local(key, f"loading {title}", load, owner)
-        return ray_job(key, title, workflow.train_remote(model, dataset, request, offset, gpu=gpu))
+        job = workflow.model_job(engine, model, dataset, request, offset, owner=owner, gpu=gpu)
+        if not job.local and job.submitted >= wall_start and all(j is not job for j in started):
+            started.append(job)  # a Ray task this sweep started (not one shared from before)
+        return job
 
     original_job = model_job(None)
     progress(0.0, f"{len(items)} runs: training or loading the original")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from core import bundle, store
-from core.backend import Task
+from core.backend import Backend, Job, Task
 from core.configs import config_hash, config_to_dict
 from core.data.dataset import Dataset
 from core.data.requests import ForgetRequest
@@ -44,8 +44,33 @@ def oracle_train_config(kind: str, dataset: Dataset, seed_offset: int = 0, base=
     return replace(base, seed=base.seed + seed_offset)  # the noise floor compares two seeds
 
 
-def oracle_job_key(kind: str, dataset: Dataset, request: ForgetRequest, seed_offset: int = 0) -> str:
-    return f"oracle:{kind}:{dataset.fingerprint()}:{request.key()}:{seed_offset}"
+def model_job(engine: Backend, kind: str, dataset: Dataset, request: ForgetRequest | None = None,
+              seed_offset: int = 0, config=None, train_config=None, owner: str | None = None,
+              start: bool = True, gpu: bool = False) -> Job | None:
+    """The job that makes the original (``request`` None) or an oracle without ``request`` (its recipe's seed
+    moved by ``seed_offset``): a stored model loads in this process (seconds, never behind training), any
+    other trains on Ray. Keyed by the model's store key, so every caller asking for it shares one job.
+    With ``start`` False, only an existing job is returned."""
+    tc = train_config or bundle.recipe(dataset.name, kind)
+    if seed_offset:
+        tc = oracle_train_config(kind, dataset, seed_offset, tc)
+    store_key = bundle.resolve(kind, dataset, config, tc, request)[2]
+    key = f"{'model' if request is None else 'oracle'}:{kind}:{store_key}"
+    job = engine.get(key)
+    if job is not None and (job.active or job.finished_ok or not start):
+        if owner and start:
+            job.owners.add(owner)
+        return job
+    if not start:
+        return None
+    title = f"{kind} on {dataset.name}" if request is None else \
+        f"{kind} oracle without {request.description}" + (f" (seed +{seed_offset})" if seed_offset else "")
+    if bundle.is_available(kind, dataset, config, tc, request):
+        def load(progress, cancel):
+            return bundle.train_or_load(kind, dataset, config, tc, request, progress=progress, allow_train=False)
+
+        return engine.run_local(key, f"loading {title}", load, owner)
+    return engine.submit(key, title, train_remote(kind, dataset, request, 0, config, tc, gpu=gpu), owner)
 
 
 def train_seconds(model: bundle.TrainedModel) -> float | None:

@@ -87,33 +87,9 @@ def forget_session(dataset: Dataset) -> ForgetSession:
 
 
 # ---- models and oracles as background jobs ------------------------------------------------------
-def _model_or_load(key: str, title: str, kind: str, dataset: Dataset, request, seed_offset: int,
-                   start: bool) -> Job | None:
-    """A stored model loads in this process (seconds, never behind training); otherwise it trains on Ray."""
-    job = backend().get(key)
-    if job is not None and (job.active or job.finished_ok or not start):
-        if start:
-            job.owners.add(session_id())
-        return job
-    if not start:
-        return job
-    if request is None:
-        available = bundle.is_available(kind, dataset)
-    else:
-        tc = workflow.oracle_train_config(kind, dataset, seed_offset)
-        available = bundle.is_available(kind, dataset, excluded=request, train_config=tc)
-    if available:
-        load = (lambda p, c: workflow.original(kind, dataset, progress=p, allow_train=False)) if request is None \
-            else (lambda p, c: workflow.oracle(kind, dataset, request, seed_offset, p, allow_train=False))
-        return backend().run_local(key, f"loading {title}", load, owner=session_id())
-    task = workflow.train_remote(kind, dataset, request, seed_offset)
-    return backend().submit(key, title, task, owner=session_id())
-
-
 def model_job(kind: str, dataset: Dataset, start: bool = True, asked: bool = False) -> Job | None:
     """The job that trains (on Ray) or loads (here) the original ``kind`` model (started when ``start``)."""
-    return _model_or_load(f"model:{kind}:{dataset.fingerprint()}", f"{kind} on {dataset.name}", kind, dataset,
-                          None, 0, start or asked)
+    return workflow.model_job(backend(), kind, dataset, owner=session_id(), start=start or asked)
 
 
 def warm_job(kind: str, dataset: Dataset, trained: bundle.TrainedModel) -> Job:
@@ -132,9 +108,7 @@ def warm_job(kind: str, dataset: Dataset, trained: bundle.TrainedModel) -> Job:
 
 
 def oracle_job(kind: str, dataset: Dataset, request, seed_offset: int = 0, start: bool = True) -> Job | None:
-    title = f"{kind} oracle without {request.description}" + (f" (seed +{seed_offset})" if seed_offset else "")
-    return _model_or_load(workflow.oracle_job_key(kind, dataset, request, seed_offset), title, kind, dataset,
-                          request, seed_offset, start)
+    return workflow.model_job(backend(), kind, dataset, request, seed_offset, owner=session_id(), start=start)
 
 
 def method_job(method: str, original: bundle.TrainedModel, dataset: Dataset, request, config) -> Job:
