@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from core.data import request_classes, request_random
-from core.unlearn import damp
+from core.unlearn import get_method
 from core.unlearn.damp import DAMPConfig, alpha_for, forget_subspace
 
 
@@ -36,7 +36,7 @@ def test_alpha_one_blinds_every_edited_operator_and_keeps_biases(setup, sequenti
     ds, model = setup
     before = _state(model.net)
     config = DAMPConfig(alpha_form="constant", alpha=1.0, sequential=sequential)
-    res = damp.run(model, ds, request_classes(ds, [3]), config)
+    res = get_method("damp").run(model, ds, request_classes(ds, [3]), config)
     modules = dict(res.model.net.named_modules())
     assert res.log["subspaces"], "no operator was edited"
     for name, q in res.log["subspaces"].items():
@@ -58,7 +58,8 @@ def test_alpha_one_blinds_every_edited_operator_and_keeps_biases(setup, sequenti
 
 def test_multi_class_removes_rank_m_subspace(setup):
     ds, model = setup
-    res = damp.run(model, ds, request_classes(ds, [0, 1, 2]), DAMPConfig(alpha_form="constant", alpha=1.0))
+    res = get_method("damp").run(model, ds, request_classes(ds, [0, 1, 2]),
+                                 DAMPConfig(alpha_form="constant", alpha=1.0))
     q = np.asarray(res.log["subspaces"]["head"])
     assert q.shape[1] == 3
     assert np.allclose(q.T @ q, np.eye(3), atol=1e-6)
@@ -72,12 +73,12 @@ def test_input_model_unchanged_and_random_requests_rejected(setup):
     ds, model = setup
     before = _state(model.net)
     for cfg in (DAMPConfig(), DAMPConfig(sequential=True, head_rank=2)):
-        damp.run(model, ds, request_classes(ds, [5]), cfg)
+        get_method("damp").run(model, ds, request_classes(ds, [5]), cfg)
     assert all(torch.equal(model.net.state_dict()[k], v) for k, v in before.items())
     with pytest.raises(ValueError, match="whole classes"):
-        damp.run(model, ds, request_random(ds, 0.1, 0), DAMPConfig())
+        get_method("damp").run(model, ds, request_random(ds, 0.1, 0), DAMPConfig())
     with pytest.raises(ValueError, match="alpha_form"):
-        damp.run(model, ds, request_classes(ds, [5]), DAMPConfig(alpha_form="cubic"))
+        get_method("damp").run(model, ds, request_classes(ds, [5]), DAMPConfig(alpha_form="cubic"))
 
 
 def test_forget_subspace_is_the_residual_outside_the_retain_span():

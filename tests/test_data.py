@@ -428,7 +428,7 @@ def clean_registry():
     before = set(list_datasets())
     yield
     for name in set(list_datasets()) - before:
-        sources._DATASETS.pop(name, None)
+        sources._DATASETS.remove(name)
         sources._LOADED.pop(name, None)
         sources._USER_DATASETS.discard(name)
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.registry import Registry
+
 
 class DataError(ValueError):
     """A dataset could not be found or is malformed; the message says what to do."""
@@ -93,14 +95,27 @@ def validate_arrays(x: np.ndarray, y: np.ndarray, num_classes: int, split: str) 
 
 
 DatasetLoader = Callable[[], Dataset]
-_DATASETS: dict[str, tuple[DatasetLoader, str]] = {}
 
 
-def register_dataset(name: str, description: str) -> Callable[[DatasetLoader], DatasetLoader]:
+@dataclass(frozen=True)
+class DatasetSource:
+    """A named dataset: its loader, a one-line description, and its config (None: nothing to set)."""
+
+    name: str
+    description: str
+    load: DatasetLoader
+    config_cls: type | None = None
+
+
+_DATASETS: Registry[DatasetSource] = Registry("dataset", error=DataError)
+
+
+def register_dataset(name: str, description: str, config: type | None = None,
+                     replace: bool = False) -> Callable[[DatasetLoader], DatasetLoader]:
     """Decorator: make a loader available by name to the UI, the CLI and the tests."""
 
     def wrap(fn: DatasetLoader) -> DatasetLoader:
-        _DATASETS[name] = (fn, description)
+        _DATASETS.add(name, DatasetSource(name, description, fn, config), replace=replace)
         return fn
 
     return wrap
@@ -108,7 +123,7 @@ def register_dataset(name: str, description: str) -> Callable[[DatasetLoader], D
 
 def list_datasets() -> dict[str, str]:
     """Registered dataset names with a one-line description each."""
-    return {name: desc for name, (_, desc) in _DATASETS.items()}
+    return {name: source.description for name, source in _DATASETS}
 
 
 _LOADED: dict[str, Dataset] = {}
@@ -116,8 +131,7 @@ _LOADED: dict[str, Dataset] = {}
 
 def load_dataset(name: str) -> Dataset:
     """Load a registered dataset (memoised per process; datasets are never mutated)."""
-    if name not in _DATASETS:
-        raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(_DATASETS))}")
+    source = _DATASETS.get(name)
     if name not in _LOADED:
-        _LOADED[name] = _DATASETS[name][0]()
+        _LOADED[name] = source.load()
     return _LOADED[name]

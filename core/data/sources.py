@@ -675,6 +675,6 @@ def register_user_dataset(name: str, dataset: Dataset) -> None:
         raise DataError(f"{name!r} is a built-in dataset; choose another name")
     description = f"user data from {dataset.source or 'memory'}: {dataset.num_train} training images, " \
                   f"{dataset.num_classes} classes"
-    register_dataset(name, description)(lambda: dataset)
+    register_dataset(name, description, replace=True)(lambda: dataset)
     _USER_DATASETS.add(name)
     _LOADED.pop(name, None)

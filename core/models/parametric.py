@@ -12,7 +12,7 @@ from torch import nn
 from core.data.dataset import Dataset
 from core.models.base import CancelToken, Classifier, Progress, batched, no_progress, to_device
 from core.models.encoders import EncoderConfig, build_encoder
-from core.models.registry import ModelKind, register_model
+from core.models.registry import register_model
 from core.models.training import TrainConfig, train_loop
 
 
@@ -56,10 +56,6 @@ class ParametricClassifier(Classifier):
         return {"net": self.net}
 
 
-def build_parametric(dataset: Dataset, config: ParametricConfig) -> ParametricNet:
-    encoder = build_encoder(dataset.image_shape[0], config.encoder)
-    return ParametricNet(encoder, dataset.num_classes).to(memory_format=torch.channels_last)
-
 
 def fit_parametric(net: ParametricNet, dataset: Dataset, train_ids: np.ndarray, config: ParametricConfig,
                    train_config: TrainConfig, progress: Progress = no_progress,
@@ -82,8 +78,8 @@ def wrap_parametric(net: ParametricNet, dataset: Dataset, train_ids: np.ndarray,
     return ParametricClassifier(net.to(device), dataset.num_classes, device)
 
 
-register_model(ModelKind(
-    name="parametric",
-    description="CNN encoder + linear head (the network post-hoc methods edit)",
-    config_cls=ParametricConfig, build=build_parametric, fit=fit_parametric, wrap=wrap_parametric,
-))
+@register_model("parametric", config=ParametricConfig, fit=fit_parametric, wrap=wrap_parametric,
+                description="CNN encoder + linear head (the network post-hoc methods edit)")
+def build_parametric(dataset: Dataset, config: ParametricConfig) -> ParametricNet:
+    encoder = build_encoder(dataset.image_shape[0], config.encoder)
+    return ParametricNet(encoder, dataset.num_classes).to(memory_format=torch.channels_last)

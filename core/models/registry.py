@@ -1,4 +1,4 @@
-"""Model kinds registered by name (timm-style), so the UI, the CLI and the tests iterate one list."""
+"""Model kinds, registered by decorating their builder (see :mod:`core.registry`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from torch import nn
 
 from core.data.dataset import Dataset
 from core.models.base import Classifier
+from core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -34,19 +35,28 @@ class ModelKind:
     reference_oracles: tuple[str, ...] = ()  # other kinds retrained on D_r to compare with (MUNKEY: the plain ViT)
 
 
-_MODELS: dict[str, ModelKind] = {}
+_MODELS: Registry[ModelKind] = Registry("model kind")
 
 
-def register_model(kind: ModelKind) -> ModelKind:
-    _MODELS[kind.name] = kind
-    return kind
+def register_model(name, *, config: type = None, description: str = "", fit: Callable[..., None] = None,
+                   wrap: Callable[..., Classifier] = None, by_design: bool = False,
+                   default_train: Callable[[str], Any] | None = None,
+                   reference_oracles: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+    """Decorator: register the decorated builder under ``name`` with its config, trainer and wrapper."""
+    if isinstance(name, ModelKind):  # TRANSITIONAL: spm and munkey still register a ModelKind
+        return _MODELS.add(name.name, name)
+
+    def wrap_builder(build: Callable[[Dataset, Any], nn.Module]) -> Callable[[Dataset, Any], nn.Module]:
+        _MODELS.add(name, ModelKind(name, description, config, build, fit, wrap, by_design, default_train,
+                                    tuple(reference_oracles)))
+        return build
+
+    return wrap_builder
 
 
 def get_model_kind(name: str) -> ModelKind:
-    if name not in _MODELS:
-        raise KeyError(f"unknown model kind {name!r}; known: {', '.join(sorted(_MODELS))}")
-    return _MODELS[name]
+    return _MODELS.get(name)
 
 
 def list_model_kinds() -> list[str]:
-    return list(_MODELS)
+    return _MODELS.names()

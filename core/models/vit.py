@@ -17,7 +17,7 @@ from torch import nn
 from core.data.dataset import Dataset
 from core.models.base import CancelToken, Progress, no_progress, to_device
 from core.models.parametric import ParametricClassifier
-from core.models.registry import ModelKind, register_model
+from core.models.registry import register_model
 from core.models.training import TrainConfig, train_loop
 
 
@@ -127,9 +127,6 @@ class PlainViTConfig:
     vit: ViTConfig = field(default_factory=ViTConfig)  # same as MUNKEY's backbone for a like-for-like comparison
 
 
-def build_vit(dataset: Dataset, config: PlainViTConfig) -> ViTNet:
-    return ViTNet(ViTBackbone(dataset.image_shape, config.vit), dataset.num_classes)
-
 
 def fit_vit(net: ViTNet, dataset: Dataset, train_ids: np.ndarray, config: PlainViTConfig,
             train_config: TrainConfig, progress: Progress = no_progress, cancel: CancelToken | None = None,
@@ -152,8 +149,7 @@ def wrap_vit(net: ViTNet, dataset: Dataset, train_ids: np.ndarray, config: Plain
     return ViTClassifier(net.to(device), dataset.num_classes, device)
 
 
-register_model(ModelKind(
-    name="vit",
-    description="Plain small ViT (MUNKEY's backbone without memory): the second MUNKEY oracle",
-    config_cls=PlainViTConfig, build=build_vit, fit=fit_vit, wrap=wrap_vit, default_train=vit_recipe,
-))
+@register_model("vit", config=PlainViTConfig, fit=fit_vit, wrap=wrap_vit, default_train=vit_recipe,
+                description="Plain small ViT (MUNKEY's backbone without memory): the second MUNKEY oracle")
+def build_vit(dataset: Dataset, config: PlainViTConfig) -> ViTNet:
+    return ViTNet(ViTBackbone(dataset.image_shape, config.vit), dataset.num_classes)

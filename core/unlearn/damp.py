@@ -26,12 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.data.dataset import Dataset
-from core.data.requests import ForgetRequest
 from core.eval.probes import operator_inputs, operators, probe_accuracy
-from core.models.base import CancelToken, Classifier, Progress, no_progress
-from core.unlearn.loop import UnlearnContext, unlearn
-from core.unlearn.registry import MethodSpec, UnlearnResult, register_method
+from core.unlearn.loop import UnlearnContext
+from core.unlearn.registry import register_method
 
 ALPHA_FORMS = ("probe-ramp", "probe", "linear-ramp", "constant")
 GAIN_SEQUENTIAL = 3.0  # damp-sequential's gain: see the module docstring
@@ -47,16 +44,15 @@ class DAMPConfig:
     residual_tol: float = 1e-3  # skip a layer whose forget residual is below this fraction of ||mu_f||
     seed: int = 0  # which samples feed the prototypes and the probe split
 
+    def __post_init__(self) -> None:
+        if self.alpha_form not in ALPHA_FORMS:
+            raise ValueError(f"unknown alpha_form {self.alpha_form!r}; known: {', '.join(ALPHA_FORMS)}")
+
 
 @dataclass(frozen=True)
-class DAMPSequentialConfig:
-    alpha_form: str = "probe-ramp"  # [guess] as damp: clip(2acc-1,0,1)*l/L; probe, linear-ramp, constant
+class DAMPSequentialConfig(DAMPConfig):
     alpha: float = GAIN_SEQUENTIAL  # gain on every alpha_l (clipped to 1), chosen on mnist-5k (module docstring)
-    samples_per_class: int = 600  # [guess] images per class for prototypes, probes: a CPU cap (digits, mnist-5k: all)
-    head_rank: int = 0  # [variant] extra head directions: top forget-vs-retain generalized eigenvectors
     sequential: bool = True  # re-measure the statistics on the edited model before each next layer
-    residual_tol: float = 1e-3  # skip a layer whose forget residual is below this fraction of ||mu_f||
-    seed: int = 0  # which samples feed the prototypes and the probe split
 
 
 def forget_subspace(protos: np.ndarray, forget_classes: list[int], tol: float,
@@ -129,7 +125,16 @@ def project_out(module: nn.Module, q: np.ndarray, alpha: float) -> float:
     return ratio
 
 
-def _update(ctx: UnlearnContext, config: DAMPConfig | DAMPSequentialConfig) -> None:
+@register_method("damp-sequential", config=DAMPSequentialConfig, class_only=True,
+                 description="DAMP variant (ours): statistics re-measured after each layer's edit, "
+                             "alpha gain tuned on mnist-5k",
+                 paper="Variant of DAMP (arXiv 2604.15166); not in the paper")
+@register_method("damp", config=DAMPConfig, class_only=True,
+                 description="Closed-form class surgery: remove forget-specific input directions layer by layer",
+                 paper="DAMP: Class Unlearning via Depth-Aware Removal of Forget-Specific Directions "
+                       "(arXiv 2604.15166)")
+def update(ctx: UnlearnContext, config: DAMPConfig) -> None:
+    """Project each operator's weights off the forget-specific input directions (no training)."""
     forget_classes = list(ctx.request.classes)
     ids = ctx.per_class_sample(ctx.dataset.train_ids, config.samples_per_class)
     x, y = ctx.dataset.x_train[ids], ctx.dataset.y_train[ids]
@@ -165,32 +170,3 @@ def _update(ctx: UnlearnContext, config: DAMPConfig | DAMPSequentialConfig) -> N
     ctx.log["subspaces"] = {r["layer"]: r["_q"].tolist() for r in table if "_q" in r}
     ctx.touched["parameters"] = edited
     ctx.touched["layers_edited"] = sum(1 for r in table if not r["skipped"])
-
-
-def _runner(name: str):
-    def run(model: Classifier, dataset: Dataset, request: ForgetRequest, config: DAMPConfig | DAMPSequentialConfig,
-            progress: Progress = no_progress, cancel: CancelToken | None = None) -> UnlearnResult:
-        """Project each operator's weights off the forget-specific input directions (no training)."""
-        if not request.classes:
-            raise ValueError("DAMP forgets whole classes; the request names no classes")
-        if config.alpha_form not in ALPHA_FORMS:
-            raise ValueError(f"unknown alpha_form {config.alpha_form!r}; known: {', '.join(ALPHA_FORMS)}")
-        return unlearn(name, model, dataset, request, lambda ctx: _update(ctx, config), config.seed, progress, cancel)
-
-    return run
-
-
-run = _runner("damp")
-run_sequential = _runner("damp-sequential")
-
-register_method(MethodSpec(
-    name="damp", description="Closed-form class surgery: remove forget-specific input directions layer by layer",
-    paper="DAMP: Class Unlearning via Depth-Aware Removal of Forget-Specific Directions (arXiv 2604.15166)",
-    config_cls=DAMPConfig, run=run, model_kinds=("parametric",), class_only=True,
-))
-register_method(MethodSpec(
-    name="damp-sequential",
-    description="DAMP variant (ours): statistics re-measured after each layer's edit, alpha gain tuned on mnist-5k",
-    paper="Variant of DAMP (arXiv 2604.15166); not in the paper",
-    config_cls=DAMPSequentialConfig, run=run_sequential, model_kinds=("parametric",), class_only=True,
-))

@@ -12,11 +12,8 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from core.data.dataset import Dataset
-from core.data.requests import ForgetRequest
-from core.models.base import CancelToken, Classifier, Progress, no_progress
-from core.unlearn.loop import Pass, UnlearnContext, unlearn
-from core.unlearn.registry import MethodSpec, UnlearnResult, register_method
+from core.unlearn.loop import Pass, UnlearnContext
+from core.unlearn.registry import register_method
 
 
 @dataclass(frozen=True)
@@ -30,7 +27,12 @@ class FTConfig:
     seed: int = 0  # batch order
 
 
-def _update(ctx: UnlearnContext, c: FTConfig) -> None:
+@register_method("ft", config=FTConfig,
+                 description="Fine-tune on the retained data only (forgetting by neglect)",
+                 paper="Warnecke et al., Machine Unlearning of Features and Labels, NDSS 2023; "
+                       "setting of SalUn, ICLR 2024")
+def update(ctx: UnlearnContext, c: FTConfig) -> None:
+    """Cross-entropy on D_r only."""
     def loss(b):
         return F.cross_entropy(ctx.net(ctx.x(b.retain)), ctx.y(b.retain))
 
@@ -38,14 +40,3 @@ def _update(ctx: UnlearnContext, c: FTConfig) -> None:
             ctx.optimizer(c.lr, c.momentum, c.weight_decay), label="FT")
 
 
-def run(model: Classifier, dataset: Dataset, request: ForgetRequest, config: FTConfig,
-        progress: Progress = no_progress, cancel: CancelToken | None = None) -> UnlearnResult:
-    """Cross-entropy on D_r only."""
-    return unlearn("ft", model, dataset, request, lambda ctx: _update(ctx, config), config.seed, progress, cancel)
-
-
-register_method(MethodSpec(
-    name="ft", description="Fine-tune on the retained data only (forgetting by neglect)",
-    paper="Warnecke et al., Machine Unlearning of Features and Labels, NDSS 2023; setting of SalUn, ICLR 2024",
-    config_cls=FTConfig, run=run, model_kinds=("parametric",),
-))

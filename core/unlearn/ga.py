@@ -12,11 +12,8 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from core.data.dataset import Dataset
-from core.data.requests import ForgetRequest
-from core.models.base import CancelToken, Classifier, Progress, no_progress
-from core.unlearn.loop import Pass, UnlearnContext, unlearn
-from core.unlearn.registry import MethodSpec, UnlearnResult, register_method
+from core.unlearn.loop import Pass, UnlearnContext
+from core.unlearn.registry import register_method
 
 
 @dataclass(frozen=True)
@@ -30,7 +27,12 @@ class GAConfig:
     seed: int = 0  # batch order
 
 
-def _update(ctx: UnlearnContext, c: GAConfig) -> None:
+@register_method("ga", config=GAConfig,
+                 description="Gradient ascent on the forgotten samples' loss",
+                 paper="Thudi et al., Unrolling SGD, EuroS&P 2022; "
+                       "setting of Jia et al. (NeurIPS 2023) and SalUn (ICLR 2024)")
+def update(ctx: UnlearnContext, c: GAConfig) -> None:
+    """Maximise the cross-entropy on D_f."""
     def loss(b):
         return -F.cross_entropy(ctx.net(ctx.x(b.forget)), ctx.y(b.forget))
 
@@ -38,14 +40,3 @@ def _update(ctx: UnlearnContext, c: GAConfig) -> None:
             ctx.optimizer(c.lr, c.momentum, c.weight_decay), label="GA")
 
 
-def run(model: Classifier, dataset: Dataset, request: ForgetRequest, config: GAConfig,
-        progress: Progress = no_progress, cancel: CancelToken | None = None) -> UnlearnResult:
-    """Maximise the cross-entropy on D_f."""
-    return unlearn("ga", model, dataset, request, lambda ctx: _update(ctx, config), config.seed, progress, cancel)
-
-
-register_method(MethodSpec(
-    name="ga", description="Gradient ascent on the forgotten samples' loss",
-    paper="Thudi et al., Unrolling SGD, EuroS&P 2022; setting of Jia et al. (NeurIPS 2023) and SalUn (ICLR 2024)",
-    config_cls=GAConfig, run=run, model_kinds=("parametric",),
-))

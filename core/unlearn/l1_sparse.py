@@ -14,11 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from core.data.dataset import Dataset
-from core.data.requests import ForgetRequest
-from core.models.base import CancelToken, Classifier, Progress, no_progress
-from core.unlearn.loop import Pass, UnlearnContext, unlearn
-from core.unlearn.registry import MethodSpec, UnlearnResult, register_method
+from core.unlearn.loop import Pass, UnlearnContext
+from core.unlearn.registry import register_method
 
 
 @dataclass(frozen=True)
@@ -38,7 +35,11 @@ def l1_norm(net: torch.nn.Module) -> torch.Tensor:
     return torch.stack([p.abs().sum() for p in net.parameters()]).sum()
 
 
-def _update(ctx: UnlearnContext, c: L1SparseConfig) -> None:
+@register_method("l1-sparse", config=L1SparseConfig,
+                 description="Fine-tune on retained data while pushing weights towards sparsity",
+                 paper="Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023 (arXiv 2304.04934)")
+def update(ctx: UnlearnContext, c: L1SparseConfig) -> None:
+    """Fine-tune on D_r with a linearly decaying L1 penalty."""
     def loss(b):
         gamma = c.l1 * (1 - b.epoch / c.epochs)
         return F.cross_entropy(ctx.net(ctx.x(b.retain)), ctx.y(b.retain)) + gamma * l1_norm(ctx.net)
@@ -47,15 +48,3 @@ def _update(ctx: UnlearnContext, c: L1SparseConfig) -> None:
             ctx.optimizer(c.lr, c.momentum, c.weight_decay), label="l1-sparse")
 
 
-def run(model: Classifier, dataset: Dataset, request: ForgetRequest, config: L1SparseConfig,
-        progress: Progress = no_progress, cancel: CancelToken | None = None) -> UnlearnResult:
-    """Fine-tune on D_r with a linearly decaying L1 penalty."""
-    return unlearn("l1-sparse", model, dataset, request, lambda ctx: _update(ctx, config), config.seed, progress,
-                   cancel)
-
-
-register_method(MethodSpec(
-    name="l1-sparse", description="Fine-tune on retained data while pushing weights towards sparsity",
-    paper="Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023 (arXiv 2304.04934)",
-    config_cls=L1SparseConfig, run=run, model_kinds=("parametric",),
-))

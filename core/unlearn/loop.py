@@ -27,7 +27,7 @@ from core.data.requests import ForgetRequest
 from core.models.base import CancelToken, Classifier, Progress, no_progress, to_device
 from core.models.parametric import ParametricClassifier
 from core.models.training import seed_everything
-from core.unlearn.registry import UnlearnResult
+from core.unlearn.result import UnlearnResult
 
 
 @dataclass

@@ -15,11 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from core.data.dataset import Dataset
-from core.data.requests import ForgetRequest
-from core.models.base import CancelToken, Classifier, Progress, no_progress
-from core.unlearn.loop import Pass, UnlearnContext, unlearn
-from core.unlearn.registry import MethodSpec, UnlearnResult, register_method
+from core.unlearn.loop import Pass, UnlearnContext
+from core.unlearn.registry import register_method
 
 
 @dataclass(frozen=True)
@@ -33,8 +30,16 @@ class NegGradPlusConfig:
     max_steps_per_epoch: int = 0  # 0: full passes over D_r (the reference); a positive cap shortens each pass
     seed: int = 0  # batch order
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.beta <= 1:
+            raise ValueError("NegGrad+: beta must lie in [0, 1]")
 
-def _update(ctx: UnlearnContext, c: NegGradPlusConfig) -> None:
+
+@register_method("neggrad+", config=NegGradPlusConfig,
+                 description="Ascend on the forgotten samples while descending on retained ones",
+                 paper="Kurmanji et al., Towards Unbounded Machine Unlearning, NeurIPS 2023 (arXiv 2302.09880)")
+def update(ctx: UnlearnContext, c: NegGradPlusConfig) -> None:
+    """Weighted descent on D_r and ascent on D_f."""
     start = [p.detach().clone() for p in ctx.original.parameters()]
     params = list(ctx.net.parameters())
 
@@ -49,17 +54,3 @@ def _update(ctx: UnlearnContext, c: NegGradPlusConfig) -> None:
             label="NegGrad+")
 
 
-def run(model: Classifier, dataset: Dataset, request: ForgetRequest, config: NegGradPlusConfig,
-        progress: Progress = no_progress, cancel: CancelToken | None = None) -> UnlearnResult:
-    """Weighted descent on D_r and ascent on D_f."""
-    if not 0 <= config.beta <= 1:
-        raise ValueError("NegGrad+: beta must lie in [0, 1]")
-    return unlearn("neggrad+", model, dataset, request, lambda ctx: _update(ctx, config), config.seed, progress,
-                   cancel)
-
-
-register_method(MethodSpec(
-    name="neggrad+", description="Ascend on the forgotten samples while descending on retained ones",
-    paper="Kurmanji et al., Towards Unbounded Machine Unlearning, NeurIPS 2023 (arXiv 2302.09880)",
-    config_cls=NegGradPlusConfig, run=run, model_kinds=("parametric",),
-))

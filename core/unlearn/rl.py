@@ -15,11 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.data.dataset import Dataset
-from core.data.requests import ForgetRequest
-from core.models.base import CancelToken, Classifier, Progress, no_progress
-from core.unlearn.loop import Batch, Mask, Pass, UnlearnContext, unlearn
-from core.unlearn.registry import MethodSpec, UnlearnResult, register_method
+from core.unlearn.loop import Batch, Mask, Pass, UnlearnContext
+from core.unlearn.registry import register_method
 
 
 @dataclass(frozen=True)
@@ -57,18 +54,12 @@ def train_rl(ctx: UnlearnContext, epochs: int, lr: float, batch_size: int, exclu
             ctx.optimizer(lr, momentum, weight_decay), mask=mask, label=label, progress_span=(0.1, 1.0))
 
 
-def _update(ctx: UnlearnContext, c: RLConfig) -> None:
+@register_method("rl", config=RLConfig,
+                 description="Relabel the forgotten samples at random and fine-tune, "
+                             "then fine-tune on the retained ones",
+                 paper="Golatkar et al., Eternal Sunshine of the Spotless Net, CVPR 2020; setting of SalUn, ICLR 2024")
+def update(ctx: UnlearnContext, c: RLConfig) -> None:
+    """Train on randomly relabelled D_f, then on D_r, each epoch."""
     train_rl(ctx, c.epochs, c.lr, c.batch_size, c.exclude_true_label, c.momentum, c.weight_decay, c.max_retain_steps)
 
 
-def run(model: Classifier, dataset: Dataset, request: ForgetRequest, config: RLConfig,
-        progress: Progress = no_progress, cancel: CancelToken | None = None) -> UnlearnResult:
-    """Train on randomly relabelled D_f, then on D_r, each epoch."""
-    return unlearn("rl", model, dataset, request, lambda ctx: _update(ctx, config), config.seed, progress, cancel)
-
-
-register_method(MethodSpec(
-    name="rl", description="Relabel the forgotten samples at random and fine-tune, then fine-tune on the retained ones",
-    paper="Golatkar et al., Eternal Sunshine of the Spotless Net, CVPR 2020; setting of SalUn, ICLR 2024",
-    config_cls=RLConfig, run=run, model_kinds=("parametric",),
-))

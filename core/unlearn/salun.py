@@ -16,11 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from core.data.dataset import Dataset
-from core.data.requests import ForgetRequest
-from core.models.base import CancelToken, Classifier, Progress, no_progress
-from core.unlearn.loop import Mask, UnlearnContext, unlearn
-from core.unlearn.registry import MethodSpec, UnlearnResult, register_method
+from core.unlearn.loop import Mask, UnlearnContext
+from core.unlearn.registry import register_method
 from core.unlearn.rl import train_rl
 
 
@@ -35,6 +32,10 @@ class SalUnConfig:
     weight_decay: float = 5e-4  # as in the reference; it acts inside the mask only
     max_retain_steps: int = 0  # 0: full passes over D_r (the reference); a positive cap shortens them for CPU
     seed: int = 0  # random labels and batch order
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold <= 1:
+            raise ValueError("SalUn: threshold must lie in (0, 1]")
 
 
 def saliency_mask(ctx: UnlearnContext, threshold: float, batch_size: int) -> Mask:
@@ -60,7 +61,11 @@ def saliency_mask(ctx: UnlearnContext, threshold: float, batch_size: int) -> Mas
     return out
 
 
-def _update(ctx: UnlearnContext, c: SalUnConfig) -> None:
+@register_method("salun", config=SalUnConfig,
+                 description="Random-label fine-tuning on the weights most salient for the forgotten data",
+                 paper="Fan et al., SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency, ICLR 2024")
+def update(ctx: UnlearnContext, c: SalUnConfig) -> None:
+    """Saliency mask from the forget gradient, then masked random-label fine-tuning."""
     ctx.progress(0.0, "SalUn: weight saliency on D_f")
     mask = saliency_mask(ctx, c.threshold, c.batch_size)
     train_rl(ctx, c.epochs, c.lr, c.batch_size, c.exclude_true_label, c.momentum, c.weight_decay, c.max_retain_steps,
@@ -70,16 +75,3 @@ def _update(ctx: UnlearnContext, c: SalUnConfig) -> None:
     ctx.touched["masked_parameters"] = kept
 
 
-def run(model: Classifier, dataset: Dataset, request: ForgetRequest, config: SalUnConfig,
-        progress: Progress = no_progress, cancel: CancelToken | None = None) -> UnlearnResult:
-    """Saliency mask from the forget gradient, then masked random-label fine-tuning."""
-    if not 0 < config.threshold <= 1:
-        raise ValueError("SalUn: threshold must lie in (0, 1]")
-    return unlearn("salun", model, dataset, request, lambda ctx: _update(ctx, config), config.seed, progress, cancel)
-
-
-register_method(MethodSpec(
-    name="salun", description="Random-label fine-tuning on the weights most salient for the forgotten data",
-    paper="Fan et al., SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency, ICLR 2024",
-    config_cls=SalUnConfig, run=run, model_kinds=("parametric",),
-))

@@ -18,11 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.data.dataset import Dataset
-from core.data.requests import ForgetRequest
-from core.models.base import CancelToken, Classifier, Progress, no_progress
-from core.unlearn.loop import Pass, UnlearnContext, unlearn
-from core.unlearn.registry import MethodSpec, UnlearnResult, register_method
+from core.unlearn.loop import Pass, UnlearnContext
+from core.unlearn.registry import register_method
 
 
 @dataclass(frozen=True)
@@ -42,6 +39,10 @@ class SCRUBConfig:
     max_retain_steps: int = 0  # 0: full min passes over D_r (the reference); a positive cap shortens them for CPU
     seed: int = 0  # batch order
 
+    def __post_init__(self) -> None:
+        if self.msteps > self.epochs:
+            raise ValueError("SCRUB: msteps cannot exceed epochs")
+
 
 def distill_kl(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
     """KL(teacher || student) of the softened outputs, times T^2 (Hinton et al.; SCRUB's DistillKL)."""
@@ -50,7 +51,11 @@ def distill_kl(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.
     return F.kl_div(log_p, q, reduction="batchmean") * t * t
 
 
-def _update(ctx: UnlearnContext, c: SCRUBConfig) -> None:
+@register_method("scrub", config=SCRUBConfig,
+                 description="Student-teacher: stay with the original on retained data, move away on forgotten",
+                 paper="Kurmanji et al., Towards Unbounded Machine Unlearning, NeurIPS 2023 (arXiv 2302.09880)")
+def update(ctx: UnlearnContext, c: SCRUBConfig) -> None:
+    """Alternate max passes on D_f and min passes on D_r against the original model as teacher."""
     teacher = ctx.original
 
     def teacher_logits(x: torch.Tensor) -> torch.Tensor:
@@ -76,16 +81,3 @@ def _update(ctx: UnlearnContext, c: SCRUBConfig) -> None:
             label="SCRUB")
 
 
-def run(model: Classifier, dataset: Dataset, request: ForgetRequest, config: SCRUBConfig,
-        progress: Progress = no_progress, cancel: CancelToken | None = None) -> UnlearnResult:
-    """Alternate max passes on D_f and min passes on D_r against the original model as teacher."""
-    if config.msteps > config.epochs:
-        raise ValueError("SCRUB: msteps cannot exceed epochs")
-    return unlearn("scrub", model, dataset, request, lambda ctx: _update(ctx, config), config.seed, progress, cancel)
-
-
-register_method(MethodSpec(
-    name="scrub", description="Student-teacher: stay with the original on retained data, move away on forgotten",
-    paper="Kurmanji et al., Towards Unbounded Machine Unlearning, NeurIPS 2023 (arXiv 2302.09880)",
-    config_cls=SCRUBConfig, run=run, model_kinds=("parametric",),
-))

@@ -16,11 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.data.dataset import Dataset
-from core.data.requests import ForgetRequest
-from core.models.base import CancelToken, Classifier, Progress, no_progress
-from core.unlearn.loop import UnlearnContext, unlearn
-from core.unlearn.registry import MethodSpec, UnlearnResult, register_method
+from core.unlearn.loop import UnlearnContext
+from core.unlearn.registry import register_method
 
 
 @dataclass(frozen=True)
@@ -69,7 +66,11 @@ def dampen(net: torch.nn.Module, imp_d: dict[str, torch.Tensor], imp_f: dict[str
     return selected
 
 
-def _update(ctx: UnlearnContext, c: SSDConfig) -> None:
+@register_method("ssd", config=SSDConfig,
+                 description="Dampen the weights that matter far more to the forgotten data (no training)",
+                 paper="Foster et al., Selective Synaptic Dampening, AAAI 2024 (arXiv 2308.07707)")
+def update(ctx: UnlearnContext, c: SSDConfig) -> None:
+    """Dampen the parameters far more important to D_f than to D (no training)."""
     full_ids = ctx.sample(ctx.dataset.train_ids, c.full_samples or None)
     imp_d = importances(ctx, full_ids, c.batch_size, (0.0, 0.7), "full-data")
     classes = ctx.request.classes if (c.per_class and len(ctx.request.classes) > 1) else ()
@@ -85,14 +86,3 @@ def _update(ctx: UnlearnContext, c: SSDConfig) -> None:
     ctx.log["dampened_fraction"] = dampened / sum(p.numel() for p in ctx.net.parameters())
 
 
-def run(model: Classifier, dataset: Dataset, request: ForgetRequest, config: SSDConfig,
-        progress: Progress = no_progress, cancel: CancelToken | None = None) -> UnlearnResult:
-    """Dampen the parameters far more important to D_f than to D (no training)."""
-    return unlearn("ssd", model, dataset, request, lambda ctx: _update(ctx, config), config.seed, progress, cancel)
-
-
-register_method(MethodSpec(
-    name="ssd", description="Dampen the weights that matter far more to the forgotten data (no training)",
-    paper="Foster et al., Selective Synaptic Dampening, AAAI 2024 (arXiv 2308.07707)",
-    config_cls=SSDConfig, run=run, model_kinds=("parametric",),
-))
