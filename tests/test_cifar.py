@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from core import bundle
-from core.data import DataError, Dataset, list_datasets, sources
-from core.data.sources import CIFAR10_CLASSES, load_cifar10_folder, read_cifar_pickle
+from core.data import DataError, Dataset, cifar, list_datasets
+from core.data.cifar import CIFAR10_CLASSES, load_cifar10_folder, read_cifar_pickle
 from core.models import get_model_kind
 from core.models.encoders import CifarResNet18, EncoderConfig, build_encoder
 from core.models.parametric import ParametricConfig
@@ -73,13 +73,13 @@ def test_the_registered_dataset_reads_the_folder_the_environment_names(cifar_dir
     assert "cifar10" in list_datasets()
     monkeypatch.delenv("CIFAR10_DIR", raising=False)
     with pytest.raises(DataError, match=r"CIFAR10_DIR.*cifar-10-batches-py.*nothing is downloaded"):
-        sources.load_cifar10()
+        cifar.load_cifar10()
     monkeypatch.setenv("CIFAR10_DIR", str(folder.parent))  # the folder holding the extracted one also works
-    assert sources.load_cifar10().num_train == 5 * PER_BATCH
+    assert cifar.load_cifar10().num_train == 5 * PER_BATCH
     (folder / "data_batch_4").unlink()
     monkeypatch.setenv("CIFAR10_DIR", str(folder))
     with pytest.raises(DataError, match=r"missing data_batch_4; set \$CIFAR10_DIR to the extracted"):
-        sources.load_cifar10()
+        cifar.load_cifar10()
 
 
 def _py2_batch(data: np.ndarray, labels: list[int]) -> bytes:
@@ -172,12 +172,12 @@ def test_a_truncated_batch_is_a_data_error(cifar_dir):
 def test_the_size_cap_is_checked_before_anything_is_read(cifar_dir, monkeypatch):
     folder, _ = cifar_dir
     (folder / "batches.meta").unlink()  # the official class names then; only the batches are read
-    monkeypatch.setattr(sources, "CIFAR_BATCH_MAX_BYTES", 1000)
+    monkeypatch.setattr(cifar, "CIFAR_BATCH_MAX_BYTES", 1000)
 
     def never(*args, **kwargs):
         raise AssertionError("the file was unpickled despite its size")
 
-    monkeypatch.setattr(sources, "_ArrayUnpickler", never)
+    monkeypatch.setattr(cifar, "_ArrayUnpickler", never)
     with pytest.raises(DataError, match=r"data_batch_1: [0-9,]+ bytes, over the 1,000-byte cap"):
         load_cifar10_folder(folder)
 

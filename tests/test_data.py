@@ -23,6 +23,7 @@ from core.data import (
     read_idx,
     register_user_dataset,
     sources,
+    user_files,
 )
 
 # ---------------------------------------------------------------------------------------------------------
@@ -428,9 +429,9 @@ def clean_registry():
     before = set(list_datasets())
     yield
     for name in set(list_datasets()) - before:
-        sources._DATASETS.remove(name)
-        sources._LOADED.pop(name, None)
-        sources._USER_DATASETS.discard(name)
+        user_files._DATASETS.remove(name)
+        user_files._LOADED.pop(name, None)
+        user_files._USER_DATASETS.discard(name)
 
 
 def test_register_user_dataset(clean_registry):

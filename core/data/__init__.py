@@ -1,6 +1,6 @@
 """Datasets (a registry of named sources plus the user's own files) and validated forget requests."""
 
-from . import sources  # noqa: F401  (registers the named datasets)
+from . import cifar, sources  # noqa: F401  (registers the named datasets)
 from .dataset import DataError, Dataset, list_datasets, load_dataset, register_dataset, validate_arrays
 from .requests import (
     ForgetRequest,
@@ -10,15 +10,8 @@ from .requests import (
     request_ids,
     request_random,
 )
-from .sources import (
-    FASHION_MNIST_CLASSES,
-    load_image_folder,
-    load_npz,
-    parse_idx,
-    read_idx,
-    register_user_dataset,
-    stratified_split,
-)
+from .sources import FASHION_MNIST_CLASSES, parse_idx, read_idx, stratified_split
+from .user_files import load_image_folder, load_npz, register_user_dataset
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
