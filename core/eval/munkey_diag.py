@@ -1,5 +1,5 @@
 """MUNKEY diagnostics (arXiv 2603.15033, METHODS.md §2): image-only accuracy, pathway sensitivity,
-retrieval before and after deletion, and the inference cost of K passes against one.
+the test images a deletion touched, and the inference cost of K passes against one.
 
 A_img replaces every exemplar token by the learned null token, so it measures what the *shared
 weights* alone know. Deletion cannot change it (no weight moves); comparing A_img on the forget set
@@ -52,21 +52,6 @@ def diagnostics(model: MunkeyClassifier, dataset: Dataset, request: ForgetReques
         out["FA"] = accuracy(model.split_proba(dataset, "train")[ids], dataset.y_train[ids])
         out["weights_keep_forget_set"] = bool(out["A_img_forget"] > a_img_test)
     return out
-
-
-def retrieval_before_after(before: MunkeyClassifier, after: MunkeyClassifier, x: np.ndarray) -> list[dict]:
-    """Per image: the K retrieved training ids with weights, similarity and prediction, before and after."""
-    b, a = before.explain(x), after.explain(x)
-    rows = []
-    for i in range(len(x)):
-        rows.append({
-            "before": {"ids": b["ids"][i].tolist(), "weights": b["weights"][i].tolist(),
-                       "similarity": b["similarity"][i].tolist(), "proba": b["proba"][i].tolist()},
-            "after": {"ids": a["ids"][i].tolist(), "weights": a["weights"][i].tolist(),
-                      "similarity": a["similarity"][i].tolist(), "proba": a["proba"][i].tolist()},
-            "changed": bool(set(b["ids"][i].tolist()) != set(a["ids"][i].tolist())),
-        })
-    return rows
 
 
 def deletion_touched_test_images(before: MunkeyClassifier, after: MunkeyClassifier, dataset: Dataset,

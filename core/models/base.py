@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -64,25 +65,6 @@ def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, device: t
     return torch.cat(outs).numpy() if outs else np.zeros((0,), np.float32)
 
 
-def checked_memory_ids(active: np.ndarray, ids, must_be_active: bool) -> np.ndarray:
-    """Sorted unique ``ids`` after checking them against a by-design model's memory mask.
-
-    ``must_be_active``: forgetting needs ids still in memory, restoring needs forgotten ones.
-    """
-    ids = np.unique(np.asarray(ids, dtype=np.int64))
-    n = len(active)
-    if len(ids) == 0:
-        raise ValueError("no ids given")
-    if ids.min() < 0 or ids.max() >= n:
-        bad = ids[(ids < 0) | (ids >= n)][:5].tolist()
-        raise ValueError(f"unknown training ids {bad}: ids run from 0 to {n - 1}")
-    wrong = ids[active[ids] != must_be_active]
-    if len(wrong):
-        state = "already forgotten" if must_be_active else "not forgotten"
-        raise ValueError(f"{len(wrong)} ids are {state}, e.g. {wrong[:5].tolist()}")
-    return ids
-
-
 class Classifier(abc.ABC):
     """A trained model as the evaluation and the UI see it.
 
@@ -128,3 +110,87 @@ class Classifier(abc.ABC):
         if key not in cache:
             cache[key] = self.embed(getattr(dataset, f"x_{split}"))
         return cache[key]
+
+
+@dataclass
+class SharedMemory:
+    """Read-only state of a by-design model, shared by it and every copy ``forget`` makes."""
+
+    net: nn.Module
+    train_features: np.ndarray  # one vector per training id, float32 (N, d): what the memory is built from
+    train_labels: np.ndarray
+    num_classes: int
+    device: torch.device
+
+
+class MemoryClassifier(Classifier):
+    """A by-design model: one trained network and a memory with an entry per training id.
+
+    Forgetting removes entries from the memory and moves no weight. ``forget`` returns a *new* model
+    that shares ``_shared`` (network, training vectors, caches) with this one, which stays unchanged:
+    a trained model is cached for every browser session.
+    """
+
+    def __init__(self, shared: SharedMemory, active: np.ndarray):
+        self._shared = shared
+        self.active = active  # bool over training ids: which entries the memory holds
+        self.num_classes = shared.num_classes
+
+    def forget(self, ids, **options) -> MemoryClassifier:
+        """A new model whose memory lacks the entries of ``ids`` (training ids still in memory)."""
+        ids = checked_memory_ids(self.active, ids)
+        active = self.active.copy()
+        active[ids] = False
+        return self._without(ids, active, **options)
+
+    @abc.abstractmethod
+    def _without(self, ids: np.ndarray, active: np.ndarray, **options) -> MemoryClassifier:
+        """The copy ``forget`` returns: its memory lacks the sorted, checked ``ids``; ``active`` is its mask."""
+
+    def memory_ids(self) -> np.ndarray:
+        """The training ids still in memory, sorted."""
+        return np.flatnonzero(self.active)
+
+    def memory_check(self, ids) -> dict:
+        """What this memory still holds of ``ids``, read from the memory itself rather than assumed: its
+        entries, how many of ``ids`` are among them, and the model's own evidence (``_memory_evidence``).
+        The counts of forgotten ids are 0 after an honoured deletion."""
+        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        held = self._held_ids()
+        return {"memory_entries": int(len(held)), "forgotten_ids": int(len(ids)),
+                "forgotten_in_memory": int(np.isin(ids, held).sum()), **self._memory_evidence(ids)}
+
+    def _held_ids(self) -> np.ndarray:
+        """The ids the memory returns entries for; a model with a searchable index reads them from it."""
+        return self.memory_ids()
+
+    def _memory_evidence(self, ids: np.ndarray) -> dict:
+        """Model-specific entries of ``memory_check`` about the forgotten ``ids``."""
+        return {}
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"net": self._shared.net}
+
+    @property
+    def train_features(self) -> np.ndarray:
+        """The vector of every training id (cached beside the weights by the bundle)."""
+        return self._shared.train_features
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        return self._shared.train_labels
+
+
+def checked_memory_ids(active: np.ndarray, ids) -> np.ndarray:
+    """Sorted unique ``ids`` after checking that each is a training id still in the memory mask ``active``."""
+    ids = np.unique(np.asarray(ids, dtype=np.int64))
+    n = len(active)
+    if len(ids) == 0:
+        raise ValueError("no ids given")
+    if ids.min() < 0 or ids.max() >= n:
+        bad = ids[(ids < 0) | (ids >= n)][:5].tolist()
+        raise ValueError(f"unknown training ids {bad}: ids run from 0 to {n - 1}")
+    gone = ids[~active[ids]]
+    if len(gone):
+        raise ValueError(f"{len(gone)} ids are already forgotten, e.g. {gone[:5].tolist()}")
+    return ids

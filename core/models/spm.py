@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from core.data.dataset import Dataset
-from core.models.base import CancelToken, Classifier, Progress, batched, checked_memory_ids, no_progress, to_device
+from core.models.base import CancelToken, MemoryClassifier, Progress, SharedMemory, batched, no_progress, to_device
 from core.models.encoders import EncoderConfig, build_encoder
 from core.models.id_index import held_ids, id_index, index_without
 from core.models.registry import ModelKind, register_model
@@ -120,15 +120,10 @@ def class_sums(features: np.ndarray, labels: np.ndarray, num_classes: int) -> np
 
 
 @dataclass
-class _Shared:
-    """Read-only state shared by an SPM and every copy made by forget/restore."""
+class _Shared(SharedMemory):
+    """Read-only state shared by an SPM and every copy made by forget; ``train_features`` holds f(x)."""
 
-    net: SPMNet
-    train_features: np.ndarray  # f(x) for every training id, float32 (N, d)
-    train_labels: np.ndarray
-    num_classes: int
     config: SPMConfig
-    device: torch.device
     features: dict = field(default_factory=dict)  # (fingerprint, split) -> features
     train_images: np.ndarray | None = None  # for the re-encode deletion path
 
@@ -153,18 +148,16 @@ class _KnnIndex:
             return self.index
 
 
-class SPMClassifier(Classifier):
+class SPMClassifier(MemoryClassifier):
     """A trained SPM with its memory: per-class feature sums and counts over the active training ids."""
 
     kind = "spm"
 
     def __init__(self, shared: _Shared, active: np.ndarray, sums: np.ndarray, counts: np.ndarray,
                  knn: _KnnIndex | None = None):
-        self._shared = shared
-        self.active = active  # bool over training ids: which samples the memory holds
+        super().__init__(shared, active)
         self.sums = sums  # float64 (C, d), exact enough for incremental deletion
         self.counts = counts  # int64 (C,)
-        self.num_classes = shared.num_classes
         self.config = shared.config
         self._knn = knn or _KnnIndex()
 
@@ -187,57 +180,33 @@ class SPMClassifier(Classifier):
         """Class means mu_c (zero rows for classes with no samples)."""
         return self.sums / np.maximum(self.counts, 1)[:, None]
 
-    def _checked_ids(self, ids, must_be_active: bool) -> np.ndarray:
-        return checked_memory_ids(self.active, ids, must_be_active)
-
-    def forget(self, ids, mode: str = "incremental") -> SPMClassifier:
-        """A new SPM whose memory lacks ``ids``; this one is unchanged. No weight moves.
-
-        mode "incremental" subtracts the forgotten features from the class sums (O(|D_f|));
-        mode "reencode" re-encodes every retained image and rebuilds the sums, as the authors' code does.
-        """
-        ids = self._checked_ids(ids, must_be_active=True)
-        active = self.active.copy()
-        active[ids] = False
+    def _without(self, ids: np.ndarray, active: np.ndarray, mode: str = "incremental") -> SPMClassifier:
+        """``forget(ids, mode)``: no weight moves. Mode "incremental" subtracts the forgotten features from
+        the class sums (O(|D_f|)); "reencode" re-encodes every retained image and rebuilds the sums, as
+        the authors' code does."""
+        shared = self._shared
         if mode == "reencode":
             retained = np.flatnonzero(active)
-            shared = self._shared
             feats = batched(shared.net.encoder, shared.train_images[retained], shared.device).astype(np.float64)
             sums = np.zeros_like(self.sums)
             sums += class_sums(feats, shared.train_labels[retained], self.num_classes)
             counts = np.bincount(shared.train_labels[retained], minlength=self.num_classes).astype(np.int64)
-            return SPMClassifier(shared, active, sums, counts, _KnnIndex(self._knn, ids))
-        if mode != "incremental":
+        elif mode == "incremental":
+            labels = shared.train_labels[ids]
+            sums = self.sums - class_sums(shared.train_features[ids].astype(np.float64), labels, self.num_classes)
+            counts = self.counts - np.bincount(labels, minlength=self.num_classes)
+        else:
             raise ValueError(f"unknown deletion mode {mode!r}; known: incremental, reencode")
-        return self._moved(ids, active, sign=-1.0, knn=_KnnIndex(self._knn, ids))
+        return SPMClassifier(shared, active, sums, counts, _KnnIndex(self._knn, ids))
 
-    def restore(self, ids) -> SPMClassifier:
-        """A new SPM with forgotten ``ids`` back in memory."""
-        ids = self._checked_ids(ids, must_be_active=False)
-        active = self.active.copy()
-        active[ids] = True
-        return self._moved(ids, active, sign=1.0)  # the kNN index is rebuilt, in id order, on first use
-
-    def _moved(self, ids: np.ndarray, active: np.ndarray, sign: float,
-               knn: _KnnIndex | None = None) -> SPMClassifier:
-        labels = self._shared.train_labels[ids]
-        sums = self.sums.copy()
-        sums += sign * class_sums(self._shared.train_features[ids].astype(np.float64), labels, self.num_classes)
-        counts = self.counts + int(sign) * np.bincount(labels, minlength=self.num_classes)
-        return SPMClassifier(self._shared, active, sums, counts, knn)
-
-    def memory_check(self, ids) -> dict:
-        """What this memory still holds of ``ids``, read from the memory itself: whether they are still
-        members, how far the class sums and counts are from those rebuilt from the present samples only
-        (0 when the deletion equals rebuilding the prototypes from scratch), and how many of them the kNN
-        index returns ids for."""
-        ids = np.unique(np.asarray(ids, dtype=np.int64))
+    def _memory_evidence(self, ids: np.ndarray) -> dict:
+        """How far the class sums and counts are from those rebuilt from the present samples only (0 when
+        the deletion equals rebuilding the prototypes from scratch), and how many of ``ids`` the kNN index
+        returns."""
         feats, labels = self._shared.train_features[self.active], self._shared.train_labels[self.active]
         rebuilt = class_sums(feats.astype(np.float64), labels, self.num_classes)
         scale = max(float(np.abs(rebuilt).max()), 1.0)
-        return {"memory_entries": int(self.active.sum()), "forgotten_ids": int(len(ids)),
-                "forgotten_in_memory": int(self.active[ids].sum()),
-                "sums_rel_diff_from_rebuilt": float(np.abs(self.sums - rebuilt).max() / scale),
+        return {"sums_rel_diff_from_rebuilt": float(np.abs(self.sums - rebuilt).max() / scale),
                 "counts_match_rebuilt": bool(np.array_equal(
                     self.counts, np.bincount(labels, minlength=self.num_classes))),
                 "forgotten_in_knn_index": int(np.isin(ids, held_ids(self.knn_index())).sum())}
@@ -308,17 +277,6 @@ class SPMClassifier(Classifier):
 
     def embed(self, x: np.ndarray) -> np.ndarray:
         return batched(self._shared.net.encoder, x, self._shared.device)
-
-    def networks(self) -> dict[str, nn.Module]:
-        return {"net": self._shared.net}
-
-    @property
-    def train_features(self) -> np.ndarray:
-        return self._shared.train_features
-
-    @property
-    def train_labels(self) -> np.ndarray:
-        return self._shared.train_labels
 
 
 def build_spm(dataset: Dataset, config: SPMConfig) -> SPMNet:
