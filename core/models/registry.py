@@ -38,13 +38,11 @@ class ModelKind:
 _MODELS: Registry[ModelKind] = Registry("model kind")
 
 
-def register_model(name, *, config: type = None, description: str = "", fit: Callable[..., None] = None,
-                   wrap: Callable[..., Classifier] = None, by_design: bool = False,
+def register_model(name: str, *, config: type, description: str, fit: Callable[..., None],
+                   wrap: Callable[..., Classifier], by_design: bool = False,
                    default_train: Callable[[str], Any] | None = None,
                    reference_oracles: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
     """Decorator: register the decorated builder under ``name`` with its config, trainer and wrapper."""
-    if isinstance(name, ModelKind):  # TRANSITIONAL: spm and munkey still register a ModelKind
-        return _MODELS.add(name.name, name)
 
     def wrap_builder(build: Callable[[Dataset, Any], nn.Module]) -> Callable[[Dataset, Any], nn.Module]:
         _MODELS.add(name, ModelKind(name, description, config, build, fit, wrap, by_design, default_train,

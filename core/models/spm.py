@@ -20,7 +20,7 @@ from core.data.dataset import Dataset
 from core.models.base import CancelToken, MemoryClassifier, Progress, SharedMemory, batched, no_progress, to_device
 from core.models.encoders import EncoderConfig, build_encoder
 from core.models.id_index import held_ids, id_index, index_without
-from core.models.registry import ModelKind, register_model
+from core.models.registry import register_model
 from core.models.training import TrainConfig, train_loop
 
 
@@ -279,11 +279,6 @@ class SPMClassifier(MemoryClassifier):
         return batched(self._shared.net.encoder, x, self._shared.device)
 
 
-def build_spm(dataset: Dataset, config: SPMConfig) -> SPMNet:
-    encoder = build_encoder(dataset.image_shape[0], config.encoder)
-    return SPMNet(encoder).to(memory_format=torch.channels_last)
-
-
 def wrap_spm(net: SPMNet, dataset: Dataset, train_ids: np.ndarray, config: SPMConfig,
              device: torch.device | None = None, train_features: np.ndarray | None = None) -> SPMClassifier:
     """Encode every training image once; the memory holds ``train_ids`` (all of D, or D_r for an oracle)."""
@@ -298,8 +293,8 @@ def wrap_spm(net: SPMNet, dataset: Dataset, train_ids: np.ndarray, config: SPMCo
     return SPMClassifier.from_features(shared, active)
 
 
-register_model(ModelKind(
-    name="spm",
-    description="Semi-parametric model: prototypes of training samples, deletion edits memory only",
-    config_cls=SPMConfig, build=build_spm, fit=fit_spm, wrap=wrap_spm, by_design=True,
-))
+@register_model("spm", config=SPMConfig, fit=fit_spm, wrap=wrap_spm, by_design=True,
+                description="Semi-parametric model: prototypes of training samples, deletion edits memory only")
+def build_spm(dataset: Dataset, config: SPMConfig) -> SPMNet:
+    encoder = build_encoder(dataset.image_shape[0], config.encoder)
+    return SPMNet(encoder).to(memory_format=torch.channels_last)

@@ -46,7 +46,7 @@ class MethodSpec:
         seconds = time.perf_counter() - start
         progress(1.0, f"{self.name}: deleted {len(request.ids)} samples from the memory")
         return UnlearnResult(new, self.name, seconds, touched={"memory_ids": len(request.ids), "parameters": 0},
-                             log={"memory_size": int(new.active.sum())})
+                             log={"memory_size": len(new.memory_ids())})
 
 
 _METHODS: Registry[MethodSpec] = Registry("unlearning method")

@@ -20,7 +20,7 @@ from core.models.id_index import held_ids, id_index, index_without
 from core.models.munkey.memory import _Shared, candidates, dataset_keys, masked_neighbours, search
 from core.models.munkey.network import MunkeyConfig, MunkeyNet, aggregation_weights, build_munkey
 from core.models.munkey.training import fit_munkey
-from core.models.registry import ModelKind, register_model
+from core.models.registry import register_model
 from core.models.vit import vit_recipe
 
 
@@ -237,10 +237,9 @@ def wrap_munkey(net: MunkeyNet, dataset: Dataset, train_ids: np.ndarray, config:
     return MunkeyClassifier(shared, active, config)
 
 
-register_model(ModelKind(
-    name="munkey",
-    description="MUNKEY: ViT + per-sample memory of exemplar tokens; deletion removes keys, no weight moves",
-    config_cls=MunkeyConfig, build=build_munkey, fit=fit_munkey, wrap=wrap_munkey, by_design=True,
-    default_train=vit_recipe,  # the plain ViT's recipe: same backbone, same budget, like-for-like oracles
-    reference_oracles=("vit",),  # the paper's second oracle: a plain ViT of the same size retrained on D_r
-))
+# The builder lives with the network (network.py); it registers here, where its trainer and wrapper meet.
+register_model("munkey", config=MunkeyConfig, fit=fit_munkey, wrap=wrap_munkey, by_design=True,
+               description="MUNKEY: ViT + per-sample memory of exemplar tokens; deletion removes keys, no weight moves",
+               default_train=vit_recipe,  # the plain ViT's recipe: same backbone, same budget, like-for-like oracles
+               reference_oracles=("vit",),  # the paper's second oracle: a plain ViT retrained on D_r
+               )(build_munkey)
