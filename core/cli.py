@@ -222,7 +222,9 @@ def cmd_sweep(args) -> dict:
     engine = _backend(args)
     bar = _Bar(f"sweep {args.model}")
     try:
-        result = sweep.run_sweep(engine, dataset, args.model, items, progress=bar, gpu=engine.has_gpu)
+        result = sweep.run_sweep(engine, dataset, args.model, items, progress=bar, gpu=engine.has_gpu,
+                                 model_config=_model_config(args, dataset),
+                                 train_config=_train_config(args, dataset))
     finally:
         bar.close()
         engine.shutdown()

@@ -125,9 +125,12 @@ def plan(dataset: Dataset, model: str, methods: list[str], requests: list[str], 
 
 
 def run_sweep(engine: Backend, dataset: Dataset, model: str, items: list[SweepItem],
-              progress: Progress = no_progress, owner: str | None = None, gpu: bool = False) -> SweepResult:
+              progress: Progress = no_progress, owner: str | None = None, gpu: bool = False,
+              model_config=None, train_config=None) -> SweepResult:
     """Run ``items`` on ``engine``: the original, each request's two oracle seeds and each method run as Ray
-    tasks in parallel; each run is scored here when its oracles are ready and written to the runs table."""
+    tasks in parallel; each run is scored here when its oracles are ready and written to the runs table.
+    ``model_config`` and ``train_config`` (None: the kind's defaults for the dataset) make the original and
+    every oracle."""
     start, wall_start = time.perf_counter(), time.time()
     result = SweepResult(workers=max(1, int(engine.resources().get("CPU", engine.num_cpus))))
     started: list[Job] = []
@@ -138,7 +141,8 @@ def run_sweep(engine: Backend, dataset: Dataset, model: str, items: list[SweepIt
         return job
 
     def model_job(request: ForgetRequest | None, offset: int = 0) -> Job:
-        job = workflow.model_job(engine, model, dataset, request, offset, owner=owner, gpu=gpu)
+        job = workflow.model_job(engine, model, dataset, request, offset, model_config, train_config,
+                                 owner=owner, gpu=gpu)
         if not job.local and job.submitted >= wall_start and all(j is not job for j in started):
             started.append(job)  # a Ray task this sweep started (not one shared from before)
         return job

@@ -1,6 +1,7 @@
 """Sweeps: specs refused before anything starts, runs in parallel on Ray, rows in the runs table, reruns reused."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -73,3 +74,20 @@ def test_cli_sweep_logs_each_new_run_to_mlflow(ray_backend, parametric_model, tm
     assert run.data.params["method"] == "ft" and run.data.params["seed"] == "7"
     assert run.data.metrics["AvgGap"] == pytest.approx(row.metrics["AvgGap"])
     assert run.data.tags["weights_sha256"] == row.weights_sha256
+
+
+def test_cli_sweep_makes_its_models_with_the_given_recipe_and_model_config(capsys, monkeypatch):
+    seen = {}
+
+    def fake_run_sweep(engine, dataset, model, items, **kwargs):
+        seen.update(kwargs)
+        raise sweep.SweepError("stop here")
+
+    monkeypatch.setattr(sweep, "run_sweep", fake_run_sweep)
+    monkeypatch.setattr(cli, "_backend", lambda args: SimpleNamespace(has_gpu=False, shutdown=lambda: None))
+    code = cli.main(["sweep", "--dataset", "digits", "--model", "parametric", "--methods", "ft",
+                     "--requests", "class:0", "--epochs", "3", "--train-seed", "11",
+                     "--model-set", "encoder.feature_dim=32"])
+    assert code == 2 and "stop here" in json.loads(capsys.readouterr().out)["error"]
+    assert seen["train_config"].epochs == 3 and seen["train_config"].seed == 11
+    assert seen["model_config"].encoder.feature_dim == 32
