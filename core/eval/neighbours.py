@@ -51,6 +51,16 @@ class NeighbourIndex:
         self.index.add(self.features)
         self._bitmap = np.packbits(self.allowed, bitorder="little")
 
+    def restricted(self, allowed: np.ndarray) -> NeighbourIndex:
+        """The same features and FAISS index (shared, not copied) with another ``allowed`` mask."""
+        other = object.__new__(NeighbourIndex)
+        other._faiss, other.features, other.index = self._faiss, self.features, self.index
+        other.allowed = np.asarray(allowed, bool)
+        if len(other.allowed) != len(self.features):
+            raise ValueError(f"allowed mask has {len(other.allowed)} entries for {len(self.features)} features")
+        other._bitmap = np.packbits(other.allowed, bitorder="little")
+        return other
+
     def search(self, queries: np.ndarray, k: int, exclude: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``k`` nearest allowed ids and squared L2 distances per query row; -1 pads when too few exist.
 
@@ -67,6 +77,18 @@ class NeighbourIndex:
         params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(len(self.allowed), faiss.swig_ptr(bitmap)))
         distances, ids = self.index.search(q, k, params=params)
         return ids, distances
+
+
+def index_for(model: Classifier, ds: Dataset, request: ForgetRequest | None = None,
+              base: NeighbourIndex | None = None) -> NeighbourIndex:
+    """The index of what ``model`` holds. A model whose training features are ``base``'s (a by-design model
+    after deletion keeps its encoder) reuses ``base``'s FAISS index with its own mask; others get their own."""
+    features = training_features(model, ds)
+    allowed = held_mask(model, ds, request)
+    if base is not None and (features is base.features or (
+            features.shape == base.features.shape and np.array_equal(features, base.features))):
+        return base.restricted(allowed)
+    return NeighbourIndex(features, allowed)
 
 
 @dataclass

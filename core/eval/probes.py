@@ -134,6 +134,25 @@ def layer_decodability(model: Classifier, dataset: Dataset, request: ForgetReque
             for i, (name, _) in enumerate(ops)]
 
 
+def _decodability_memo(model: Classifier) -> dict:
+    return model.__dict__.setdefault("_layer_decodability", {})
+
+
+def memoised_decodability(model: Classifier, dataset: Dataset, request: ForgetRequest) -> list[dict]:
+    """``layer_decodability`` memoised on the model instance, as its whole-split predictions are (a model is
+    never changed once made, so the curve of one request stays valid)."""
+    key = (dataset.fingerprint(), request.key())
+    memo = _decodability_memo(model)
+    if key not in memo:
+        memo[key] = layer_decodability(model, dataset, request)
+    return memo[key]
+
+
+def decodability_known(model: Classifier, dataset: Dataset, request: ForgetRequest) -> bool:
+    """Whether ``memoised_decodability`` would answer at once."""
+    return (dataset.fingerprint(), request.key()) in _decodability_memo(model)
+
+
 def selectivity(before: dict, after: dict) -> float:
     """Forget drop minus retain drop, in points (test accuracy per class group for class requests, else
     FA / RA). Higher is better: the forgotten data lost accuracy, the rest did not."""

@@ -1,0 +1,148 @@
+"""Every Plotly figure of the app, made from values the compute modules return (plotly only, no Streamlit).
+
+One module makes them all, so a chart looks the same wherever it appears (the pages, a report, a bench).
+Functions take plain arrays, tables or view dataclasses from ``core.views`` and return a
+``plotly.graph_objects.Figure``; none of them computes a metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly import colors
+from plotly.subplots import make_subplots
+
+from core.views.maps import MapView
+
+GREY, RED, ORANGE = "#9aa5b1", "#d62728", "#ff7f0e"
+SCHEME_COLOURS = {"forgotten": [GREY, RED], "changed": [GREY, ORANGE]}  # the 0/1 colourings of the map
+
+
+def palette(n: int) -> list[str]:
+    """``n`` distinct colours: D3's ten, else Light24 and Dark24."""
+    base = colors.qualitative.D3 if n <= 10 else colors.qualitative.Light24 + colors.qualitative.Dark24
+    return [base[i % len(base)] for i in range(n)]
+
+
+def _compact(fig: go.Figure, height: int, **layout) -> go.Figure:
+    fig.update_layout(height=height, margin=dict(t=10, b=10), **layout)
+    return fig
+
+
+# ---- bars, heatmaps and curves -----------------------------------------------------------------------------
+def grouped_bars(categories: Sequence[str], series: Mapping[str, Sequence[float]], y_title: str,
+                 height: int = 320) -> go.Figure:
+    """One bar per category and series, grouped by category (e.g. per-class accuracy of several models)."""
+    fig = go.Figure([go.Bar(name=name, x=list(categories), y=list(values)) for name, values in series.items()])
+    return _compact(fig, height, barmode="group", yaxis_title=y_title, legend=dict(orientation="h"))
+
+
+def probability_bars(probs: Mapping[str, np.ndarray], class_names: Sequence[str]) -> go.Figure:
+    """Each model's predicted probabilities for one sample, grouped by class."""
+    return grouped_bars([str(n) for n in class_names], probs, "probability", height=240)
+
+
+def transition_heatmap(matrix: np.ndarray, labels: Sequence[str]) -> go.Figure:
+    """Counts of test images per (class before, class after); the colour is log-scaled so small moves show."""
+    fig = go.Figure(go.Heatmap(z=np.log1p(matrix), x=list(labels), y=list(labels), text=matrix,
+                               texttemplate="%{text}", colorscale="Blues", showscale=False,
+                               hovertemplate="before %{y}<br>after %{x}<br>%{text} test images<extra></extra>"))
+    return _compact(fig, 420, xaxis_title="after", yaxis_title="before", yaxis_autorange="reversed")
+
+
+def probe_curves(curves: Mapping[str, Sequence[Mapping]]) -> go.Figure:
+    """Probe accuracy per layer for each model; the oracle's curve is drawn thick and dashed (the target)."""
+    fig = go.Figure()
+    for name, curve in curves.items():
+        oracle = name == "oracle"
+        fig.add_trace(go.Scatter(x=[r["layer"] for r in curve], y=[r["probe_acc"] for r in curve], name=name,
+                                 mode="lines+markers",
+                                 line=dict(width=4 if oracle else 2, dash="dash" if oracle else "solid")))
+    return _compact(fig, 340, yaxis_title="probe accuracy %", xaxis_title="layer")
+
+
+# ---- runs: method against method -------------------------------------------------------------------------
+def runs_scatter(runs, stats, x: str, y: str, by: Sequence[str]) -> go.Figure:
+    """One point per run coloured by method and, per group of ``by``, its mean with ± sd bars.
+
+    ``runs`` and ``stats`` are the data frames of ``runs_db.query`` and ``runs_db.summary``.
+    """
+    colours = colors.qualitative.Plotly
+    fig = go.Figure()
+    for i, method in enumerate(sorted(runs["method"].unique())):
+        colour = colours[i % len(colours)]
+        mine = runs[runs["method"] == method].dropna(subset=[x, y])
+        hover = [f"{r.method} · {r.request_desc} · seed {r.seed} · {r.model} on {r.dataset}<br>{r.run_key}"
+                 for r in mine.itertuples()]
+        fig.add_trace(go.Scatter(x=mine[x], y=mine[y], mode="markers", name=method, legendgroup=method,
+                                 marker=dict(color=colour, size=8, opacity=0.6), text=hover,
+                                 hovertemplate="%{text}<br>" + f"{x}=%{{x:.4g}}<br>{y}=%{{y:.4g}}<extra></extra>"))
+        means = stats[stats["method"] == method]
+        if means.empty:
+            continue
+        labels = [" · ".join(str(r[c]) for c in by) + f" (n={r['n']})" for _, r in means.iterrows()]
+        fig.add_trace(go.Scatter(
+            x=means[f"{x}_mean"], y=means[f"{y}_mean"], mode="markers", name=f"{method} mean ± sd",
+            legendgroup=method, showlegend=False, text=labels,
+            marker=dict(color=colour, size=14, symbol="diamond", line=dict(width=1, color="black")),
+            error_x=dict(type="data", array=means[f"{x}_sd"].fillna(0), color=colour, thickness=1.5),
+            error_y=dict(type="data", array=means[f"{y}_sd"].fillna(0), color=colour, thickness=1.5),
+            hovertemplate="mean of %{text}<br>" + f"{x}=%{{x:.4g}}<br>{y}=%{{y:.4g}}<extra></extra>"))
+    return _compact(fig, 460, xaxis_title=x, yaxis_title=y, legend_title="method")
+
+
+# ---- the embedding map -----------------------------------------------------------------------------------
+def map_figure(view: MapView, height: int = 460) -> go.Figure:
+    """WebGL scatter with one panel per model; every point carries its sample key in ``customdata``.
+
+    Ringed points (``view.marked``) follow a selection across panels while the others are dimmed.
+    Prototype markers carry no sample key, so a lasso never selects them.
+    """
+    fig = make_subplots(rows=1, cols=len(view.panels), shared_xaxes=True, shared_yaxes=True,
+                        horizontal_spacing=0.015, subplot_titles=[p.title for p in view.panels])
+    keys, visible, marked = view.keys, view.visible, view.marked
+    opacity = 0.35 if marked.any() else 0.8
+    size = view.point_size
+    colours = SCHEME_COLOURS.get(view.scheme) or palette(len(view.legend))
+    for col, panel in enumerate(view.panels, start=1):
+        xy, values = panel.xy, panel.values
+        if view.legend:
+            for c, name in enumerate(view.legend):
+                sel = visible & (values == c)
+                if not sel.any():
+                    continue
+                fig.add_trace(go.Scattergl(
+                    x=xy[sel, 0], y=xy[sel, 1], mode="markers", name=name, legendgroup=name, showlegend=col == 1,
+                    customdata=keys[sel], marker=dict(size=size, color=colours[c], opacity=opacity),
+                    hovertemplate=f"%{{customdata}}<br>{view.colouring}: {name}<extra>{panel.title}</extra>"),
+                    row=1, col=col)
+        else:
+            top = float(values.max()) if len(values) and values.max() > 0 else 1.0
+            fig.add_trace(go.Scattergl(
+                x=xy[visible, 0], y=xy[visible, 1], mode="markers", name="shift", showlegend=False,
+                customdata=keys[visible],
+                marker=dict(size=size, color=values[visible], colorscale="Viridis", opacity=opacity, cmin=0,
+                            cmax=top, showscale=col == len(view.panels), colorbar=dict(title="shift", thickness=10)),
+                hovertemplate="%{customdata}<br>shift %{marker.color:.3f}<extra></extra>"), row=1, col=col)
+        if marked.any():
+            sel = marked & visible
+            fig.add_trace(go.Scattergl(
+                x=xy[sel, 0], y=xy[sel, 1], mode="markers", name="selected", legendgroup="selected",
+                showlegend=col == 1, customdata=keys[sel],
+                marker=dict(size=size + 5, color="rgba(0,0,0,0)", line=dict(color="#111", width=1.5)),
+                hovertemplate="%{customdata}<extra>selected</extra>"), row=1, col=col)
+        if panel.prototypes:
+            classes = sorted(panel.prototypes)
+            points = np.array([panel.prototypes[c] for c in classes])
+            fig.add_trace(go.Scattergl(
+                x=points[:, 0], y=points[:, 1], mode="markers+text", name="prototype", legendgroup="prototype",
+                showlegend=col == 1, text=[view.class_names[c] for c in classes], textposition="top center",
+                marker=dict(symbol="star", size=15, color="#111", line=dict(color="white", width=1)),
+                hovertemplate="prototype of %{text}<extra></extra>"), row=1, col=col)
+    fig.update_xaxes(showticklabels=False, zeroline=False, showgrid=False)
+    fig.update_yaxes(showticklabels=False, zeroline=False, showgrid=False)
+    fig.update_layout(height=height, margin=dict(l=5, r=5, t=30, b=5), dragmode="lasso", uirevision="ue-map",
+                      legend=dict(orientation="h", y=-0.02, itemsizing="constant"), hovermode="closest")
+    return fig

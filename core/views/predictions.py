@@ -1,0 +1,122 @@
+"""What changed after forgetting, as the Predictions page shows it: metrics against the oracle, per-class
+accuracy, class transitions, the test images whose prediction changed, and every run of one request."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from core import workflow
+from core.data.dataset import Dataset
+from core.data.requests import ForgetRequest
+from core.eval import metrics as M
+from core.eval import probes
+from core.models.base import Classifier
+
+METRICS = ("TA", "RA", "FA", "retained_TA", "forgotten_TA", "MIA", "PG", "KL", "AvgGap")
+RUN_METRICS = ("TA", "RA", "FA", "MIA", "PG", "AvgGap", "speedup")
+NOISE_FLOOR = "noise floor (oracle vs oracle)"
+
+
+@dataclass
+class PredictionView:
+    """A model before and after forgetting, and the oracle once it is trained (test-set predictions)."""
+
+    before: dict  # the original's metrics, with its gaps to the oracle once the oracle is ready
+    after: dict  # the unlearned model's own metrics
+    comparison: workflow.Comparison | None  # the unlearned model against the oracle (None: still training)
+    seconds: float  # how long unlearning took
+    p_before: np.ndarray
+    p_after: np.ndarray
+    p_oracle: np.ndarray | None
+    per_class: dict[str, np.ndarray]  # model -> test accuracy % per class
+    transitions: np.ndarray  # [i, j]: test images predicted i before and j after
+    changed: list[dict]  # test images whose predicted class changed, largest confidence shift first
+
+
+def prediction_view(before: Classifier, after: Classifier, dataset: Dataset, request: ForgetRequest, seconds: float,
+                    oracle: Classifier | None = None, second_oracle: Classifier | None = None,
+                    oracle_seconds: float | None = None) -> PredictionView:
+    """Every number of the page; predictions come from the models' memoised whole-split arrays."""
+    p_before, p_after = before.split_proba(dataset, "test"), after.split_proba(dataset, "test")
+    m_before, m_after = M.split_metrics(before, dataset, request), M.split_metrics(after, dataset, request)
+    p_oracle = oracle.split_proba(dataset, "test") if oracle is not None else None
+    comparison = None
+    per_class = {"original": m_before["per_class"], "unlearned": m_after["per_class"]}
+    if oracle is not None:
+        comparison = workflow.compare(after, oracle, dataset, request, second_oracle, seconds, oracle_seconds)
+        m_before.update(M.gap_metrics(m_before, p_before, comparison.oracle_metrics, p_oracle))
+        per_class["oracle"] = M.per_class_accuracy(p_oracle, dataset.y_test, dataset.num_classes)
+    return PredictionView(m_before, m_after, comparison, seconds, p_before, p_after, p_oracle, per_class,
+                          workflow.transition_matrix(p_before, p_after, dataset.num_classes),
+                          workflow.changed_predictions(p_before, p_after, p_oracle, dataset.y_test))
+
+
+@dataclass
+class ReferenceGaps:
+    """The unlearned model against another oracle (e.g. MUNKEY's plain ViT retrained without the request)."""
+
+    name: str
+    metrics: dict  # the reference oracle's own metrics
+    gaps: dict  # PG, KL and AvgGap of the unlearned model to it
+
+    @property
+    def column(self) -> str:
+        return f"{self.name} oracle"
+
+
+def reference_gaps(name: str, view: PredictionView, reference: Classifier, dataset: Dataset,
+                   request: ForgetRequest) -> ReferenceGaps:
+    m_ref = M.split_metrics(reference, dataset, request)
+    return ReferenceGaps(name, m_ref, M.gap_metrics(view.after, view.p_after, m_ref,
+                                                    reference.split_proba(dataset, "test")))
+
+
+def metrics_table(view: PredictionView, references: Sequence[ReferenceGaps] = ()) -> list[dict]:
+    """One row per metric: before, after, the oracle and the noise floor, each reference oracle (its own
+    TA/RA/FA/MIA; the unlearned model's gaps to it in the PG/KL/AvgGap rows), and what the metric means."""
+    comparison = view.comparison
+    after = comparison.metrics if comparison is not None else view.after
+    rows = []
+    for name in METRICS:
+        if name not in view.after and name not in after:
+            continue
+        row = {"metric": name, "before": view.before.get(name), "after": after.get(name)}
+        if comparison is not None:
+            row["oracle"] = comparison.oracle_metrics.get(name)
+            row[NOISE_FLOOR] = (comparison.noise_floor or {}).get(name)
+        for ref in references:
+            row[ref.column] = ref.gaps[name] if name in ref.gaps else ref.metrics.get(name)
+        row["meaning"] = M.EXPLANATIONS[name]
+        rows.append(row)
+    return rows
+
+
+def changed_caption(row: dict, class_names: Sequence[str]) -> str:
+    """A changed test image's caption: true class, and each model's class with its confidence."""
+    text = (f"true {class_names[row['label']]} | before {class_names[row['before']]} {row['before_conf']:.2f} | "
+            f"after {class_names[row['after']]} {row['after_conf']:.2f}")
+    if "oracle" in row:
+        text += f" | oracle {class_names[row['oracle']]} {row['oracle_conf']:.2f}"
+    return text
+
+
+def run_row(run: str, kind: str, seconds: float, before: dict, comparison: workflow.Comparison) -> dict:
+    return {"run": run, "kind": kind, "seconds": seconds,
+            "selectivity": probes.selectivity(before, comparison.metrics),
+            **{k: comparison.metrics.get(k) for k in RUN_METRICS}}
+
+
+def runs_table(runs: Sequence[workflow.MethodRun], originals: Mapping[str, Classifier], dataset: Dataset,
+               request: ForgetRequest) -> list[dict]:
+    """The scored method runs of ``request`` side by side (``originals``: the model each kind started from)."""
+    return [run_row(r.method, r.kind, r.seconds, M.split_metrics(originals[r.kind], dataset, request), r.comparison)
+            for r in runs if r.comparison is not None and r.kind in originals]
+
+
+def exposure_captions(most_exposed: Sequence[dict], class_names: Sequence[str]) -> list[str]:
+    """Captions of the audit's most exposed forgotten samples (``audit_report``'s ``most_exposed``)."""
+    return [f"#{r['id']} {class_names[r['label']]} | exposure {r['exposure']:.0f}"
+            + (f" | oracle {r['oracle_exposure']:.0f}" if "oracle_exposure" in r else "") for r in most_exposed]
