@@ -4,9 +4,8 @@ from pathlib import Path
 
 import streamlit as st
 
-st.set_page_config(page_title="Unlearning Explorer", page_icon="assets/icon.png", layout="wide")
-
-from pages.common import sidebar_ui  # noqa: E402  (after set_page_config)
+from pages.sidebar import sidebar_ui
+from pages.state import session_state
 
 HERE = Path(__file__).parent
 PAGES = [
@@ -18,11 +17,19 @@ PAGES = [
     ("pages/runs.py", "Runs", ":material/table_chart:"),
 ]
 
-pages = {path: st.Page(path, title=title, icon=icon) for path, title, icon in PAGES if (HERE / path).is_file()}
-navigation = st.navigation(list(pages.values()))
-st.sidebar.title("Unlearning Explorer")
-st.session_state["dataset"] = sidebar_ui()
-goto = st.session_state.pop("goto_page", None)  # a page opened by its URL before app.py ran
-if goto in pages:
-    st.switch_page(pages[goto])
-navigation.run()
+
+def main() -> None:
+    st.set_page_config(page_title="Unlearning Explorer", page_icon="assets/icon.png", layout="wide")
+    pages = {path: st.Page(path, title=title, icon=icon) for path, title, icon in PAGES if (HERE / path).is_file()}
+    navigation = st.navigation(list(pages.values()))
+    st.sidebar.title("Unlearning Explorer")
+    state = session_state()
+    state.dataset = sidebar_ui()
+    state.sidebar_drawn = True
+    goto, state.return_to = state.return_to, None  # a page opened by its URL before app.py ran
+    if goto in pages:
+        st.switch_page(pages[goto])
+    navigation.run()
+
+
+main()

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import pandas as pd
-import plotly.colors
-import plotly.graph_objects as go
 import streamlit as st
 
-from core import runs_db, store
-from pages.common import page_dataset
+from core import charts, runs_db, store
+from pages.sidebar import page_dataset
 
 SWEEP_COMMAND = ("python -m core sweep --dataset digits --model parametric --methods ft,ga "
                  "--requests class:0 --seeds 0-2")
@@ -84,33 +82,6 @@ def group_columns(runs: pd.DataFrame) -> list[str]:
     return ["method", "request_desc"] + [c for c in ("dataset", "model") if runs[c].nunique() > 1]
 
 
-def scatter_figure(runs: pd.DataFrame, stats: pd.DataFrame, x: str, y: str, by: list[str]) -> go.Figure:
-    """One point per run coloured by method, and per group of ``by`` its mean with ± sd bars."""
-    palette = plotly.colors.qualitative.Plotly
-    fig = go.Figure()
-    for i, method in enumerate(sorted(runs["method"].unique())):
-        colour = palette[i % len(palette)]
-        mine = runs[runs["method"] == method].dropna(subset=[x, y])
-        hover = [f"{r.method} · {r.request_desc} · seed {r.seed} · {r.model} on {r.dataset}<br>{r.run_key}"
-                 for r in mine.itertuples()]
-        fig.add_trace(go.Scatter(x=mine[x], y=mine[y], mode="markers", name=method, legendgroup=method,
-                                 marker=dict(color=colour, size=8, opacity=0.6), text=hover,
-                                 hovertemplate="%{text}<br>" + f"{x}=%{{x:.4g}}<br>{y}=%{{y:.4g}}<extra></extra>"))
-        means = stats[stats["method"] == method]
-        if means.empty:
-            continue
-        labels = [" · ".join(str(r[c]) for c in by) + f" (n={r['n']})" for _, r in means.iterrows()]
-        fig.add_trace(go.Scatter(
-            x=means[f"{x}_mean"], y=means[f"{y}_mean"], mode="markers", name=f"{method} mean ± sd",
-            legendgroup=method, showlegend=False, text=labels,
-            marker=dict(color=colour, size=14, symbol="diamond", line=dict(width=1, color="black")),
-            error_x=dict(type="data", array=means[f"{x}_sd"].fillna(0), color=colour, thickness=1.5),
-            error_y=dict(type="data", array=means[f"{y}_sd"].fillna(0), color=colour, thickness=1.5),
-            hovertemplate="mean of %{text}<br>" + f"{x}=%{{x:.4g}}<br>{y}=%{{y:.4g}}<extra></extra>"))
-    fig.update_layout(height=460, margin=dict(t=10, b=10), xaxis_title=x, yaxis_title=y, legend_title="method")
-    return fig
-
-
 def comparison_ui(runs: pd.DataFrame) -> None:
     """Methods against each other on two chosen metrics."""
     columns = runs_db.value_columns(runs)
@@ -120,7 +91,7 @@ def comparison_ui(runs: pd.DataFrame) -> None:
     x, y = axes_ui(columns)
     by = group_columns(runs)
     stats = runs_db.summary(runs, x, y, by=tuple(by))
-    st.plotly_chart(scatter_figure(runs, stats, x, y, by), width="stretch", key="runs-scatter")
+    st.plotly_chart(charts.runs_scatter(runs, stats, x, y, by), width="stretch", key="runs-scatter")
     st.caption("One small point per run (seed). The diamond is the mean of a method's runs on one request, its "
                "bars one standard deviation either way (none with a single run).")
     with st.expander("Mean and sd per method and request"):

@@ -1,4 +1,5 @@
-"""AppTest runs of every page on digits, and two browser sessions that must not see each other's deletions."""
+"""AppTest runs of the pages on digits (Runs: test_runs_page; Retrieval: test_munkey), and two browser sessions
+that must not see each other's deletions."""
 
 from pathlib import Path
 
@@ -126,13 +127,14 @@ def test_method_forms_run_in_background_and_show_in_predictions():
 def test_a_dataset_that_cannot_load_leaves_a_clear_message_and_the_upload(monkeypatch):
     import pages.common
     from core.data import DataError
+    from pages import state
 
     def broken(name):
         raise DataError(f"{name}: no files found (test)")
 
     monkeypatch.setattr(pages.common, "load_dataset", broken)
     at = AppTest.from_file(APP, default_timeout=120)
-    at.session_state["dataset_choice"] = "mnist-5k"
+    at.session_state[state.KEY] = state.SessionState(dataset_name="mnist-5k")
     at.run()
     assert not at.exception
     assert any("no files found" in e.value for e in at.sidebar.error)
@@ -163,3 +165,34 @@ def test_any_page_opened_first_loads_stored_models_and_offers_to_train_the_other
     assert job.state == "queued" and job.title == "munkey on digits"
     assert not any(b.key == "forget-train-munkey" for b in at.button)
     idle.shutdown()
+
+
+def test_embeddings_page_selection_forget_and_one_sample(spm_model, digits):
+    """The map in PCA, a selection (as a lasso leaves it in the session state) shown and forgotten, and the
+    selected sample explained with SPM's prototype scores and each model's neighbours."""
+    from pages.state import KEY
+
+    at = started_app()
+    at.session_state["emb-layout"] = "PCA"  # UMAP would compile in a Ray worker for a minute
+    at.switch_page("pages/embeddings.py").run()
+    assert not at.exception, at.exception
+    assert any(c.value.startswith("PCA layout:") for c in at.caption)
+    assert any(s.value == "Selection: 0 samples" for s in at.subheader)
+    state = at.session_state[KEY]
+    state.embeddings.selection = ["train:0", "train:5", "test:3"]
+    at.session_state[KEY] = state
+    at.run()
+    assert any(s.value == "Selection: 3 samples" for s in at.subheader)
+    at.button(key="emb-forget").click().run()
+    assert not at.exception, at.exception
+    assert any("Now forgetting **2 ids" in s.value for s in at.success)
+    assert at.session_state[KEY].deletions_for(digits).current.ids == (0, 5)
+    assert any("changed after unlearning" in c.value for c in at.caption)
+    at.selectbox(key="emb-focus").set_value("test:3").run()
+    assert not at.exception, at.exception
+    assert any("SPM prototype scores" in m.value for m in at.markdown)
+    assert {"original", "unlearned"} <= {m.value.split(", ")[1].split(" model")[0] for m in at.markdown
+                                         if m.value.startswith("**Nearest training samples")}
+    at.button(key="emb-clear").click().run()
+    assert any(s.value == "Selection: 0 samples" for s in at.subheader)
+

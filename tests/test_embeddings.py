@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from core import charts
 from core.data import load_dataset, request_classes, request_random
 from core.eval import embeddings as E
 from core.eval import neighbours as NB
 from core.models.base import Classifier
 from core.models.spm import SPMConfig, build_spm, wrap_spm
+from core.views import maps as V
 
 
 @pytest.fixture(scope="module")
@@ -106,15 +108,15 @@ def test_deletion_that_keeps_the_encoder_gives_the_same_coordinates(ds, spm):
     assert np.array_equal(layout.coords["unlearned"], layout.coords["original"])
     # What moves is the prediction: a forgotten class is never predicted after deletion.
     assert not (emb.predictions("unlearned") == 3).any()
-    changed = E.colour_values(emb, layout, "unlearned", "prediction changed")
+    changed = V.colour_values(emb, layout, "unlearned", "prediction changed")
     assert changed.tolist() == (emb.predictions("unlearned") != emb.predictions("original")).astype(int).tolist()
-    shift = E.colour_values(emb, layout, "unlearned", "shift size")  # falls back to the probability change
+    shift = V.colour_values(emb, layout, "unlearned", "shift size")  # falls back to the probability change
     assert np.allclose(shift, np.abs(emb.probs["unlearned"] - emb.probs["original"]).sum(1), atol=1e-5)
-    assert E.colour_values(emb, layout, "unlearned", "forgotten").sum() == len(request)
-    protos = E.prototype_positions(emb, layout, "unlearned", ds.num_classes)
+    assert V.colour_values(emb, layout, "unlearned", "forgotten").sum() == len(request)
+    protos = V.prototype_positions(emb, layout, "unlearned", ds.num_classes)
     assert 3 not in protos and len(protos) == ds.num_classes - 1
     with pytest.raises(ValueError):
-        E.colour_values(emb, layout, "original", "nonsense")
+        V.colour_values(emb, layout, "original", "nonsense")
 
 
 def test_layouts_are_cached_on_disk_by_models_request_and_rows(ds, tmp_path, monkeypatch):
@@ -143,7 +145,7 @@ def test_map_figure_carries_sample_keys_in_customdata(ds, spm):
     emb = E.collect({"original": spm, "unlearned": spm.forget(list(request.ids))}, ds, rows)
     layout = E.aligned_layout(emb, "pca")
     picked = ["test:0", rows.keys[-1]]
-    fig = E.map_figure(emb, layout, "label", ds.class_names, highlight=picked, prototypes=True)
+    fig = charts.map_figure(V.map_view(emb, layout, "label", ds.class_names, highlight=picked, prototypes=True))
     keyed = [t for t in fig.data if t.customdata is not None]
     seen = [k for t in keyed if t.name != "selected" for k in t.customdata]
     assert sorted(seen) == sorted(rows.keys * 2)  # every sample once per panel
@@ -151,7 +153,7 @@ def test_map_figure_carries_sample_keys_in_customdata(ds, spm):
     ringed = [t for t in fig.data if t.name == "selected"]
     assert len(ringed) == 2 and set(ringed[0].customdata) == set(picked)
     assert all(t.customdata is None for t in fig.data if t.name == "prototype")
-    shifted = E.map_figure(emb, layout, "shift size", ds.class_names, show="test")
+    shifted = charts.map_figure(V.map_view(emb, layout, "shift size", ds.class_names, show="test"))
     assert len(shifted.data) == 2 and all(k.startswith("test:") for k in shifted.data[0].customdata)
 
 
@@ -208,3 +210,15 @@ def test_umap_layout_is_aligned_and_cached(ds, spm, tmp_path, monkeypatch):
     assert np.median(layout.shift("oracle")) < 0.25 * spread
     again = E.cached_layout(emb, "umap", {"original": "a", "oracle": "b"}, None, E.UMAPParams(n_epochs=50))
     assert again.cached
+
+
+def test_an_unlearned_index_reuses_the_originals_when_the_encoder_is_kept(ds, spm):
+    request = request_classes(ds, [6])
+    unlearned = spm.forget(list(request.ids))
+    base = NB.NeighbourIndex(NB.training_features(spm, ds), NB.held_mask(spm, ds))
+    shared = NB.index_for(unlearned, ds, request, base=base)
+    assert shared.index is base.index and not shared.allowed[list(request.ids)].any() and base.allowed.all()
+    ids, _ = shared.search(NB.training_features(spm, ds)[int(request.ids[0])], 20)
+    assert not np.isin(ids[0], request.ids).any()
+    other = NB.index_for(Linear(ds.num_classes), ds, request, base=base)  # another encoder: its own index
+    assert other.index is not base.index and other.allowed.sum() == ds.num_train - len(request)

@@ -125,6 +125,7 @@ def test_a_corrupt_runs_file_is_reported_not_raised(home):
 def test_without_a_dataset_the_page_shows_every_dataset(monkeypatch):
     import pages.common
     from core.data import DataError
+    from pages import state
 
     def broken(name):
         raise DataError(f"{name}: no files found (test)")
@@ -132,7 +133,7 @@ def test_without_a_dataset_the_page_shows_every_dataset(monkeypatch):
     store_runs()
     monkeypatch.setattr(pages.common, "load_dataset", broken)
     at = AppTest.from_file(APP, default_timeout=120)
-    at.session_state["dataset_choice"] = "mnist-5k"
+    at.session_state[state.KEY] = state.SessionState(dataset_name="mnist-5k")
     at.switch_page(PAGE).run()
     assert not at.exception
     assert any("showing the runs on every dataset" in c.value for c in at.caption)

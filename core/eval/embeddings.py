@@ -27,9 +27,13 @@ Why this alignment (and not the alternatives)
 
 Speed
     PCA (a thin SVD) gives a layout in milliseconds; UMAP's first fit in a process pays about a minute of
-    numba compilation, so the UI shows the PCA layout and runs UMAP in a background thread
+    numba compilation, so the UI shows the PCA layout and runs UMAP in the background
     (``warm_umap`` compiles on a tiny problem). Layouts are cached on disk under
     ``store.home()/layouts/<key>.npz``, keyed by the method, the model keys, the request key and the rows.
+    Features and probabilities come from each model's memoised whole-split arrays.
+
+How the map is coloured and what a selection shows is ``core.views.maps``; the figure is
+``core.charts.map_figure``.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -137,20 +141,17 @@ class Embeddings:
 
 def _train_features(model: Classifier, ds: Dataset, ids: np.ndarray) -> np.ndarray:
     features_of = getattr(model, "features_of", None)
-    if callable(features_of):  # by-design models cache features of the whole training set
+    if callable(features_of):  # by-design models keep the training set's features with the model
         return features_of(ds, "train")[ids]
-    return model.embed(ds.x_train[ids])
-
-
-def _train_proba(model: Classifier, ds: Dataset, ids: np.ndarray, features: np.ndarray) -> np.ndarray:
-    from_features = getattr(model, "proba_from_features", None)
-    if callable(from_features):
-        return from_features(features)
-    return model.predict_proba(ds.x_train[ids])
+    return model.split_embed(ds, "train")[ids]
 
 
 def collect(models: Mapping[str, Classifier | None], ds: Dataset, rows: MapRows) -> Embeddings:
-    """Embed and predict the map's rows with each given model (missing or None models are left out)."""
+    """Embed and predict the map's rows with each given model (missing or None models are left out).
+
+    Rows are read from each model's whole-split features and probabilities, which the model memoises, so
+    collecting again (every rerun of the page, another choice of rows) costs an indexing only.
+    """
     features, probs, same = {}, {}, {}
     for name in MODELS:
         model = models.get(name)
@@ -159,7 +160,7 @@ def collect(models: Mapping[str, Classifier | None], ds: Dataset, rows: MapRows)
         test_f = model.split_embed(ds, "test")[rows.test_ids]
         train_f = _train_features(model, ds, rows.train_ids)
         test_p = model.split_proba(ds, "test")[rows.test_ids]
-        train_p = _train_proba(model, ds, rows.train_ids, train_f)
+        train_p = model.split_proba(ds, "train")[rows.train_ids]
         features[name] = np.ascontiguousarray(np.r_[test_f, train_f], dtype=np.float32)
         probs[name] = np.r_[test_p, train_p].astype(np.float32)
         for earlier in features:
@@ -381,147 +382,3 @@ def layout_remote(emb: Embeddings, model_keys: Mapping[str, str], request_key: s
         return layout
 
     return Task(aligned_layout, (emb, "umap", params), finalize=finalize)
-
-
-# ---- what the map is coloured by ------------------------------------------------------------------------
-COLOURINGS = ("label", "prediction", "forgotten", "prediction changed", "shift size")
-
-
-def colour_values(emb: Embeddings, layout: Layout, model: str, colouring: str) -> np.ndarray:
-    """Per-row values for one panel: class indices, 0/1 flags, or a continuous shift.
-
-    "prediction changed" compares a model's prediction with the original's (the original panel compares
-    the unlearned model's, so it shows which points will change). "shift size" is the 2-D displacement
-    from the original's position (the original panel shows the oracle's displacement); when the features
-    did not move (SPM deletion) it falls back to the change in predicted probabilities (L1), which is
-    what deletion moves.
-    """
-    if colouring == "label":
-        return emb.rows.labels
-    if colouring == "prediction":
-        return emb.predictions(model)
-    if colouring == "forgotten":
-        return emb.rows.forgotten.astype(np.int64)
-    other = model if model != "original" else next((m for m in ("unlearned", "oracle") if m in emb.probs), model)
-    if colouring == "prediction changed":
-        return (emb.predictions(other) != emb.predictions("original")).astype(np.int64)
-    if colouring == "shift size":
-        if model == "original":
-            other = "oracle" if "oracle" in layout.coords else other
-        moved = layout.shift(other)
-        if not moved.any():
-            return np.abs(emb.probs[other] - emb.probs["original"]).sum(1).astype(np.float32)
-        return moved
-    raise ValueError(f"unknown colouring {colouring!r}; known: {', '.join(COLOURINGS)}")
-
-
-def summary(emb: Embeddings, layout: Layout) -> dict:
-    """Headline numbers for the page: rows, forgotten rows, prediction changes and mean shifts."""
-    out = {"rows": emb.rows.n, "forgotten_rows": int(emb.rows.forgotten.sum()), "method": layout.method,
-           "layout_s": round(layout.seconds, 3), "cached": layout.cached}
-    for m in emb.models:
-        if m == "original":
-            continue
-        out[f"changed_{m}"] = int((emb.predictions(m) != emb.predictions("original")).sum())
-        out[f"mean_shift_{m}"] = float(layout.shift(m).mean())
-        out[f"same_features_{m}"] = emb.same_features.get(m)
-    return out
-
-
-def prototype_positions(emb: Embeddings, layout: Layout, model: str, num_classes: int) -> dict[int, np.ndarray]:
-    """Per class, the 2-D centroid of the training rows the model holds (forgotten rows are not held).
-
-    For SPM this is where its prototype (the class mean of the memory) sits on the map; a class with
-    no held row has no marker, as a forgotten class has no prototype.
-    """
-    held = emb.rows.is_train & (~emb.rows.forgotten if model != "original" else True)
-    out = {}
-    for c in range(num_classes):
-        rows = held & (emb.rows.labels == c)
-        if rows.any():
-            out[c] = layout.coords[model][rows].mean(0)
-    return out
-
-
-# ---- the figure -----------------------------------------------------------------------------------------
-PANEL_TITLES = {"original": "Original", "unlearned": "After unlearning", "oracle": "Oracle (retrained)"}
-
-
-def _palette(n: int) -> list[str]:
-    from plotly import colors
-
-    base = colors.qualitative.D3 if n <= 10 else colors.qualitative.Light24 + colors.qualitative.Dark24
-    return [base[i % len(base)] for i in range(n)]
-
-
-def map_figure(emb: Embeddings, layout: Layout, colouring: str, class_names: Sequence[str],
-               highlight: Sequence[str] = (), show: str = "both", prototypes: bool = False, height: int = 460):
-    """Plotly WebGL scatter with one panel per model, sample keys carried in ``customdata``.
-
-    ``highlight``: sample keys to ring in every panel (following a selection across panels); other
-    points are dimmed. ``show``: "test", "train" or "both". Prototype markers carry no sample key, so a
-    selection never picks them up.
-    """
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    models = [m for m in MODELS if m in layout.coords and m in emb.features]
-    fig = make_subplots(rows=1, cols=len(models), shared_xaxes=True, shared_yaxes=True, horizontal_spacing=0.015,
-                        subplot_titles=[PANEL_TITLES[m] for m in models])
-    rows = emb.rows
-    keys = np.asarray(rows.keys, dtype=object)
-    visible = np.ones(rows.n, bool) if show == "both" else (rows.is_train if show == "train" else ~rows.is_train)
-    marked = np.isin(keys, np.asarray(list(highlight), dtype=object)) if len(highlight) else np.zeros(rows.n, bool)
-    opacity = 0.35 if marked.any() else 0.8
-    size = 4 if rows.n > 5000 else 6
-    discrete = colouring != "shift size"
-    if discrete:
-        if colouring in ("label", "prediction"):
-            names, palette = [str(n) for n in class_names], _palette(len(class_names))
-        elif colouring == "forgotten":
-            names, palette = ["kept", "forgotten"], ["#9aa5b1", "#d62728"]
-        else:
-            names, palette = ["same", "changed"], ["#9aa5b1", "#ff7f0e"]
-    for col, model in enumerate(models, start=1):
-        xy = layout.coords[model]
-        values = colour_values(emb, layout, model, colouring)
-        if discrete:
-            for c, name in enumerate(names):
-                sel = visible & (values == c)
-                if not sel.any():
-                    continue
-                fig.add_trace(go.Scattergl(
-                    x=xy[sel, 0], y=xy[sel, 1], mode="markers", name=name, legendgroup=name, showlegend=col == 1,
-                    customdata=keys[sel], marker=dict(size=size, color=palette[c], opacity=opacity),
-                    hovertemplate=f"%{{customdata}}<br>{colouring}: {name}<extra>{PANEL_TITLES[model]}</extra>"),
-                    row=1, col=col)
-        else:
-            fig.add_trace(go.Scattergl(
-                x=xy[visible, 0], y=xy[visible, 1], mode="markers", name="shift", showlegend=False,
-                customdata=keys[visible],
-                marker=dict(size=size, color=values[visible], colorscale="Viridis", opacity=opacity,
-                            cmin=0, cmax=float(values.max()) if values.max() > 0 else 1.0,
-                            showscale=col == len(models), colorbar=dict(title="shift", thickness=10)),
-                hovertemplate="%{customdata}<br>shift %{marker.color:.3f}<extra></extra>"), row=1, col=col)
-        if marked.any():
-            sel = marked & visible
-            fig.add_trace(go.Scattergl(
-                x=xy[sel, 0], y=xy[sel, 1], mode="markers", name="selected", legendgroup="selected",
-                showlegend=col == 1, customdata=keys[sel],
-                marker=dict(size=size + 5, color="rgba(0,0,0,0)", line=dict(color="#111", width=1.5)),
-                hovertemplate="%{customdata}<extra>selected</extra>"), row=1, col=col)
-        if prototypes:
-            centres = prototype_positions(emb, layout, model, len(class_names))
-            if centres:
-                cs = sorted(centres)
-                pts = np.array([centres[c] for c in cs])
-                fig.add_trace(go.Scattergl(
-                    x=pts[:, 0], y=pts[:, 1], mode="markers+text", name="prototype", legendgroup="prototype",
-                    showlegend=col == 1, text=[str(class_names[c]) for c in cs], textposition="top center",
-                    marker=dict(symbol="star", size=15, color="#111", line=dict(color="white", width=1)),
-                    hovertemplate="prototype of %{text}<extra></extra>"), row=1, col=col)
-    fig.update_xaxes(showticklabels=False, zeroline=False, showgrid=False)
-    fig.update_yaxes(showticklabels=False, zeroline=False, showgrid=False)
-    fig.update_layout(height=height, margin=dict(l=5, r=5, t=30, b=5), dragmode="lasso", uirevision="ue-map",
-                      legend=dict(orientation="h", y=-0.02, itemsizing="constant"), hovermode="closest")
-    return fig

@@ -1,0 +1,99 @@
+"""The Predictions page's record of one request: every run side by side, the audit report to file, what a
+post-hoc method did, and how decodable the forgotten classes stay layer by layer."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from core import bundle, charts
+from core.configs import config_to_dict
+from core.data import Dataset, ForgetRequest
+from core.eval import audit, probes
+from core.eval import metrics as M
+from core.views.predictions import PredictionView, exposure_captions, run_row, runs_table
+from pages.common import oracle_job, ready_model
+from pages.widgets import image_grid_ui
+
+
+def runs_ui(view: PredictionView, shown, done_runs: list, dataset: Dataset, request: ForgetRequest) -> None:
+    """Every scored run of ``request`` and, once its oracle is trained, the shown by-design deletion."""
+    st.subheader("All runs of this request")
+    originals = {k: t.classifier for k in {r.kind for r in done_runs} if (t := ready_model(k, dataset)) is not None}
+    rows = runs_table(done_runs, originals, dataset, request)
+    if view.comparison is not None and shown.run is None:
+        rows.append(run_row(f"{shown.name} deletion", shown.kind, view.seconds, view.before, view.comparison))
+    if not rows:
+        return
+    table = pd.DataFrame(rows)
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="%.2f") for c in table.columns
+                                if c not in ("run", "kind")})
+    st.caption(f"selectivity: {M.EXPLANATIONS['selectivity']}")
+    st.download_button("Export all runs (CSV)", table.to_csv(index=False), f"runs-{request.key()}.csv", "text/csv")
+
+
+def audit_ui(view: PredictionView, shown, oracle: bundle.TrainedModel | None, dataset: Dataset,
+             request: ForgetRequest) -> None:
+    """The audit report of the shown model: memory check, membership exposure, and its downloads."""
+    st.subheader("Audit report")
+    st.caption("One file to keep with the deletion request: the ids' hash, model and method with their hashes and "
+               "configs, what the memory still holds (by-design models, read from the model), the metrics against "
+               "the oracle and the noise floor, and each forgotten sample's membership exposure.")
+    method, config = (f"{shown.name}-delete", {}) if shown.run is None else \
+        (shown.name, config_to_dict(shown.run.config))
+    report = audit.audit_report(dataset, request, shown.before, shown.after, shown.original.meta, method, config,
+                                view.seconds, oracle.classifier if oracle else None, oracle.meta if oracle else None,
+                                view.comparison.noise_floor if view.comparison is not None else None)
+    if "memory" in report:
+        memory = report["memory"]
+        (st.success if memory["forgotten_in_memory"] == 0 else st.error)(
+            f"Memory check: {memory['forgotten_in_memory']:,} of the {memory['forgotten_ids']:,} forgotten samples "
+            f"are still in {shown.name}'s memory ({memory['memory_entries']:,} entries).")
+    exposure = report["exposure"]
+    st.markdown(f"Mean membership exposure of the forgotten samples **{exposure['mean']:.1f}** (the MIA AUROC)"
+                + (f"; the oracle's **{exposure['oracle_mean']:.1f}**" if "oracle_mean" in exposure else "")
+                + f". {audit.EXPOSURE_EXPLANATION}")
+    most = exposure["most_exposed"][:8]
+    image_grid_ui([dataset.x_train[r["id"]] for r in most], exposure_captions(most, dataset.class_names))
+    cols = st.columns(2)
+    cols[0].download_button("Download the audit report (Markdown)", audit.report_markdown(report, dataset.class_names),
+                            f"audit-{request.key()}-{shown.name}.md", "text/markdown", key="pred-audit-md")
+    cols[1].download_button("Download the audit report (JSON)", json.dumps(report, indent=1),
+                            f"audit-{request.key()}-{shown.name}.json", "application/json", key="pred-audit-json")
+
+
+def method_ui(shown, request: ForgetRequest) -> None:
+    """What a post-hoc method run did: the head-bias shift of the forgotten classes, and its per-layer log."""
+    if request.classes:
+        shift = probes.head_bias_shift(shown.before, shown.after, request.classes)
+        st.metric("Head-bias shift of the forgotten classes (relative to the others)",
+                  f"{shift['relative_shift']:+.4f}",
+                  help="Negative: the method suppresses the class at the output bias rather than in the features.")
+    layers = shown.run.log.get("layers")
+    if layers:
+        st.subheader(f"{shown.name}: what it did per layer")
+        st.dataframe(pd.DataFrame(layers), hide_index=True, width="stretch")
+
+
+def probes_ui(dataset: Dataset, request: ForgetRequest, done_runs: list) -> None:
+    """Layer-wise probe curves of the forgotten classes for the parametric original, its oracle and runs."""
+    st.subheader("Layer-wise decodability of the forgotten classes")
+    st.caption(M.EXPLANATIONS["decodability"])
+    original = ready_model("parametric", dataset)
+    models = {"original": original.classifier} if original is not None else {}
+    oracle = oracle_job("parametric", dataset, request, start=False)
+    if oracle is not None and oracle.finished_ok:
+        models["oracle"] = oracle.result.classifier
+    models.update({r.method: r.model for r in done_runs if r.kind == "parametric"})
+    known = all(probes.decodability_known(m, dataset, request) for m in models.values())
+    if not known and not st.button("Compute the probe curves", key="pred-probes",
+                                   help="One logistic probe per layer and model: a few seconds each."):
+        return
+    with st.spinner("Probing every layer of every model"):
+        curves = {name: probes.memoised_decodability(m, dataset, request) for name, m in models.items()}
+    st.plotly_chart(charts.probe_curves(curves), width="stretch")
+    if "oracle" not in curves:
+        st.caption("The parametric oracle is not trained yet: run a post-hoc method to train it, then recompute.")

@@ -1,0 +1,89 @@
+"""The sidebar every page shares (dataset picker, what is forgotten, background work) and the way a page
+gets the sidebar's dataset."""
+
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+from core.data import DataError, Dataset, list_datasets
+from core.views import duration
+from pages import common
+from pages.state import session_state
+
+PICKER = "sidebar-dataset"
+
+
+def dataset_picker_ui() -> str:
+    """The dataset picker; returns the chosen name. The choice lives in the session state and re-seeds the
+    widget on every run: Streamlit may drop a widget's state when the page changes (or when a link is
+    clicked before the first run finished)."""
+    state = session_state()
+    names = list(list_datasets()) + list(state.uploads)
+    if state.dataset_name not in names:
+        state.dataset_name = common.DEFAULT_DATASET if common.DEFAULT_DATASET in names else names[0]
+    st.session_state[PICKER] = state.dataset_name
+
+    def chosen():
+        state.dataset_name = st.session_state[PICKER]
+
+    st.sidebar.selectbox("Dataset", names, key=PICKER, on_change=chosen,
+                         help="Fashion-MNIST is the default; digits and mnist-5k are small and train in seconds.")
+    return state.dataset_name
+
+
+def sidebar_ui() -> Dataset | None:
+    """Dataset picker, what this session forgets and its background work; returns the dataset (None, with a
+    message, when it cannot load)."""
+    state = session_state()
+    name = dataset_picker_ui()
+    if name in state.uploads:
+        st.sidebar.caption("your upload (this browser session only)")
+        dataset = state.uploads[name]
+    else:
+        st.sidebar.caption(list_datasets()[name])
+        try:
+            dataset = common.cached_dataset(name)
+        except DataError as err:
+            st.sidebar.error(str(err))
+            return None
+    st.sidebar.caption(f"{dataset.num_train:,} training / {len(dataset.y_test):,} test images, "
+                       f"{dataset.num_classes} classes, {dataset.image_shape[1]}x{dataset.image_shape[2]}")
+    current = state.deletions_for(dataset).current
+    if current is not None:
+        st.sidebar.info(f"Forgetting: **{current.description}** ({len(current):,} samples)")
+    jobs_sidebar_ui()
+    return dataset
+
+
+def jobs_sidebar_ui() -> None:
+    """This session's own background work: progress, elapsed time and an estimate of what is left."""
+    engine = common.backend()
+    active = [j for j in engine.jobs(owner=session_state().id) if j.active]
+    if engine.status == "failed":
+        st.sidebar.error(f"Compute backend: {engine.error}")
+    if not active:
+        return
+    st.sidebar.markdown("**Background work**")
+    if engine.status == "starting":
+        st.sidebar.caption("Starting Ray (a few seconds, once per server)")
+    for job in active:
+        timing = f" · {duration(job.elapsed)}" if job.started else " · waiting for a worker"
+        if job.eta is not None:
+            timing += f", ~{duration(job.eta)} left"
+        st.sidebar.progress(job.progress, text=f"{job.title}: {job.message}{timing}")
+
+
+def page_dataset(page_file: str, required: bool = True) -> Dataset | None:
+    """The sidebar's dataset. A page opened by its own URL runs without app.py (Streamlit serves files in
+    pages/ directly): send it through app.py, which builds the sidebar and comes back to this page.
+    With ``required``, a page that has no dataset says so and stops."""
+    state = session_state()
+    if not state.sidebar_drawn:
+        state.return_to = os.path.relpath(page_file, os.path.dirname(os.path.dirname(page_file)))
+        st.switch_page("app.py")
+    if state.dataset is None and required:
+        st.warning("No dataset is loaded: pick another one in the sidebar, or upload your own on the Models page.")
+        st.stop()
+    return state.dataset

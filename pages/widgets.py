@@ -1,0 +1,104 @@
+"""Drawing helpers the pages share: job progress, train buttons, config forms, image grids."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from core.backend import Job
+from core.configs import field_help
+from core.data import Dataset
+from core.views import recipe_note
+from pages import common
+
+
+# ---- background jobs -----------------------------------------------------------------------------------
+def job_status_ui(job: Job | None, label: str = "") -> bool:
+    """Progress bar, error or cancel button for a job; True when it has finished successfully."""
+    if job is None:
+        return False
+    if job.finished_ok:
+        return True
+    if job.active:
+        cols = st.columns([5, 1])
+        cols[0].progress(job.progress, text=f"{label or job.title}: {job.message}")
+        if cols[1].button("Cancel", key=f"cancel-{job.key}"):
+            job.cancel()
+            st.rerun()
+    elif job.state == "failed":
+        st.error(f"{label or job.title} failed: {job.error}")
+    elif job.state == "cancelled":
+        st.warning(f"{label or job.title} was cancelled.")
+    return False
+
+
+def poll_while_active(jobs: list[Job | None], seconds: float = 1.0) -> None:
+    """Re-run the page every ``seconds`` while any of ``jobs`` is still going."""
+    if any(j is not None and j.active for j in jobs):
+        @st.fragment(run_every=seconds)
+        def _poll():
+            if not any(j is not None and j.active for j in jobs):
+                st.rerun()
+        _poll()
+
+
+def untrained_model_ui(kind: str, dataset: Dataset, key: str) -> Job | None:
+    """For a model that is neither finished nor stored: its training progress (returned, to poll) or, when
+    none runs, a failure message if any and a button that trains it."""
+    job = common.model_job(kind, dataset, start=False)
+    job_status_ui(job, f"{kind} model")
+    if job is not None and job.active:
+        return job
+    error = common.load_error(kind, dataset)
+    if error:
+        st.error(f"The stored {kind} model could not be loaded: {error}")
+    st.caption(f"{kind} is not trained for this dataset yet ({recipe_note(dataset, kind)}).")
+    if st.button(f"Train {kind}", key=key):
+        common.model_job(kind, dataset, asked=True)
+        st.rerun()
+    return None
+
+
+# ---- config forms ------------------------------------------------------------------------------
+def config_form_ui(cls: type, key: str):
+    """Widgets for each field of a config dataclass, with the field's reason as help; returns the config."""
+    helps = field_help(cls)
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        hint, default = hints[f.name], getattr(cls(), f.name)
+        wkey, helptext = f"{key}-{f.name}", helps.get(f.name)
+        if dataclasses.is_dataclass(hint):
+            continue  # nested configs (e.g. the encoder) keep their defaults in forms
+        if hint is bool:
+            values[f.name] = st.checkbox(f.name, value=default, key=wkey, help=helptext)
+        elif hint is int:
+            values[f.name] = int(st.number_input(f.name, value=int(default), step=1, key=wkey, help=helptext))
+        elif hint is float:
+            values[f.name] = float(st.number_input(f.name, value=float(default), format="%g", key=wkey,
+                                                   help=helptext))
+        elif hint is str:
+            values[f.name] = st.text_input(f.name, value=default, key=wkey, help=helptext)
+    return dataclasses.replace(cls(), **values)
+
+
+# ---- images ------------------------------------------------------------------------------------
+def to_image(x: np.ndarray, scale: int = 3) -> Image.Image:
+    """A CHW float image in [0, 1] as a PIL image, enlarged for display."""
+    arr = (np.clip(x, 0, 1) * 255).astype(np.uint8)
+    img = Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0))
+    return img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+
+
+def image_grid_ui(images: list[np.ndarray], captions: list[str], columns: int = 8) -> None:
+    if not images:
+        return
+    scale = max(1, 84 // images[0].shape[-1])
+    for start in range(0, len(images), columns):
+        cols = st.columns(columns)
+        for col, img, cap in zip(cols, images[start:start + columns], captions[start:start + columns]):
+            col.image(to_image(img, scale), caption=cap, width="stretch")
