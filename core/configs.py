@@ -79,17 +79,21 @@ def config_hash(*parts: Any) -> str:
 
 
 def field_help(cls: type) -> dict[str, str]:
-    """The one-line reason written beside each field's default in the source: shown as help in forms."""
+    """The one-line reason written beside each field's default in the source: shown as help in forms.
+    A subclass's reason wins over its base class's for the same field."""
     import inspect
 
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
-    out = {}
-    for line in source.splitlines():
-        stripped = line.strip()
-        if ":" in stripped and "#" in stripped and "=" in stripped:
-            name = stripped.split(":", 1)[0].strip()
-            out[name] = stripped.split("#", 1)[1].strip()
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is object:
+            continue
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        for line in source.splitlines():
+            stripped = line.strip()
+            if ":" in stripped and "#" in stripped and "=" in stripped:
+                name = stripped.split(":", 1)[0].strip()
+                out[name] = stripped.split("#", 1)[1].strip()
     return out

@@ -12,19 +12,15 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from core.unlearn.loop import Pass, UnlearnContext
+from core.unlearn.loop import Pass, ReferenceSGD, UnlearnContext
 from core.unlearn.registry import register_method
 
 
 @dataclass(frozen=True)
-class GAConfig:
+class GAConfig(ReferenceSGD):
     epochs: int = 5  # passes over D_f, as the reference script
     lr: float = 1e-4  # the reference script's --unlearn_lr
-    batch_size: int = 256  # the reference repositories' default batch
-    momentum: float = 0.9  # SGD as in the reference
-    weight_decay: float = 5e-4  # as in the reference
     max_steps_per_epoch: int = 0  # 0: full passes over D_f (the reference); a positive cap shortens each pass
-    seed: int = 0  # batch order
 
 
 @register_method("ga", config=GAConfig,

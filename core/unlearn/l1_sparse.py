@@ -14,20 +14,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from core.unlearn.loop import Pass, UnlearnContext
+from core.unlearn.loop import Pass, ReferenceSGD, UnlearnContext
 from core.unlearn.registry import register_method
 
 
 @dataclass(frozen=True)
-class L1SparseConfig:
+class L1SparseConfig(ReferenceSGD):
     epochs: int = 10  # passes over D_r, as the reference script
     lr: float = 0.01  # the reference script's --unlearn_lr
     l1: float = 5e-5  # gamma at the first epoch; the script leaves --alpha to the user [guess: the paper's order]
-    batch_size: int = 256  # the reference's default batch
-    momentum: float = 0.9  # SGD as in the reference
-    weight_decay: float = 5e-4  # as in the reference
     max_steps_per_epoch: int = 0  # 0: full passes (the reference); a positive cap shortens each pass for CPU
-    seed: int = 0  # batch order
 
 
 def l1_norm(net: torch.nn.Module) -> torch.Tensor:

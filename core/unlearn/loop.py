@@ -61,6 +61,17 @@ class Pass:
             raise ValueError("batch sizes must be positive")
 
 
+@dataclass(frozen=True)
+class ReferenceSGD:
+    """The optimiser settings of the l1-sparse / SalUn reference scripts (Jia et al., NeurIPS 2023; Fan et al.,
+    ICLR 2024), shared by FT, GA, RL, l1-sparse and SalUn: SGD, batch 256, momentum 0.9, weight decay 5e-4."""
+
+    batch_size: int = 256  # the reference repositories' default batch
+    momentum: float = 0.9  # SGD as in the reference
+    weight_decay: float = 5e-4  # as in the reference
+    seed: int = 0  # batch order (and random labels where a method draws them)
+
+
 Mask = dict[str, torch.Tensor]  # parameter name -> 0/1 tensor: 1 where the update may change the weight
 
 

@@ -15,20 +15,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.unlearn.loop import Batch, Mask, Pass, UnlearnContext
+from core.unlearn.loop import Batch, Mask, Pass, ReferenceSGD, UnlearnContext
 from core.unlearn.registry import register_method
 
 
 @dataclass(frozen=True)
-class RLConfig:
+class RLConfig(ReferenceSGD):
     epochs: int = 10  # the reference's --unlearn_epochs
     lr: float = 0.01  # the reference's default --unlearn_lr
-    batch_size: int = 256  # the reference's default batch, for both passes
     exclude_true_label: bool = False  # False: uniform over all classes, as the reference; True: other classes only
-    momentum: float = 0.9  # SGD as in the reference
-    weight_decay: float = 5e-4  # as in the reference
     max_retain_steps: int = 0  # 0: full passes over D_r (the reference); a positive cap shortens them for CPU
-    seed: int = 0  # random labels and batch order
 
 
 def rl_loss(ctx: UnlearnContext, exclude_true: bool, b: Batch) -> torch.Tensor:

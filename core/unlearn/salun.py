@@ -16,22 +16,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from core.unlearn.loop import Mask, UnlearnContext
+from core.unlearn.loop import Mask, ReferenceSGD, UnlearnContext
 from core.unlearn.registry import register_method
 from core.unlearn.rl import train_rl
 
 
 @dataclass(frozen=True)
-class SalUnConfig:
+class SalUnConfig(ReferenceSGD):
     threshold: float = 0.5  # fraction of weights that may move (the README's with_0.5 mask)
     epochs: int = 10  # RL epochs, the README's example
     lr: float = 0.013  # RL learning rate, the README's example
-    batch_size: int = 256  # the reference's default batch, for the saliency and both RL passes
     exclude_true_label: bool = False  # False: random labels over all classes, as the reference
-    momentum: float = 0.9  # SGD as in the reference
-    weight_decay: float = 5e-4  # as in the reference; it acts inside the mask only
     max_retain_steps: int = 0  # 0: full passes over D_r (the reference); a positive cap shortens them for CPU
-    seed: int = 0  # random labels and batch order
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold <= 1:
