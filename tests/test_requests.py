@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.data import (
-    Dataset,
+from core.data import Dataset
+from core.data.requests import (
     ForgetRequest,
     ForgetRequestError,
     parse_ids_text,

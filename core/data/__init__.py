@@ -2,14 +2,7 @@
 
 from . import cifar, sources  # noqa: F401  (registers the named datasets)
 from .dataset import DataError, Dataset, list_datasets, load_dataset, register_dataset, validate_arrays
-from .requests import (
-    ForgetRequest,
-    ForgetRequestError,
-    parse_ids_text,
-    request_classes,
-    request_ids,
-    request_random,
-)
+from .requests import ForgetRequest, ForgetRequestError, parse_ids_text, request_classes, request_ids, request_random
 from .sources import FASHION_MNIST_CLASSES, parse_idx, read_idx, stratified_split
 from .user_files import load_image_folder, load_npz, register_user_dataset
 
