@@ -18,6 +18,7 @@ from core.backend import Backend, Job
 from core.configs import ConfigError
 from core.data.dataset import Dataset
 from core.data.requests import ForgetRequest, ForgetRequestError, request_classes, request_random
+from core.errors import InputError
 from core.models import get_model_kind
 from core.models.base import Progress, no_progress
 from core.unlearn import get_method, list_methods
@@ -25,7 +26,7 @@ from core.unlearn import get_method, list_methods
 MAX_RUNS = 10_000
 
 
-class SweepError(ValueError):
+class SweepError(InputError):
     """A sweep spec that cannot run; the message names the entry. Nothing has started."""
 
 

@@ -71,6 +71,13 @@ def test_ids_request(ds):
     assert request_ids(ds, [4]).description == "1 id"
 
 
+def test_duplicate_ids_are_kept_once_and_counted(ds):
+    r = request_ids(ds, [1, 2, 2, 5, 5, 5])
+    assert r.ids == (1, 2, 5) and r.description == "3 ids" and r.duplicates_dropped == 3
+    assert r == request_ids(ds, [1, 2, 5]) and r.key() == request_ids(ds, [1, 2, 5]).key()
+    assert request_ids(ds, [1, 2]).duplicates_dropped == 0
+
+
 def test_key_depends_on_content_only(ds):
     a, b = request_ids(ds, [1, 2]), request_ids(ds, [2, 1])
     assert a.key() == b.key() and len(a.key()) == 16
@@ -104,7 +111,7 @@ def test_json_round_trip(ds):
         (lambda d: d.pop("ids"), "lacks ids"),
         (lambda d: d.update(dataset_fingerprint="0" * 16), "was made for data 0000"),
         (lambda d: d.update(kind="lasso"), "unknown request kind 'lasso'"),
-        (lambda d: d.update(ids=[4, 4]), "listed more than once: 4"),
+        (lambda d: d.update(ids=[4, 4]), "stored ids list 4 more than once"),
         (lambda d: d.update(ids=[4, 99]), "unknown id"),
         (lambda d: d.update(classes=[1]), "must not list classes"),
         (lambda d: d.update(ids=[4, 9]), "does not match the request's content"),
@@ -194,7 +201,6 @@ def test_random_request_that_empties_a_class_names_it():
         ([-1, 2, -3], "non-negative; got -3, -1"),
         ([1, 10, 11], r"2 unknown id\(s\): 10, 11 \(training ids are 0..9\)"),
         (list(range(10, 20)), "10, 11, 12, 13, 14 and 5 more"),
-        ([1, 2, 2, 5, 5], r"2 id\(s\) listed more than once: 2, 5"),
         ([1.5], "ids must be integers; got 1.5"),
         (["3"], "ids must be integers; got '3'"),
         ([True], "ids must be integers"),
@@ -239,11 +245,11 @@ def test_parse_ids_text(text, ids):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("1, 2, x3", r"line 1: 'x3' is not an integer id"),
-        ("1\n2\n3.0", r"line 3: '3.0'"),
+        ("1, 2, x3", r"the pasted ids, line 1: 'x3' is not an integer id; expected whole-number training ids"),
+        ("1\n2\n3.0", r"line 3: '3.0' is a decimal number; expected whole-number training ids"),
         ("1\n\n2 two", r"line 3: 'two'"),
         ("id,name\n1,a\nb,c", r"line 3: 'b'"),
-        ("name,id\na,1\nb", r"line 3: no column 'id'"),
+        ("name,id\na,1\nb", r"line 3: 'b' has no column 'id'"),
         ("path,label\na.png,cat", r"line 2: 'a.png'"),
         ("12,cat", r"line 1: 'cat'"),  # a CSV needs a header line
     ],

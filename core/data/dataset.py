@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.errors import InputError
 from core.registry import Registry
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A dataset could not be found or is malformed; the message says what to do."""
 
 

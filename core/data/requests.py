@@ -7,14 +7,18 @@ nothing runs on a request that makes no sense.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+from core.errors import InputError, shown
 
 from .dataset import Dataset
 
@@ -22,7 +26,7 @@ KINDS = ("class", "random", "ids")
 _SHOWN = 5  # how many offending ids or classes a message lists
 
 
-class ForgetRequestError(ValueError):
+class ForgetRequestError(InputError):
     """A forget request does not fit its dataset; the message says why."""
 
 
@@ -35,6 +39,7 @@ class ForgetRequest:
     kind: str  # "class" | "random" | "ids"
     description: str  # human readable, e.g. "class 0 (T-shirt/top)", "random 10% (seed 0)", "42 ids"
     dataset_fingerprint: str
+    duplicates_dropped: int = field(default=0, compare=False)  # repeats removed from a listed-ids request
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -88,7 +93,9 @@ class ForgetRequest:
         elif kind in KINDS:
             if d["classes"]:
                 raise ForgetRequestError(f"a {kind!r} request must not list classes")
-            ids = _checked_ids(dataset, d["ids"])
+            ids, dropped = _checked_ids(dataset, d["ids"])
+            if dropped:  # a stored request is written with unique ids: repeats mean it was edited
+                raise ForgetRequestError(f"stored ids list {_fmt(_duplicates(d['ids']))} more than once")
             request = _build(dataset, ids, (), kind, d.get("description") or f"{len(ids)} ids")
         else:
             raise ForgetRequestError(f"unknown request kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -136,49 +143,130 @@ def request_random(ds: Dataset, fraction: float, seed: int) -> ForgetRequest:
 
 
 def request_ids(ds: Dataset, ids: Iterable[int]) -> ForgetRequest:
-    """Forget the given training ids (rows of ``x_train``); duplicates are rejected, not merged."""
-    checked = _checked_ids(ds, ids)
-    return _build(ds, checked, (), "ids", f"{len(checked)} id" + ("" if len(checked) == 1 else "s"))
+    """Forget the given training ids (rows of ``x_train``). An id listed twice is harmless: it is kept once and
+    the request's ``duplicates_dropped`` says how many repeats were dropped. Ids parsed by ``parse_ids_text``
+    carry their file name and lines, and a message about them names both."""
+    checked, dropped = _checked_ids(ds, ids)
+    request = _build(ds, checked, (), "ids", f"{len(checked)} id" + ("" if len(checked) == 1 else "s"),
+                     getattr(ids, "source", ""))
+    return dataclasses.replace(request, duplicates_dropped=dropped) if dropped else request
 
 
-def parse_ids_text(text: str) -> list[int]:
-    """Ids from pasted text or an uploaded file.
+class IdList(list):
+    """Ids parsed from a user's text: a plain list of ints that also knows the text's name (``source``) and
+    the line each id came from (``lines``), so that ``request_ids`` can point at the offending line."""
 
-    Accepts integers separated by commas, semicolons, whitespace or newlines, or a CSV whose first line is
-    a header: the ``id`` column is used if there is one, else the first column. Order and duplicates are
-    kept (``request_ids`` reports duplicates). A non-integer raises with the token and its line.
+    def __init__(self, ids: Iterable[int] = (), lines: Iterable[int] = (), source: str = "") -> None:
+        super().__init__(ids)
+        self.lines = list(lines)
+        self.source = source
+
+    def line_of(self, value: int) -> int | None:
+        """The first line that holds ``value``."""
+        for v, line in zip(self, self.lines):
+            if v == value:
+                return line
+        return None
+
+
+def read_ids_file(path: str | Path, source_name: str | None = None) -> IdList:
+    """Ids from a CSV/TXT file on disk (see ``parse_ids_bytes``); ``source_name`` is what messages call it."""
+    path = Path(path)
+    where = source_name or path.name
+    try:
+        size = path.stat().st_size
+        if size > MAX_IDS_BYTES:
+            raise _too_big(where, size)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ForgetRequestError(source=where, found=f"cannot be read ({exc.strerror or exc})",
+                                 expected="a readable CSV or TXT file of training ids",
+                                 fix="check the path and the file's permissions") from exc
+    return parse_ids_bytes(data, where)
+
+
+def parse_ids_bytes(data: bytes, source_name: str) -> IdList:
+    """Ids from an uploaded file's bytes: UTF-8 (with or without a BOM) or UTF-16 with a BOM, at most
+    ``MAX_IDS_BYTES``; then ``parse_ids_text``. ``source_name`` is the user's file name, for messages."""
+    if len(data) > MAX_IDS_BYTES:
+        raise _too_big(source_name, len(data))
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # what Excel's "Unicode text" writes
+        try:
+            text = data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise _not_text(source_name, data, exc, "UTF-16") from exc
+    else:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise _not_text(source_name, data, exc, "UTF-8") from exc
+    return parse_ids_text(text, source_name)
+
+
+def parse_ids_text(text: str, source_name: str = "the pasted ids") -> IdList:
+    """Ids from pasted text or a file's text, with ``source_name`` naming it in messages.
+
+    Accepts whole numbers separated by commas, semicolons, whitespace or newlines, or a CSV whose first line
+    is a header (no number in it, some letter): the ``id`` column is used if there is one, else the first
+    column. Order and duplicates are kept (``request_ids`` drops and counts duplicates). A token that is not a
+    whole number, a decimal, or a number of more than ``MAX_ID_DIGITS`` digits raises with its line.
     """
-    lines = text.lstrip("\ufeff").splitlines()
+    if len(text) > MAX_IDS_BYTES:
+        raise _too_big(source_name, len(text))
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise ForgetRequestError(source=source_name, where=f"line {line}", found="binary data (a NUL byte)",
+                                 expected="a text file of training ids",
+                                 fix="upload the CSV or TXT file that lists the ids, not a binary file")
+    lines = _LINES.split(text.lstrip("\ufeff"))
     first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    out = IdList(source=source_name)
     if first is None:
-        return []
-    header = [_unquote(f) for f in lines[first].split(",")]
-    tokens = [_unquote(t) for t in _SEPARATORS.split(lines[first]) if _unquote(t)]
-    is_header = bool(tokens) and not any(_INT.fullmatch(t) for t in tokens) and (
-        len(header) > 1 or header[0].lower() in _ID_COLUMNS
-    )
-    ids: list[int] = []
-    if is_header:
+        return out
+    delimiter = max(_DELIMITERS, key=lines[first].count)
+    header = [_unquote(f) for f in lines[first].split(delimiter)]
+    is_header = (not any(_NUMBER.fullmatch(f) for f in header)
+                 and any(c.isalpha() for c in lines[first]))
+    if is_header and len(header) > 1:
         lower = [h.lower() for h in header]
         column = next((lower.index(name) for name in _ID_COLUMNS if name in lower), 0)
         for number, line in enumerate(lines[first + 1:], start=first + 2):
             if not line.strip():
                 continue
-            fields = line.split(",")
+            fields = line.split(delimiter)
             if column >= len(fields):
-                raise ForgetRequestError(f"line {number}: no column {header[column]!r} in {line.strip()!r}")
-            ids.append(_parse_int(_unquote(fields[column]), number))
-        return ids
-    for number, line in enumerate(lines, start=1):
-        ids += [_parse_int(_unquote(tok), number) for tok in _SEPARATORS.split(line) if _unquote(tok)]
-    return ids
+                raise ForgetRequestError(
+                    source=source_name, where=f"line {number}",
+                    found=f"{shown(line.strip())} has no column {header[column]!r} (column {column + 1})",
+                    expected=f"{len(header)} fields separated by {delimiter!r}, as in the header line",
+                    fix="give every line a value in the id column")
+            _add(out, _parse_int(_unquote(fields[column]), number, source_name), number)
+    else:
+        start = first + 1 if is_header else 0
+        for number, line in enumerate(lines[start:], start=start + 1):
+            for tok in _SEPARATORS.split(line):
+                if _unquote(tok):
+                    _add(out, _parse_int(_unquote(tok), number, source_name), number)
+    if is_header and not out:
+        raise ForgetRequestError(source=source_name, where=f"line {first + 1}",
+                                 found=f"a header line {shown(lines[first].strip())} and no ids below it",
+                                 expected="training ids (whole numbers) below the header",
+                                 fix="add the ids, one per line, or remove the header line")
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
 # helpers
 
-_INT = re.compile(r"[+-]?\d+")
+MAX_IDS_BYTES = 16 * 2**20  # an id file or pasted text: 16 MiB holds well over a million ids
+MAX_IDS = 2_000_000  # more ids than any built-in training set has samples
+MAX_ID_DIGITS = 18  # fits int64 with room to spare; longer numbers are refused before int()
+
+_INT = re.compile(r"[+-]?[0-9]+")
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _SEPARATORS = re.compile(r"[,;\s]+")
+_LINES = re.compile(r"\r\n|\r|\n")
+_DELIMITERS = (",", ";", "\t", "|")
 _ID_COLUMNS = ("id", "ids", "sample_id", "index")
 
 
@@ -186,17 +274,59 @@ def _unquote(token: str) -> str:
     return token.strip().strip("\"'").strip()
 
 
-def _parse_int(token: str, line: int) -> int:
-    if not _INT.fullmatch(token):
-        raise ForgetRequestError(f"line {line}: {token!r} is not an integer id")
-    return int(token)
+def _add(out: IdList, value: int, line: int) -> None:
+    if len(out) >= MAX_IDS:
+        raise ForgetRequestError(source=out.source, where=f"line {line}",
+                                 found=f"more than {MAX_IDS:,} ids", expected=f"at most {MAX_IDS:,} ids",
+                                 fix="forget fewer samples, or whole classes with a class request")
+    out.append(value)
+    out.lines.append(line)
 
 
-def _fmt(values: Iterable[int]) -> str:
-    """A few values for a message: '3, 7, 9 and 12 more'."""
+def _parse_int(token: str, line: int, source: str = "") -> int:
+    where = f"line {line}"
+    digits = token.lstrip("+-")
+    if _INT.fullmatch(token) and len(digits) > MAX_ID_DIGITS:
+        raise ForgetRequestError(source=source, where=where,
+                                 found=f"'{token[:12]}…' is a {len(digits):,}-digit number, far beyond any "
+                                       "training id",
+                                 expected=f"an id of at most {MAX_ID_DIGITS} digits (a row of the training set)",
+                                 fix="check that the column holds training ids, not hashes or timestamps")
+    if _INT.fullmatch(token):
+        return int(token)
+    if _NUMBER.fullmatch(token):
+        raise ForgetRequestError(source=source, where=where, found=f"{shown(token)} is a decimal number",
+                                 expected="whole-number training ids such as 0, 17, 2048",
+                                 fix="list the ids of the samples (rows of the training set), without decimals")
+    raise ForgetRequestError(source=source, where=where, found=f"{shown(token)} is not an integer id",
+                             expected="whole-number training ids separated by commas, spaces or new lines",
+                             fix="remove the text, or give the CSV a header line naming its id column")
+
+
+def _too_big(source: str, size: int) -> ForgetRequestError:
+    return ForgetRequestError(source=source, found=f"{size:,} bytes",
+                              expected=f"an id list of at most {MAX_IDS_BYTES:,} bytes",
+                              fix="forget fewer samples, or whole classes with a class request")
+
+
+def _not_text(source: str, data: bytes, exc: UnicodeDecodeError, encoding: str) -> ForgetRequestError:
+    line = data.count(b"\n", 0, exc.start) + 1
+    return ForgetRequestError(source=source, where=f"line {line}",
+                              found=f"byte 0x{data[exc.start]:02x} is not {encoding} text",
+                              expected="a UTF-8 text file of training ids",
+                              fix="save the file as UTF-8 (in Excel: CSV UTF-8), or paste the ids instead")
+
+
+def _fmt(values: Iterable[int], line_of=None) -> str:
+    """A few values for a message: '3, 7, 9 and 12 more', each with its line when ``line_of`` knows it."""
     values = list(values)
-    shown = ", ".join(str(v) for v in values[:_SHOWN])
-    return shown + (f" and {len(values) - _SHOWN} more" if len(values) > _SHOWN else "")
+
+    def one(v) -> str:
+        line = line_of(v) if line_of is not None else None
+        return _short(v) + (f" (line {line})" if line is not None else "")
+
+    text = ", ".join(one(v) for v in values[:_SHOWN])
+    return text + (f" and {len(values) - _SHOWN} more" if len(values) > _SHOWN else "")
 
 
 def _as_list(values: Iterable, what: str) -> list:
@@ -214,58 +344,72 @@ def _class_index(ds: Dataset, value: int | str) -> int:
     if isinstance(value, str):
         if value in ds.class_names:
             return ds.class_names.index(value)
-        if not _INT.fullmatch(value.strip()):
-            raise ForgetRequestError(f"unknown class {value!r}; classes are {', '.join(ds.class_names)}")
-        value = int(value)
+        token = value.strip()
+        if not _INT.fullmatch(token) or len(token.lstrip("+-")) > MAX_ID_DIGITS:
+            raise ForgetRequestError(f"unknown class {shown(value)}; classes are {', '.join(ds.class_names)}")
+        value = int(token)
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ForgetRequestError(f"class must be an index or a name; got {value!r}")
+        raise ForgetRequestError(f"class must be an index or a name; got {shown(value)}")
     if not 0 <= value < ds.num_classes:
-        raise ForgetRequestError(f"unknown class {value}; classes are 0..{ds.num_classes - 1}")
+        raise ForgetRequestError(f"unknown class {_short(value)}; classes are 0..{ds.num_classes - 1}")
     return int(value)
 
 
-def _checked_ids(ds: Dataset, ids: Iterable[int]) -> np.ndarray:
-    """Explicit ids as a sorted int64 array; rejects non-integers, negatives, unknown ids, duplicates."""
+def _checked_ids(ds: Dataset, ids: Iterable[int]) -> tuple[np.ndarray, int]:
+    """Explicit ids as a sorted unique int64 array, and how many repeats were dropped; rejects non-integers,
+    negatives and unknown ids, naming the file and line when ``ids`` is an :class:`IdList`."""
+    source = getattr(ids, "source", "")
+    line_of = ids.line_of if isinstance(ids, IdList) else (lambda v: None)
     values = _as_list(ids, "ids")
     if not values:
-        raise ForgetRequestError("the request is empty: give at least one id")
+        raise ForgetRequestError(_at(source, "the request is empty: give at least one id"))
     bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int | np.integer)]
     if bad:
-        raise ForgetRequestError(f"ids must be integers; got {', '.join(repr(v) for v in bad[:_SHOWN])}")
-    arr = np.asarray(values, dtype=np.int64)
-    negative = arr[arr < 0]
-    if len(negative):
-        raise ForgetRequestError(f"ids must be non-negative; got {_fmt(np.unique(negative).tolist())}")
-    unknown = arr[arr >= ds.num_train]
-    if len(unknown):
-        raise ForgetRequestError(
-            f"{len(np.unique(unknown))} unknown id(s): {_fmt(np.unique(unknown).tolist())} "
-            f"(training ids are 0..{ds.num_train - 1})"
-        )
-    duplicates = _duplicates(arr.tolist())
-    if duplicates:
-        raise ForgetRequestError(f"{len(duplicates)} id(s) listed more than once: {_fmt(duplicates)}")
-    return np.sort(arr)
+        raise ForgetRequestError(_at(source, f"ids must be integers; got {', '.join(shown(v) for v in bad[:_SHOWN])}"))
+    try:
+        arr = np.asarray(values, dtype=np.int64)
+        negative, unknown = np.unique(arr[arr < 0]).tolist(), np.unique(arr[arr >= ds.num_train]).tolist()
+    except OverflowError:  # a number beyond int64: find the offenders with Python's integers
+        arr = None
+        negative = sorted({int(v) for v in values if v < 0})
+        unknown = sorted({int(v) for v in values if v >= ds.num_train})
+    if negative:
+        raise ForgetRequestError(_at(source, f"ids must be non-negative; got {_fmt(negative, line_of)}"))
+    if unknown:
+        raise ForgetRequestError(_at(
+            source, f"{len(unknown)} unknown id(s): {_fmt(unknown, line_of)} "
+                    f"(training ids are 0..{ds.num_train - 1}); remove them or choose the dataset they belong to"))
+    unique = np.unique(arr)
+    return unique, len(arr) - len(unique)
+
+
+def _at(source: str, message: str) -> str:
+    return f"{source}: {message}" if source else message
+
+
+def _short(value: int) -> str:
+    """An id for a message: a number of more than 20 digits shows its first digits and its length."""
+    text = str(value)
+    return text if len(text) <= 20 else f"{text[:12]}… ({len(text.lstrip('-')):,} digits)"
 
 
 def _build(
-    ds: Dataset, ids: np.ndarray, classes: tuple[int, ...], kind: str, description: str
+    ds: Dataset, ids: np.ndarray, classes: tuple[int, ...], kind: str, description: str, source: str = ""
 ) -> ForgetRequest:
     """Checks shared by all kinds, then the request."""
     if len(ids) == 0:
-        raise ForgetRequestError("the request is empty")
+        raise ForgetRequestError(_at(source, "the request is empty"))
     if len(ids) >= ds.num_train:
-        raise ForgetRequestError(f"the request removes all {ds.num_train} training samples; keep some")
+        raise ForgetRequestError(_at(source, f"the request removes all {ds.num_train} training samples; keep some"))
     if kind != "class":
         counts = ds.class_counts()
         remaining = counts - np.bincount(ds.y_train[ids], minlength=ds.num_classes)
         emptied = [int(c) for c in np.flatnonzero((remaining == 0) & (counts > 0))]
         if emptied:
             names = ", ".join(f"{c} ({ds.class_names[c]})" for c in emptied[:_SHOWN])
-            raise ForgetRequestError(
-                f"the request removes every training sample of class {names}; "
-                "forget whole classes with a class request instead"
-            )
+            raise ForgetRequestError(_at(
+                source, f"the request removes every training sample of class {names}; "
+                        "forget whole classes with a class request instead"))
     return ForgetRequest(
         ids=tuple(int(i) for i in ids),
         classes=tuple(int(c) for c in classes),
