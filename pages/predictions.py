@@ -1,7 +1,6 @@
 """Predictions: what changed after forgetting, against the oracle retrained without the forgotten samples."""
 
 import json
-from dataclasses import dataclass
 
 import pandas as pd
 import streamlit as st
@@ -10,11 +9,11 @@ from core import charts, workflow
 from core.data import Dataset, ForgetRequest
 from core.eval import metrics as M
 from core.models import get_model_kind
-from core.models.base import Classifier
 from core.session import ForgetSession
 from core.views import class_labels
 from core.views.predictions import (
     PredictionView,
+    ShownModel,
     changed_caption,
     metrics_table,
     prediction_view,
@@ -26,20 +25,7 @@ from pages.sidebar import page_dataset
 from pages.widgets import image_grid_ui, job_status_ui, poll_while_active
 
 
-@dataclass
-class Shown:
-    """The model the page shows: a by-design model after deletion, or a post-hoc method run."""
-
-    name: str
-    kind: str
-    before: Classifier
-    after: Classifier
-    seconds: float
-    original: object  # the original's TrainedModel
-    run: workflow.MethodRun | None = None  # None: by-design deletion
-
-
-def shown_ui(dataset: Dataset, session: ForgetSession, done_runs: list) -> Shown | None:
+def shown_ui(dataset: Dataset, session: ForgetSession, done_runs: list) -> ShownModel | None:
     """The model picker; None (with a message) when no model is trained yet."""
     ready = {k: t for k in by_design_kinds() if (t := ready_model(k, dataset)) is not None}
     choices = list(ready) + [r.method for r in done_runs]
@@ -50,13 +36,13 @@ def shown_ui(dataset: Dataset, session: ForgetSession, done_runs: list) -> Shown
                     help="By-design models forget by deletion; the others are post-hoc runs from the Forget page.")
     if name in ready:
         applied = session.apply_by_design(ready[name].key, ready[name].classifier)
-        return Shown(name, name, ready[name].classifier, applied.model, applied.seconds, ready[name])
+        return ShownModel(name, name, ready[name].classifier, applied.model, applied.seconds, ready[name])
     run = next(r for r in done_runs if r.method == name)
     original = ready_model(run.kind, dataset)
-    return Shown(name, run.kind, original.classifier, run.model, run.seconds, original, run)
+    return ShownModel(name, run.kind, original.classifier, run.model, run.seconds, original, run)
 
 
-def metrics_ui(view: PredictionView, shown: Shown, dataset: Dataset, request: ForgetRequest) -> list:
+def metrics_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, request: ForgetRequest) -> list:
     """The metrics against the oracle (and any reference oracle asked for); returns the jobs to poll."""
     st.subheader("Against the oracle")
     if view.comparison is None:

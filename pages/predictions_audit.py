@@ -13,12 +13,12 @@ from core.configs import config_to_dict
 from core.data import Dataset, ForgetRequest
 from core.eval import audit, probes
 from core.eval import metrics as M
-from core.views.predictions import PredictionView, exposure_captions, run_row, runs_table
+from core.views.predictions import PredictionView, ShownModel, exposure_captions, run_row, runs_table
 from pages.common import oracle_job, ready_model
 from pages.widgets import image_grid_ui
 
 
-def runs_ui(view: PredictionView, shown, done_runs: list, dataset: Dataset, request: ForgetRequest) -> None:
+def runs_ui(view: PredictionView, shown: ShownModel, done_runs: list, dataset: Dataset, request: ForgetRequest) -> None:
     """Every scored run of ``request`` and, once its oracle is trained, the shown by-design deletion."""
     st.subheader("All runs of this request")
     originals = {k: t.classifier for k in {r.kind for r in done_runs} if (t := ready_model(k, dataset)) is not None}
@@ -35,16 +35,15 @@ def runs_ui(view: PredictionView, shown, done_runs: list, dataset: Dataset, requ
     st.download_button("Export all runs (CSV)", table.to_csv(index=False), f"runs-{request.key()}.csv", "text/csv")
 
 
-def audit_ui(view: PredictionView, shown, oracle: bundle.TrainedModel | None, dataset: Dataset,
+def audit_ui(view: PredictionView, shown: ShownModel, oracle: bundle.TrainedModel | None, dataset: Dataset,
              request: ForgetRequest) -> None:
     """The audit report of the shown model: memory check, membership exposure, and its downloads."""
     st.subheader("Audit report")
     st.caption("One file to keep with the deletion request: the ids' hash, model and method with their hashes and "
                "configs, what the memory still holds (by-design models, read from the model), the metrics against "
                "the oracle and the noise floor, and each forgotten sample's membership exposure.")
-    method, config = (f"{shown.name}-delete", {}) if shown.run is None else \
-        (shown.name, config_to_dict(shown.run.config))
-    report = audit.audit_report(dataset, request, shown.before, shown.after, shown.original.meta, method, config,
+    config = config_to_dict(shown.run.config) if shown.run is not None else {}
+    report = audit.audit_report(dataset, request, shown.before, shown.after, shown.original.meta, shown.method, config,
                                 view.seconds, oracle.classifier if oracle else None, oracle.meta if oracle else None,
                                 view.comparison.noise_floor if view.comparison is not None else None)
     if "memory" in report:
@@ -65,7 +64,7 @@ def audit_ui(view: PredictionView, shown, oracle: bundle.TrainedModel | None, da
                             f"audit-{request.key()}-{shown.name}.json", "application/json", key="pred-audit-json")
 
 
-def method_ui(shown, request: ForgetRequest) -> None:
+def method_ui(shown: ShownModel, request: ForgetRequest) -> None:
     """What a post-hoc method run did: the head-bias shift of the forgotten classes, and its per-layer log."""
     if request.classes:
         shift = probes.head_bias_shift(shown.before, shown.after, request.classes)

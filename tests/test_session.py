@@ -39,3 +39,15 @@ def test_a_request_for_another_dataset_is_refused(digits):
     session = ForgetSession("another-fingerprint")
     with pytest.raises(ForgetRequestError, match="another dataset"):
         session.push(digits, request_classes(digits, [0]))
+
+
+def test_a_browser_sessions_state_keeps_one_history_per_dataset_and_shares_none(digits):
+    from pages.state import SessionState
+
+    first, second = SessionState(), SessionState()
+    first.deletions_for(digits).push(digits, request_classes(digits, [1]))
+    assert first.deletions_for(digits) is first.deletions_for(digits)
+    assert first.deletions_for(digits).current.classes == (1,)
+    assert second.deletions_for(digits).current is None and second.id != first.id
+    first.embeddings.selection.append("train:3")
+    assert second.embeddings.selection == [] and second.method_runs == {} and second.uploads == {}

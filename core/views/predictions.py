@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core import workflow
+from core import bundle, workflow
 from core.data.dataset import Dataset
 from core.data.requests import ForgetRequest
 from core.eval import metrics as M
@@ -18,6 +18,23 @@ from core.models.base import Classifier
 METRICS = ("TA", "RA", "FA", "retained_TA", "forgotten_TA", "MIA", "PG", "KL", "AvgGap")
 RUN_METRICS = ("TA", "RA", "FA", "MIA", "PG", "AvgGap", "speedup")
 NOISE_FLOOR = "noise floor (oracle vs oracle)"
+
+
+@dataclass
+class ShownModel:
+    """The model a page shows: a by-design model after deletion, or a post-hoc method run."""
+
+    name: str  # as the picker lists it: the model kind, or the method
+    kind: str
+    before: Classifier  # the original
+    after: Classifier  # after unlearning
+    seconds: float  # how long unlearning took
+    original: bundle.TrainedModel
+    run: workflow.MethodRun | None = None  # None: a by-design deletion
+
+    @property
+    def method(self) -> str:
+        return self.name if self.run is not None else f"{self.name}-delete"
 
 
 @dataclass
