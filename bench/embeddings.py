@@ -23,10 +23,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from core import workflow  # noqa: E402
+from core import charts, workflow  # noqa: E402
 from core.data import load_dataset, request_classes  # noqa: E402
 from core.eval import embeddings as E  # noqa: E402
 from core.selection import selected_keys, selection_rows, thumbnails_html  # noqa: E402
+from core.views.maps import map_view  # noqa: E402
 
 
 def main() -> int:
@@ -64,7 +65,7 @@ def main() -> int:
 
     start = time.perf_counter()
     cached = E.cached_layout(emb, "umap", keys, request.key())
-    figure_json = E.map_figure(emb, cached, "label", ds.class_names).to_json()
+    figure_json = charts.map_figure(map_view(emb, cached, "label", ds.class_names)).to_json()
     layout_cached_s = time.perf_counter() - start
     assert cached.cached
     print(f"UMAP layout cached: load + figure of {rows.n:,} points x {len(cached.coords)} panels "
