@@ -6,15 +6,8 @@ import streamlit as st
 
 from core import workflow
 from core.backend import Job
-from core.data import (
-    Dataset,
-    ForgetRequest,
-    ForgetRequestError,
-    parse_ids_text,
-    request_classes,
-    request_ids,
-    request_random,
-)
+from core.data import Dataset, ForgetRequest, ForgetRequestError, parse_ids_text
+from core.data.requests import request_classes, request_ids, request_random
 from core.session import ForgetSession
 from core.unlearn import get_method, list_methods
 from core.views import class_label
