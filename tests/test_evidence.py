@@ -1,0 +1,309 @@
+"""Issue 14's evidence: each function on hand-made arrays with known answers, then the verdict's controls on
+digits (a left-out oracle reads *looks unseen*, the untouched original *not forgotten*)."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+from scipy.stats import t as student_t
+
+from core import bundle
+from core.data import request_classes, request_random
+from core.data.dataset import Dataset
+from core.eval import evidence as E
+from core.eval import klom as KL
+from core.eval import membership as MB
+from core.eval import relearn as R
+from tests.conftest import FAST
+
+# ---- hand-made arrays -----------------------------------------------------------------------------------------
+
+
+def test_margin_is_log_odds_of_the_true_class_from_logits_or_probs():
+    logits = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, -1.0]])
+    labels = np.array([0, 2])
+    expected = [2 - np.log(2), -1 - np.log(np.exp(0) + np.exp(1))]
+    np.testing.assert_allclose(MB.margins_from_logits(logits, labels), expected)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    np.testing.assert_allclose(MB.margins_from_probs(probs, labels), expected, rtol=1e-9)
+    p = probs[0, 0]
+    assert MB.margins_from_probs(probs, labels)[0] == pytest.approx(np.log(p / (1 - p)))
+    assert MB.margins_from_logits(np.array([[500.0, 0.0]]), np.array([0]))[0] == 100.0  # clipped
+
+
+def test_band_is_a_student_t_prediction_interval_with_a_floor():
+    b = E.band([1.0, 2.0, 3.0], floor=0.0, level=0.95)
+    half = student_t.ppf(0.975, 2) * np.sqrt(1 + 1 / 3) * 1.0
+    assert (b["mean"], b["sd"], b["m"]) == (2.0, 1.0, 3)
+    assert b["lo"] == pytest.approx(2 - half) and b["hi"] == pytest.approx(2 + half)
+    assert E.band([5.0, 5.0, 5.0], floor=0.5)["hi"] == 5.5  # oracles that agree still leave the floor
+    assert np.isnan(E.band([5.0])["lo"])  # one oracle has no spread
+    logb = E.band([1.0, np.e, np.e ** 2], floor=0.0, level=0.95, log=True)
+    assert logb["mean"] == pytest.approx(np.e) and logb["hi"] == pytest.approx(np.exp(1 + half))
+
+
+def test_accuracy_and_auc_floors():
+    assert E.accuracy_floor(np.ones((4, 50), bool)) == 0.0  # oracles that all agree on every sample
+    split = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], bool)  # q = 1/2 on both samples
+    sd = np.sqrt(2 * 0.25 * 4 / 3) / 2
+    assert E.accuracy_floor(split, 0.95) == pytest.approx(norm.ppf(0.975) * np.sqrt(1.25) * sd * 100)
+    assert E.auc_floor(100, 100, 0.95) == pytest.approx(norm.ppf(0.975) * np.sqrt(201 / 120000) * 100)
+
+
+def test_oracle_spread_places_the_method_among_oracle_pairs():
+    oracles = [{"FA": fa, "TA": 95.0} for fa in (90.0, 91.0, 92.0, 93.0, 94.0)]
+    out = E.oracle_spread({"FA": 100.0, "TA": 95.0}, oracles)
+    fa = out["metrics"]["FA"]
+    assert (out["k"], out["n_pairs"], fa["n_pairs"]) == (5, 10, 10)
+    assert fa["gap"] == pytest.approx(8.0) and fa["oracle_mean"] == 92.0 and fa["oracle_sd"] == pytest.approx(2.5 ** .5)
+    assert fa["pairs_mean"] == pytest.approx(2.0)  # 4 pairs 1 apart, 3 two apart, 2 three apart, 1 four apart
+    assert fa["z"] == pytest.approx(8 / (2.5 ** .5 * 1.2 ** .5))
+    assert fa["percentile"] == 100.0 and fa["position"] == "above" and fa["within"] is False
+    ta = out["metrics"]["TA"]
+    assert (ta["gap"], ta["z"], ta["within"]) == (0.0, 0.0, True)
+    inside = E.oracle_spread({"FA": 92.0}, oracles)["metrics"]["FA"]
+    assert inside["within"] and inside["percentile"] < 100
+    assert np.isnan(E.oracle_spread({"FA": 1.0}, oracles[:1])["metrics"]["FA"]["oracle_sd"])
+    with pytest.raises(ValueError, match="no oracle"):
+        E.oracle_spread({"FA": 1.0}, [])
+
+
+def test_oracle_spread_pg_and_kl_against_oracle_pairs():
+    a = np.array([[0.9, 0.1], [0.2, 0.8]])
+    b = np.array([[0.1, 0.9], [0.2, 0.8]])
+    out = E.oracle_spread({"FA": 0.0}, [{"FA": 0.0}] * 3, b, [a, a, a])["metrics"]
+    assert out["PG"]["method"] == 50.0 and out["PG"]["pairs_mean"] == 0.0 and out["PG"]["n_pairs"] == 3
+    assert out["KL"]["method"] > 0 and out["KL"]["n_pairs"] == 6 and out["KL"]["within"] is False
+
+
+def test_klom_is_zero_against_itself_large_against_a_shifted_model_and_bins_by_hand():
+    rng = np.random.default_rng(0)
+    oracle = rng.normal(5, 1, (20, 300))
+    assert np.all(KL.klom(oracle, oracle) == 0)
+    assert np.all(KL.klom(rng.normal(-5, 1, (20, 300)), oracle) > 8)  # disjoint: ln(1/eps) − entropy of P
+    far = KL.klom(np.full((20, 300), -5.0), oracle)
+    assert np.all(far == pytest.approx(np.log(1e5)))  # one bin against none of the oracles': the saturation
+    # 2 bins over [0, 1]: P = (1/2, 1/2), Q = (3/4, 1/4); the value at the max falls in the last bin
+    one = KL.klom(np.array([[0.0], [0.0], [1.0], [1.0]]), np.array([[0.0], [0.0], [0.0], [1.0]]), bins=2)
+    assert one[0] == pytest.approx(0.5 * np.log(0.5 / 0.75) + 0.5 * np.log(0.5 / 0.25))
+    assert KL.klom(np.array([[3.0]]), np.array([[3.0], [3.0]]))[0] == 0.0  # min = max: one bin of width 1
+
+
+def test_klom_gauss_and_report():
+    assert KL.klom_gauss(np.array([3.0]), np.array([[0.0], [2.0]]))[0] == pytest.approx(1.0)  # (3-1)^2/(2*2)
+    with pytest.raises(ValueError, match="2 oracles"):
+        KL.klom_gauss(np.array([3.0]), np.array([[0.0]]))
+    rng = np.random.default_rng(1)
+    rep = KL.klom_report({"forget": rng.normal(0, 1, (4, 500))}, {"forget": rng.normal(0, 1, (4, 500))})["forget"]
+    assert rep["indicative"] and rep["n_models"] == [4, 4]
+    assert rep["klom_gauss"]["null_p95"] == pytest.approx(3.841 / 4)
+    assert rep["klom_gauss"]["p95"] < 2 * rep["klom_gauss"]["null_p95"]  # same law: near the null
+
+
+def test_offline_lira_z_and_score():
+    oracle = np.array([[0.0, 10.0], [2.0, 12.0], [0.0, 10.0], [2.0, 12.0]])  # per-sample var 4/3, mean 1 and 11
+    sigma = np.sqrt(4 / 3)
+    scale = sigma * np.sqrt(1 + 1 / 4)
+    out = MB.lira_offline(np.array([1 + 2 * scale, 11 - scale]), oracle)
+    np.testing.assert_allclose(out["z"], [2.0, -1.0])
+    np.testing.assert_allclose(out["score"], norm.cdf([2.0, -1.0]))
+    assert out["sigma"] == pytest.approx(sigma) and out["k"] == 4
+    raw = MB.lira_offline(np.array([1 + 2 * sigma, 11.0]), oracle, predictive=False)
+    np.testing.assert_allclose(raw["z"], [2.0, 0.0])
+    with pytest.raises(ValueError, match="2 oracles"):
+        MB.lira_offline(np.array([0.0]), np.array([[0.0]]))
+
+
+def test_tpr_at_fixed_fpr_counts_only_what_clears_the_negatives():
+    neg = np.arange(100.0)
+    pos = np.array([98.5, 99.5, 50.0])
+    at1 = MB.tpr_at_fpr(pos, neg, 0.01)  # threshold 98: one negative (99) above it
+    assert (at1["threshold"], at1["fpr"]) == (98.0, 1.0) and at1["tpr"] == pytest.approx(200 / 3)
+    assert at1["indicative"] is True  # 100 negatives < 10 / 1%
+    at5 = MB.tpr_at_fpr(pos, neg, 0.05)
+    assert (at5["threshold"], at5["fpr"]) == (94.0, 5.0)
+    assert not MB.tpr_at_fpr(pos, np.arange(1000.0), 0.01)["indicative"]
+    s = MB.attack_summary(np.array([3.0, 4.0]), np.array([1.0, 2.0]))
+    assert (s["auc"], s["balanced_acc"]) == (100.0, 100.0) and s["tpr_at"]["1%"]["tpr"] == 100.0
+    same = MB.attack_summary(np.ones(5), np.ones(5))
+    assert (same["auc"], same["balanced_acc"]) == (50.0, 50.0)
+
+
+def test_ulira_separates_unlearned_from_oracles_only_when_they_differ():
+    rng = np.random.default_rng(0)
+    oracles = rng.normal(0, 1, (5, 400))
+    leaky = MB.ulira(rng.normal(3, 1, (5, 400)), oracles)
+    assert leaky["summary"]["accuracy_at_0"] > 90 and leaky["per_sample"].shape == (400,)
+    clean = MB.ulira(rng.normal(0, 1, (5, 400)), oracles)
+    assert 40 < clean["summary"]["auc"] < 60
+    with pytest.raises(ValueError, match="at least 3"):
+        MB.ulira(oracles[:2], oracles[:2])
+
+
+def test_membership_rows_rank_planted_outliers_first_and_flag_both_tails():
+    rng = np.random.default_rng(0)
+    oracle = rng.normal(0, 1, (4, 50))
+    target = oracle.mean(0) + rng.normal(0, 0.1, 50)
+    target[[7, 21]] += 20  # planted: far above what the oracles give (memorised)
+    target[3] -= 20  # pushed far below (over-forgotten)
+    ids, labels = np.arange(1000, 1050), np.zeros(50, int)
+    rows = MB.membership_rows(ids, labels, target, MB.lira_offline(target, oracle))
+    assert {rows[0]["train_id"], rows[1]["train_id"]} == {1007, 1021}
+    assert rows[0]["flag"] == "trained-on" and rows[-1]["train_id"] == 1003 and rows[-1]["flag"] == "over-forgotten"
+    assert [r["rank"] for r in rows] == list(range(1, 51))
+    assert set(rows[0]) >= {"train_id", "label", "margin", "oracle_margin", "z", "lira_score", "flag"}
+
+
+def test_matched_heldout_copies_the_class_mix():
+    forget = np.array([0] * 10 + [1] * 30)
+    test = np.array([0] * 50 + [1] * 50 + [2] * 50)
+    rows = MB.matched_heldout(forget, test, seed=3)
+    assert np.bincount(test[rows], minlength=3).tolist() == [17, 49, 0]  # 66 rows: 16.5 / 49.5, ties to class 0
+    assert np.array_equal(rows, MB.matched_heldout(forget, test, seed=3))  # seeded
+    assert np.bincount(test[MB.matched_heldout(forget, test, size=8)], minlength=3).tolist() == [2, 6, 0]
+    assert np.array_equal(MB.matched_heldout(np.zeros(5, int), test), np.arange(50))  # a class: all its rows
+    with pytest.raises(ValueError, match="no sample of class"):
+        MB.matched_heldout(np.array([3]), test)
+
+
+def test_svc_mia_calls_retain_like_samples_members():
+    rng = np.random.default_rng(0)
+
+    def probs(n, conf):
+        y = rng.integers(0, 3, n)
+        p = np.full((n, 3), 0.0)
+        py = np.clip(conf + rng.normal(0, 0.02, n), 0.34, 0.999)
+        p[:] = ((1 - py) / 2)[:, None]
+        p[np.arange(n), y] = py
+        return p, y
+
+    retain, test = probs(300, 0.99), probs(200, 0.6)
+    kept = MB.svc_mia(*probs(100, 0.99), *retain, *test)
+    gone = MB.svc_mia(*probs(100, 0.6), *retain, *test)
+    assert kept["headline"] < 10 and gone["headline"] > 90
+    assert set(kept["efficacy"]) == {"correctness", "confidence", "entropy", "m_entropy", "prob"}
+    assert kept["n_members"] == 200 and kept["loss_mia"] > 90 and gone["loss_mia"] == pytest.approx(50, abs=10)
+
+
+def test_anamnesis_index():
+    assert R.anamnesis_index({"steps": 5, "cap": 500}, [{"steps": 10, "cap": 500}] * 2)["ain"] == 0.5
+    assert R.anamnesis_index({"steps": 0, "cap": 500}, [{"steps": 1, "cap": 500}])["ain"] is None  # too few steps
+    capped = R.anamnesis_index({"steps": None, "cap": 500}, [{"steps": 100, "cap": 500}])
+    assert capped["ain"] == 5.0 and capped["censored"]
+
+
+def _crit(name, value, oracles, original, **kw):
+    return E.criterion(name, name, value, oracles, original, level=0.95, **kw)
+
+
+def test_verdict_rule_on_hand_made_measures():
+    oracles = [50.0, 51.0, 49.0, 50.0]
+    unseen = E.verdict([_crit("AUC", 50.5, oracles, 80.0)], 4, "sample")
+    assert unseen["verdict"] == "looks unseen" and unseen["sentence"].startswith("Looks unseen (with 4 oracles)")
+    kept = E.verdict([_crit("AUC", 78.0, oracles, 80.0)], 4, "sample")
+    assert kept["verdict"] == "not forgotten" and "nearer the original's 80.0%" in kept["sentence"]
+    over = E.verdict([_crit("AUC", 50.0, oracles, 80.0), _crit("FA", 60.0, [97.0, 98.0, 97.0], 100.0)], 4, "sample")
+    assert over["verdict"] == "over-forgotten" and "below" in over["sentence"]
+    small = E.verdict([_crit("AUC", 50.5, oracles, 50.2)], 4, "sample")
+    assert small["verdict"] == "inconclusive" and "too small to tell" in small["sentence"]
+    few = E.verdict([], 1, "class")
+    assert few["verdict"] == "inconclusive" and few["sentence"].startswith("Inconclusive with 1 oracle:")
+    assert "not membership" in few["scenario_rule"]
+    # a distance (KLoM) above its band counts on the side its direction gives, below it never counts
+    kl = [1.0, 1.2, 0.9, 1.1]
+    assert E.verdict([_crit("KLoM", 50.0, kl, 60.0, distance=True, direction="below")], 4, "sample")["verdict"] \
+        == "over-forgotten"
+    assert E.verdict([_crit("KLoM", 0.01, kl, 60.0, distance=True)], 4, "sample")["verdict"] == "looks unseen"
+
+
+# ---- real models: relearn time and the controls ----------------------------------------------------------------
+
+K = 5  # oracles per request: each control leaves one out and judges it against the other 4
+
+
+def _oracles(dataset, request, recipe):
+    return [bundle.train_or_load("parametric", dataset, train_config=replace(recipe, seed=recipe.seed + s),
+                                 excluded=request).classifier for s in range(1, K + 1)]
+
+
+@pytest.fixture(scope="module")
+def class_case(digits, parametric_model):
+    request = request_classes(digits, [0])
+    return digits, request, parametric_model, _oracles(digits, request, FAST)
+
+
+@pytest.fixture(scope="module")
+def noisy_case(digits):
+    """Digits is so easy that a plain original does not memorise a random 10% beyond its forget accuracy (its
+    loss attack reads 50%): a positive control needs something to detect. Here 10% of the training labels are
+    flipped (seeded), the atypical samples only memorisation gets right, and training runs 30 epochs."""
+    rng = np.random.default_rng(12345)
+    y = digits.y_train.copy()
+    flip = rng.choice(len(y), len(y) // 10, replace=False)
+    y[flip] = (y[flip] + rng.integers(1, 10, len(flip))) % 10
+    noisy = Dataset("digits-noisy", digits.x_train, y, digits.x_test, digits.y_test, digits.class_names)
+    recipe = replace(FAST, epochs=30)
+    request = request_random(noisy, 0.1, 0)
+    original = bundle.train_or_load("parametric", noisy, train_config=recipe).classifier
+    return noisy, request, original, _oracles(noisy, request, recipe), y != digits.y_train
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["class_case", "noisy_case"])
+def test_controls_left_out_oracle_looks_unseen_and_original_not_forgotten(case, request):
+    dataset, forget_request, original, oracles = request.getfixturevalue(case)[:4]
+    for j in range(K):  # every oracle in turn, judged against the other four
+        result = E.judge(oracles[j], original, oracles[:j] + oracles[j + 1:], dataset, forget_request)
+        assert result["verdict"] == "looks unseen", (j, result["sentence"])
+        assert result["k"] == K - 1
+    result = E.judge(original, original, oracles, dataset, forget_request)
+    assert result["verdict"] == "not forgotten", result["sentence"]
+    assert result["scenario"] == ("class" if forget_request.classes else "sample")
+    names = {c["name"] for c in result["criteria"]}
+    assert names == ({"FA", "forgotten_TA", "mean_z", "klom_p95"} if forget_request.classes
+                     else {"FA", "membership_auc", "mean_z", "klom_p95"})
+    assert set(result["klom"]) == {"forget", "retain", "val"} and result["spread"]["k"] == K
+    assert len(result["membership"]["rows"]) == len(forget_request.ids)
+
+
+@pytest.mark.slow
+def test_per_sample_score_ranks_planted_mislabelled_samples_first(noisy_case):
+    dataset, forget_request, original, oracles, flipped = noisy_case
+    result = E.judge(original, original, oracles, dataset, forget_request)
+    rows = result["membership"]["rows"]
+    planted = np.array([flipped[r["train_id"]] for r in rows])  # in rank order
+    assert 5 <= planted.sum() < len(rows) // 2
+    ranks = np.arange(1, len(rows) + 1)
+    assert ranks[planted].mean() < 0.25 * ranks[~planted].mean()  # memorised outliers rank near the top
+    assert result["membership"]["method"]["tpr_at"]["5%"]["tpr"] > 5  # above the 5% a chance attack gets
+
+
+@pytest.mark.slow
+def test_judge_bad_input_and_svc_on_real_models(class_case):
+    dataset, forget_request, original, oracles = class_case
+    none = E.judge(original, original, [], dataset, forget_request)
+    assert none["verdict"] == "inconclusive" and "0 oracles" in none["sentence"] and none["spread"] is None
+    two = E.judge(oracles[0], original, oracles[1:3], dataset, forget_request)  # 2 oracles: no per-sample measures
+    assert two["membership"] is None and {c["name"] for c in two["criteria"]} == {"FA", "forgotten_TA"}
+    forget = forget_request.mask(dataset.num_train)
+    tr, te = original.split_proba(dataset, "train"), original.split_proba(dataset, "test")
+    svc = MB.svc_mia(tr[forget], dataset.y_train[forget], tr[~forget], dataset.y_train[~forget], te, dataset.y_test)
+    assert 0 <= svc["headline"] <= 100 and svc["n_nonmembers"] == len(dataset.y_test)
+
+
+@pytest.mark.slow
+def test_relearn_time_oracle_needs_steps_original_none(class_case):
+    dataset, forget_request, original, oracles = class_case
+    ids = np.array(forget_request.ids)
+    x, y = dataset.x_train[ids], dataset.y_train[ids]
+    target = R.relearn_target(original.split_proba(dataset, "train")[ids], y)
+    assert target == pytest.approx(95.0)
+    assert R.relearn_time(original, x, y, target)["steps"] == 0
+    before = {k: v.clone() for k, v in oracles[0].net.state_dict().items()}
+    run = R.relearn_time(oracles[0], x, y, target, lr=0.05, max_steps=200)
+    assert run["reached"] and run["steps"] > 1 and run["curve"][0] == [0, 0.0]
+    assert all(np.array_equal(v, oracles[0].net.state_dict()[k]) for k, v in before.items())  # a copy was tuned
+    assert R.relearn_time(oracles[0], x, y, target, lr=1e-6, max_steps=3)["steps"] is None
+    with pytest.raises(TypeError, match="parametric"):
+        R.relearn_time(object(), x, y, target)
