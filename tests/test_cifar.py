@@ -182,6 +182,57 @@ def test_the_size_cap_is_checked_before_anything_is_read(cifar_dir, monkeypatch)
         load_cifar10_folder(folder)
 
 
+def _archive(folder, kind: str) -> bytes:
+    """The batches of ``folder`` packed as the official tar.gz (under cifar-10-batches-py/) or as a zip."""
+    import io
+    import tarfile
+    import zipfile
+
+    buf = io.BytesIO()
+    if kind == "tar.gz":
+        with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+            tf.add(folder, arcname="cifar-10-batches-py")
+    else:
+        with zipfile.ZipFile(buf, "w") as zf:
+            for file in sorted(folder.iterdir()):
+                zf.write(file, f"batches/{file.name}")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "zip"])
+def test_the_official_archive_loads_from_an_upload_without_extracting(cifar_dir, kind):
+    from core.data.user_files import load_user_data
+
+    folder, batches = cifar_dir
+    data = _archive(folder, kind)
+    from_folder = load_cifar10_folder(folder)
+    loaded = load_user_data(data, source_name=f"cifar-10-python.{kind}")
+    assert loaded.dataset.fingerprint() == from_folder.fingerprint()
+    assert loaded.dataset.source == f"cifar-10-python.{kind}"
+    assert cifar.load_cifar10_archive(data, "c.tar").class_names == CIFAR10_CLASSES
+    assert load_user_data(folder.parent).dataset.fingerprint() == from_folder.fingerprint()  # the folder, too
+
+
+def test_archive_messages_name_the_upload_and_member(cifar_dir, monkeypatch):
+    folder, batches = cifar_dir
+    _dump(folder / "data_batch_4", {**batches["data_batch_4"], b"labels": [0, 1, 2, 10**40]})
+    with pytest.raises(DataError, match=r"^my-cifar.tar.gz: data_batch_4: labels must lie in 0..9; found 0..1000"):
+        cifar.load_cifar10_archive(_archive(folder, "tar.gz"), "my-cifar.tar.gz")
+    (folder / "test_batch").unlink()
+    with pytest.raises(DataError, match=r"my-cifar.zip: no test_batch; expected cifar-10-python.tar.gz"):
+        cifar.load_cifar10_archive(_archive(folder, "zip"), "my-cifar.zip")
+    monkeypatch.setattr(cifar, "CIFAR_ARCHIVE_MAX_UNPACKED", 10_000)
+    with pytest.raises(DataError, match=r"members that unpack to more than 10,000 bytes"):
+        cifar.load_cifar10_archive(_archive(folder, "tar.gz"), "big.tar.gz")
+
+
+def test_a_label_beyond_int64_is_a_data_error_not_an_overflow(cifar_dir):
+    folder, batches = cifar_dir
+    _dump(folder / "test_batch", {**batches["test_batch"], b"labels": [10**400] * PER_TEST})
+    with pytest.raises(DataError, match=r"test_batch: labels must lie in 0..9; found 100000000000…\.\.100000000000…"):
+        load_cifar10_folder(folder)
+
+
 # ---- the CIFAR ResNet-18 ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("feature_dim", [64, 512])

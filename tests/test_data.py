@@ -334,14 +334,16 @@ def test_npz_never_unpickles(tmp_path):
 
 def test_npz_not_an_archive(tmp_path):
     np.save(tmp_path / "single.npy", GOOD_X)
-    with pytest.raises(DataError, match="not a single .npy"):
+    with pytest.raises(DataError, match="single.npy: a single .npy array; expected a .npz archive") as err:
         load_npz(tmp_path / "single.npy")
+    assert "numpy.savez (named arrays), not numpy.save" in str(err.value)
     (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 garbage")
-    with pytest.raises(DataError, match="junk.npz"):
+    with pytest.raises(DataError, match="junk.npz: a damaged archive"):
         load_npz(tmp_path / "junk.npz")
     (tmp_path / "text.npz").write_text("hello")
-    with pytest.raises(DataError, match="text.npz"):
+    with pytest.raises(DataError, match="text.npz: text; expected a .npz archive of named arrays") as err:
         load_npz(tmp_path / "text.npz")
+    assert "allow_pickle" not in str(err.value) and "savez_compressed" in str(err.value)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -402,10 +404,6 @@ def test_image_folder_rejections(tmp_path):
         load_image_folder(root)
     (root / "empty" / "readme.md").unlink()
     (root / "empty").rmdir()
-    (root / "cat" / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(DataError, match="broken.png: not a readable image"):
-        load_image_folder(root)
-    (root / "cat" / "broken.png").unlink()
     with pytest.raises(DataError, match="max_images=5"):
         load_image_folder(root, max_images=5)
     tiny = make_folder(tmp_path / "tiny", size=(4, 4))
