@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FASHION_MNIST_SYSTEM_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: venv data run test lint
+.PHONY: venv data run classroom test lint
 
 venv: $(VENV)/.installed
 
@@ -30,6 +30,12 @@ data:
 
 run: venv data
 	$(BIN)/streamlit run app.py
+
+# For a room: binds every network interface (`make run` binds localhost only) and prints the address to share.
+PORT ?= 8501
+classroom: venv data
+	@echo "Students open: http://$$(hostname -I 2>/dev/null | awk '{print $$1}'):$(PORT)"
+	$(BIN)/streamlit run app.py --server.address 0.0.0.0 --server.port $(PORT)
 
 test: venv
 	$(BIN)/python -m pytest -q tests
