@@ -165,17 +165,74 @@ def test_fashion_mnist_missing_everywhere_names_places_and_remedies(no_fashion_e
         assert expected in message
 
 
+def _serve(monkeypatch, folder: Path, requested: list | None = None) -> None:
+    """urlopen answers from ``folder``; the pinned checksums become those of the files there."""
+    import hashlib
+
+    def fake_urlopen(url, timeout):
+        if requested is not None:
+            requested.append((url, timeout))
+        return io.BytesIO((folder / url.rsplit("/", 1)[1]).read_bytes())
+
+    monkeypatch.setattr(sources.urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr(sources, "FASHION_MNIST_SHA256", {
+        stem: hashlib.sha256(gzip.decompress((folder / f"{stem}.gz").read_bytes())).hexdigest()
+        for stem in sources.FASHION_MNIST_FILES.values()})
+
+
+def test_fashion_mnist_download_is_https_and_checked_against_pinned_sha256(tmp_path, monkeypatch,
+                                                                           no_fashion_elsewhere):
+    monkeypatch.delenv("UE_NO_DOWNLOAD")
+    served = tmp_path / "served"
+    write_mnist_style(served)
+    _serve(monkeypatch, served)
+    real = dict(sources.FASHION_MNIST_SHA256)
+    tampered = served / "t10k-labels-idx1-ubyte.gz"
+    labels = sources.parse_idx(gzip.decompress(tampered.read_bytes()))
+    tampered.write_bytes(gzip.compress(idx_bytes((labels + 1) % 10)))  # still a valid IDX file
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: SHA-256 [0-9a-f]{64} differs from the pinned "
+                                        r"[0-9a-f]{64}; the download was discarded"):
+        sources.load_fashion_mnist()
+    cached = tmp_path / "cache" / "fashion-mnist"
+    assert "t10k-labels-idx1-ubyte.gz" not in [p.name for p in cached.iterdir()]  # nothing unverified is kept
+    assert not list(cached.glob("*.part"))
+    assert sources.FASHION_MNIST_URL.startswith("https://")
+    with pytest.raises(DataError, match="https only"):
+        sources.download_idx_files("http://example.org/", cached, checksums=real)
+
+
+def test_a_gzip_bomb_download_is_refused_within_the_cap(tmp_path, monkeypatch, no_fashion_elsewhere):
+    monkeypatch.delenv("UE_NO_DOWNLOAD")
+    monkeypatch.setattr(sources, "IDX_MAX_BYTES", 10_000)
+    bomb = gzip.compress(b"\0" * 5_000_000)  # 5 MB of zeros in about 5 KB
+    monkeypatch.setattr(sources.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(bomb))
+    with pytest.raises(DataError, match="unpacks to more than 10,000 bytes"):
+        sources.load_fashion_mnist()
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Debian's copy is not installed")
+def test_the_pinned_checksums_are_those_of_the_official_files():
+    """Debian's files are recompressed (their gzip MD5s differ from upstream's), but what they unpack to has the
+    MD5s published beside the upstream archives; the pinned SHA-256s are of that content."""
+    import hashlib
+
+    official_md5 = {"train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+                    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+                    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+                    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965"}
+    for stem, sha256 in sources.FASHION_MNIST_SHA256.items():
+        data = gzip.decompress(Path(f"/usr/share/datasets/fashion-mnist/{stem}.gz").read_bytes())
+        assert hashlib.md5(data).hexdigest() == official_md5[stem]
+        assert hashlib.sha256(data).hexdigest() == sha256
+
+
 def test_fashion_mnist_download_is_verified_then_cached(tmp_path, monkeypatch, no_fashion_elsewhere):
     monkeypatch.delenv("UE_NO_DOWNLOAD")
     served = tmp_path / "served"
     write_mnist_style(served)
     requested = []
+    _serve(monkeypatch, served, requested)
 
-    def fake_urlopen(url, timeout):
-        requested.append((url, timeout))
-        return io.BytesIO((served / url.rsplit("/", 1)[1]).read_bytes())
-
-    monkeypatch.setattr(sources.urllib.request, "urlopen", fake_urlopen)
     ds = sources.load_fashion_mnist()
     assert ds.num_train == 30 and len(requested) == 4
     assert all(url.startswith(sources.FASHION_MNIST_URL) and t == 10 for url, t in requested)

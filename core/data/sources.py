@@ -8,7 +8,7 @@ is wrong and what to do about it.
 
 from __future__ import annotations
 
-import gzip
+import hashlib
 import http.client
 import os
 import struct
@@ -30,7 +30,17 @@ FASHION_MNIST_FILES = {
     "x_test": "t10k-images-idx3-ubyte",
     "y_test": "t10k-labels-idx1-ubyte",
 }
-FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+FASHION_MNIST_URL = "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/"
+# SHA-256 of each file's IDX content (after gunzip, so that a mirror that recompresses still verifies). Pinned
+# from Debian's dataset-fashion-mnist, whose unpacked files have the MD5s published with the upstream archives
+# (f4a8712d..., 9018921c..., 8181f547..., 15d48437...); other projects pin the same SHA-256s.
+FASHION_MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+IDX_MAX_BYTES = 64 * 2**20  # one IDX file, packed or unpacked (Fashion-MNIST's largest unpacks to 47 MB)
 FASHION_MNIST_ENV = "FASHION_MNIST_DIR"
 SYSTEM_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)  # Debian's dataset-fashion-mnist package
 DOWNLOAD_TIMEOUT_S = 10.0
@@ -68,14 +78,40 @@ def parse_idx(data: bytes, name: str = "idx data") -> np.ndarray:
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file, gzip-compressed (``.gz``) or not."""
+    """Read an IDX file, gzip-compressed (``.gz``) or not, of at most ``IDX_MAX_BYTES`` either way."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > IDX_MAX_BYTES:
+            raise DataError(f"{path}: {size:,} bytes, over the {IDX_MAX_BYTES:,}-byte cap for an IDX file")
         raw = path.read_bytes()
-        data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-    except (OSError, EOFError, zlib.error) as exc:
+    except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc})") from exc
+    data = gunzip(raw, IDX_MAX_BYTES, str(path)) if raw[:2] == b"\x1f\x8b" else raw
     return parse_idx(data, str(path))
+
+
+def gunzip(raw: bytes, limit: int, where: str) -> bytes:
+    """The unpacked bytes of a gzip stream, refused as soon as they pass ``limit`` (a gzip bomb never unpacks
+    further than that)."""
+    out = bytearray()
+    data = raw
+    while data:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out += inflater.decompress(data, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise DataError(f"{where}: not a gzip file ({exc})") from exc
+        if len(out) > limit:
+            raise DataError(f"{where}: unpacks to more than {limit:,} bytes, the cap for this file")
+        if not inflater.eof:
+            raise DataError(f"{where}: truncated gzip stream")
+        data = inflater.unused_data
+        if not data.strip(b"\0"):
+            break
+        if data[:2] != b"\x1f\x8b":
+            raise DataError(f"{where}: trailing bytes after the gzip stream")
+    return bytes(out)
 
 
 def _find_idx_files(folder: Path) -> dict[str, Path] | None:
@@ -128,8 +164,13 @@ def cache_dir(name: str) -> Path:
     return Path(root) / name
 
 
-def download_idx_files(base_url: str, folder: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
-    """Download the four IDX files into ``folder``; each is checked before it is moved into place."""
+def download_idx_files(base_url: str, folder: Path, timeout: float = DOWNLOAD_TIMEOUT_S,
+                       checksums: dict[str, str] | None = None) -> None:
+    """Download the four IDX files over https into ``folder``; each is size-capped, unpacked within the cap,
+    checked against its pinned SHA-256 (``FASHION_MNIST_SHA256``) and parsed before it is moved into place."""
+    if not base_url.startswith("https://"):
+        raise DataError(f"{base_url}: downloads use https only")
+    checksums = FASHION_MNIST_SHA256 if checksums is None else checksums
     folder.mkdir(parents=True, exist_ok=True)
     for stem in FASHION_MNIST_FILES.values():
         target = folder / f"{stem}.gz"
@@ -138,13 +179,17 @@ def download_idx_files(base_url: str, folder: Path, timeout: float = DOWNLOAD_TI
         url = base_url + target.name
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:
-                payload = response.read()
+                payload = response.read(IDX_MAX_BYTES + 1)
         except (OSError, ValueError, http.client.HTTPException) as exc:
             raise DataError(f"download of {url} failed ({exc})") from exc
-        try:
-            parse_idx(gzip.decompress(payload), url)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{url}: not a gzip file ({exc})") from exc
+        if len(payload) > IDX_MAX_BYTES:
+            raise DataError(f"{url}: more than {IDX_MAX_BYTES:,} bytes; the download was discarded")
+        data = gunzip(payload, IDX_MAX_BYTES, url)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != checksums.get(stem):
+            raise DataError(f"{url}: SHA-256 {digest} differs from the pinned {checksums.get(stem)}; "
+                            "the download was discarded (a changed or tampered mirror)")
+        parse_idx(data, url)
         with tempfile.NamedTemporaryFile(dir=folder, delete=False, suffix=".part") as tmp:
             tmp.write(payload)
         os.replace(tmp.name, target)
