@@ -118,7 +118,10 @@ def is_available(kind: str, dataset: Dataset, config=None, train_config: TrainCo
                  excluded: ForgetRequest | None = None) -> bool:
     """True when the model loads without training (in memory, in the store or in the assets)."""
     key = resolve(kind, dataset, config, train_config, excluded)[2]
-    return key in _MEMO or store.find_model(key) is not None
+    try:
+        return key in _MEMO or store.find_model(key) is not None
+    except store.StoreError:  # stored but damaged: loading it says what is wrong and how to retrain it
+        return True
 
 
 def _train_ids(dataset: Dataset, excluded: ForgetRequest | None) -> np.ndarray:
@@ -177,7 +180,10 @@ def train_or_load(kind: str, dataset: Dataset, config=None, train_config: TrainC
     with _lock_for(key):
         if key in _MEMO:
             return _MEMO[key]
-        stored = store.find_model(key)
+        try:
+            stored = store.find_model(key)
+        except store.StoreError as err:
+            raise damaged_model_error(kind, dataset.name, train_config, excluded, key, err) from err
         if stored is None:
             if not allow_train:
                 raise store.StoreError(f"no stored {kind} model for this dataset and config (key {key})")
@@ -185,7 +191,11 @@ def train_or_load(kind: str, dataset: Dataset, config=None, train_config: TrainC
         progress(0.99, f"loading {kind} from {stored.path}")
         device = pick_device(train_config.device)
         net = _build(spec, dataset, config, train_config.seed)
-        store.load_weights(net, stored.path)
+        try:
+            store.load_weights(net, stored.path)
+            store.verify_weights(stored)
+        except store.StoreError as err:
+            raise damaged_model_error(kind, dataset.name, train_config, excluded, key, err, stored.path) from err
         net.eval()
         classifier = _wrap(spec, net, dataset, _train_ids(dataset, excluded), config, device, stored)
         if spec.by_design and store.cached_array(stored, "train_features") is None:
@@ -194,6 +204,39 @@ def train_or_load(kind: str, dataset: Dataset, config=None, train_config: TrainC
         trained = TrainedModel(key, classifier, stored.meta)
         _MEMO[key] = trained
         return trained
+
+
+def retrain_command(kind: str, dataset_name: str, train_config: TrainConfig,
+                    excluded: ForgetRequest | None = None) -> str:
+    """The CLI command that trains this model again (an oracle: the comparison that needs it)."""
+    base = recipe(dataset_name, kind)
+    flags = f"--dataset {dataset_name} --model {kind}"
+    if train_config.epochs != base.epochs:
+        flags += f" --epochs {train_config.epochs}"
+    if train_config.seed != base.seed:
+        flags += f" --train-seed {train_config.seed}"
+    if excluded is None:
+        return f"python -m core train {flags}"
+    from core.unlearn import list_methods
+
+    methods = list_methods(kind)
+    what = f"--classes {','.join(map(str, excluded.classes))}" if excluded.classes else "--ids-file <the same ids>"
+    return f"python -m core forget {flags} {what}" + (f" --method {methods[0]}" if methods else "")
+
+
+def damaged_model_error(kind: str, dataset_name: str, train_config: TrainConfig, excluded: ForgetRequest | None,
+                        key: str, err: Exception, path=None) -> store.StoreError:
+    """A StoreError that names the damaged stored model, what is wrong, and the command that retrains it."""
+    folder = path or next((p for p in store.model_dirs(key) if p.exists()), store.model_dirs(key)[0])
+    what = f"{kind} model on {dataset_name}" if excluded is None else \
+        f"{kind} oracle on {dataset_name} without {excluded.description}"
+    in_assets = store.ASSETS_MODELS in folder.parents
+    fix = (f"restore the shipped copy with `git checkout -- {folder.relative_to(store.ASSETS_MODELS.parent.parent)}`"
+           f", or delete it and retrain: `{retrain_command(kind, dataset_name, train_config, excluded)}`") \
+        if in_assets else \
+        f"delete {folder} and retrain it: `{retrain_command(kind, dataset_name, train_config, excluded)}`"
+    return store.StoreError(source=f"the stored {what} (key {key})", found=f"damaged: {err}",
+                            expected="a complete model folder (meta.json and weights.safetensors, as saved)", fix=fix)
 
 
 def from_weights(kind: str, dataset: Dataset, weights: bytes, config=None,

@@ -29,12 +29,13 @@ from safetensors.torch import save as save_bytes
 from torch import nn
 
 from core.configs import ConfigError, config_from_dict, config_to_dict
+from core.errors import InputError
 
 ASSETS_MODELS = Path(__file__).resolve().parent.parent / "assets" / "models"
 
 
-class StoreError(RuntimeError):
-    """A stored model or run is missing, corrupt, or does not fit; the message says which."""
+class StoreError(InputError, RuntimeError):
+    """A stored model or run, or a checkpoint, is missing, corrupt, or does not fit; the message says which."""
 
 
 def home() -> Path:
@@ -87,10 +88,31 @@ def model_dirs(key: str) -> list[Path]:
 
 
 def find_model(key: str) -> StoredModel | None:
+    """The stored model ``key`` (None: not stored); a folder with only one of its two files is a StoreError."""
     for path in model_dirs(key):
-        if (path / "meta.json").is_file() and (path / "weights.safetensors").is_file():
+        has_meta, has_weights = (path / "meta.json").is_file(), (path / "weights.safetensors").is_file()
+        if has_meta and has_weights:
             return StoredModel(key, path, read_meta(path))
+        if has_meta or has_weights:
+            missing = "weights.safetensors" if has_meta else "meta.json"
+            raise StoreError(f"model folder {path} lacks {missing}")
     return None
+
+
+def verify_weights(stored: StoredModel) -> None:
+    """Check the weights file against the SHA-256 its metadata recorded when it was saved (a truncated or
+    altered file fails here even where it still parses)."""
+    recorded = stored.meta.get("weights_sha256")
+    if recorded is None:
+        return
+    file = stored.path / "weights.safetensors"
+    try:
+        actual = file_sha256(file)
+    except OSError as err:
+        raise StoreError(f"weights at {file} cannot be read ({err.strerror or err})") from err
+    if actual != recorded:
+        raise StoreError(f"weights at {file} have SHA-256 {actual[:16]}…, not the {recorded[:16]}… recorded when "
+                         "they were saved (truncated or altered)")
 
 
 def read_meta(path: Path) -> dict:
@@ -141,18 +163,27 @@ def load_weights(net: nn.Module, path: Path) -> None:
 def load_state(net: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
     """Load a state dict strictly: any missing, extra, misshapen or non-finite tensor is a StoreError naming
     ``where`` the weights came from."""
-    expected = net.state_dict()
+    check_state(net.state_dict(), state, where)
+    net.load_state_dict(state, strict=True)
+
+
+def check_state(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse a state dict that does not fit ``expected`` exactly: names, shapes, float vs integer tensors, and
+    finite values. ``where`` names the weights in the message."""
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     if missing or extra:
-        raise StoreError(f"{where} do not fit this model: missing {missing[:4]}, unexpected {extra[:4]}")
+        raise StoreError(f"{where} do not fit this model: missing {missing[:4]}"
+                         f"{f' and {len(missing) - 4} more' if len(missing) > 4 else ''}, unexpected {extra[:4]}"
+                         f"{f' and {len(extra) - 4} more' if len(extra) > 4 else ''}")
     for name, tensor in state.items():
         if tuple(tensor.shape) != tuple(expected[name].shape):
             raise StoreError(f"{where}: {name} has shape {tuple(tensor.shape)}, "
                              f"the model expects {tuple(expected[name].shape)}")
+        if tensor.is_floating_point() != expected[name].is_floating_point():
+            raise StoreError(f"{where}: {name} is {tensor.dtype}, the model expects {expected[name].dtype}")
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise StoreError(f"{where}: {name} contains NaN or infinite values")
-    net.load_state_dict(state, strict=True)
 
 def config_of(meta: dict, cls: type):
     try:

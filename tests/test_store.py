@@ -119,3 +119,47 @@ def test_training_is_reproducible_whatever_the_process_drew_before(digits):
     second = bundle.train_or_load("parametric", digits, train_config=recipe)
     a, b = first.classifier.net.state_dict(), second.classifier.net.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bit flip", "no meta", "meta not json"])
+def test_a_damaged_stored_model_is_named_with_the_command_that_retrains_it(digits, tmp_path, monkeypatch, damage):
+    """A truncated, altered or half-deleted model folder: loading names the model, its folder and the CLI command
+    that trains it again, instead of a bare parser error (and ``is_available`` sends callers down that path)."""
+    from dataclasses import replace
+
+    from core.configs import config_to_dict
+
+    monkeypatch.setenv("UE_HOME", str(tmp_path))
+    monkeypatch.setenv("UE_NO_ASSETS", "1")
+    recipe = replace(FAST, epochs=3, seed=5)
+    config, recipe, key = bundle.resolve("parametric", digits, None, recipe)
+    saved = store.save_model(key, small_net(digits), {"kind": "parametric", "config": config_to_dict(config)})
+    weights, meta = saved.path / "weights.safetensors", saved.path / "meta.json"
+    if damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:100])
+    elif damage == "bit flip":  # still parses as safetensors: only the recorded SHA-256 tells
+        data = bytearray(weights.read_bytes())
+        data[-1] ^= 0xFF
+        weights.write_bytes(bytes(data))
+    elif damage == "no meta":
+        meta.unlink()
+    else:
+        meta.write_text("{not json")
+    bundle.forget_memo()
+    assert bundle.is_available("parametric", digits, train_config=recipe)
+    with pytest.raises(store.StoreError) as err:
+        bundle.train_or_load("parametric", digits, train_config=recipe, allow_train=False)
+    message = str(err.value)
+    assert message.startswith(f"the stored parametric model on digits (key {key}): damaged: ")
+    assert f"Delete {saved.path} and retrain it: `python -m core train --dataset digits --model parametric " \
+           "--epochs 3 --train-seed 5`" in message
+    expected = {"truncated": "not a readable safetensors", "bit flip": "recorded when they were saved",
+                "no meta": "lacks meta.json", "meta not json": "unreadable"}[damage]
+    assert expected in message
+
+
+def test_a_damaged_oracle_names_the_comparison_that_retrains_it(digits):
+    from core.data import request_classes
+
+    command = bundle.retrain_command("parametric", "digits", FAST, request_classes(digits, [0, 3]))
+    assert command.startswith("python -m core forget --dataset digits --model parametric --classes 0,3 --method ")
