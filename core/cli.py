@@ -26,20 +26,18 @@ from core import bundle, mlflow_log, runs_db, sweep, workflow
 from core.backend import Backend, BackendError, Job
 from core.configs import ConfigError, config_from_dict, config_to_dict
 from core.data import (
-    DataError,
     ForgetRequestError,
     list_datasets,
     load_dataset,
-    load_image_folder,
-    load_npz,
-    parse_ids_text,
     register_user_dataset,
     request_classes,
     request_ids,
     request_random,
 )
+from core.data.requests import read_ids_file
+from core.data.user_files import load_user_data
+from core.errors import InputError
 from core.models import get_model_kind, list_model_kinds
-from core.store import StoreError
 from core.unlearn import get_method, list_methods
 
 
@@ -58,11 +56,20 @@ class _Bar:
         self.bar.close()
 
 
+_NOTES: list[str] = []  # what the user should know about their input (skipped files, dropped repeats)
+
+
+def _note(text: str) -> None:
+    _NOTES.append(text)
+    print(f"note: {text}", file=sys.stderr)
+
+
 def _dataset(args):
     if args.data:
-        path = Path(args.data)
-        ds = load_npz(path) if path.suffix == ".npz" else load_image_folder(path)
-        register_user_dataset(args.dataset, ds)
+        loaded = load_user_data(Path(args.data), source_name=args.data)
+        for text in loaded.notes:
+            _note(text)
+        register_user_dataset(args.dataset, loaded.dataset)
     return load_dataset(args.dataset)
 
 
@@ -77,11 +84,14 @@ def _request(args, dataset):
     chosen = [args.classes is not None, args.random is not None, args.ids_file is not None]
     if sum(chosen) != 1:
         raise ForgetRequestError("say what to forget with exactly one of --classes, --random, --ids-file")
-    if args.classes is not None:
-        return request_classes(dataset, [int(c) for c in args.classes.split(",")])
+    if args.classes is not None:  # indices or names; request_classes says what is wrong with either
+        return request_classes(dataset, [c.strip() for c in args.classes.split(",") if c.strip()])
     if args.random is not None:
         return request_random(dataset, args.random, args.seed)
-    return request_ids(dataset, parse_ids_text(Path(args.ids_file).read_text()))
+    request = request_ids(dataset, read_ids_file(args.ids_file, source_name=args.ids_file))
+    if request.duplicates_dropped:
+        _note(f"{args.ids_file}: {request.duplicates_dropped} repeated id(s) dropped; each id is forgotten once")
+    return request
 
 
 def config_with(cls: type, pairs: list[str], base=None):
@@ -256,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--ray-address", help="attach to this Ray cluster (host:port or auto) instead of starting "
                                              "a local instance; default $UE_RAY_ADDRESS")
         s.add_argument("--dataset", default="fashion-mnist")
-        s.add_argument("--data", help="a .npz file or an image folder to register under --dataset")
+        s.add_argument("--data", help="your data, registered under --dataset: an image folder (one sub-folder per "
+                                      "class) or a zip of one, a .npz, or CIFAR-10's python batches")
         s.add_argument("--model", default="spm", choices=list_model_kinds())
         s.add_argument("--epochs", type=int)
         s.add_argument("--train-seed", type=int)
@@ -285,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _NOTES.clear()
     try:
         if args.command == "datasets":
             out = list_datasets()
@@ -299,10 +311,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cancelled: nothing partial was stored", file=sys.stderr)
         return 130
-    except (DataError, ForgetRequestError, ConfigError, StoreError, KeyError, ValueError, BackendError,
-            JobFailed) as err:
-        print(json.dumps({"error": str(err)}), file=sys.stdout)
-        print(f"error: {err}", file=sys.stderr)
+    except (InputError, ConfigError, KeyError, ValueError, BackendError, JobFailed) as err:
+        # InputError covers every input the validation layer refuses (DataError, ForgetRequestError,
+        # StoreError, SweepError); the message is the user's, so no traceback is printed
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        print(json.dumps({"error": message}), file=sys.stdout)
+        print(f"error: {message}", file=sys.stderr)
         return 2
+    if _NOTES and isinstance(out, dict):
+        out["notes"] = list(_NOTES)
     print(json.dumps(out, default=float))
     return 0

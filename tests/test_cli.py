@@ -40,6 +40,48 @@ def test_cli_rejects_bad_requests_clearly(tmp_path):
     assert code == 2 and "unknown" in out["error"]
 
 
+def cli_err(*args: str) -> tuple[int, dict, str]:
+    """Exit status, the last stdout line as JSON, and stderr."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def test_hostile_inputs_exit_2_with_the_message_and_no_traceback(tmp_path):
+    """A 400-digit id, a decompression bomb in an image folder, a link out of the folder, a missing file: each
+    is one line naming the user's file, status 2, never a traceback, and nothing starts (no Ray, no training)."""
+    import numpy as np
+    from PIL import Image
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text("5\n" + "9" * 400 + "\n")
+    code, out, err = cli_err("forget", "--dataset", "digits", "--ids-file", str(ids), "--no-oracle")
+    assert code == 2 and "Traceback" not in err
+    assert out["error"].startswith(f"{ids}, line 2: '999999999999…' is a 400-digit number")
+
+    folder = tmp_path / "pets"
+    for name in ("cat", "dog"):
+        (folder / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((9, 9), 40 * i, np.uint8), "L").save(folder / name / f"{i}.png")
+    Image.new("L", (20_000, 20_000)).save(folder / "dog" / "bomb.png")  # 400 megapixels in a few hundred KB
+    code, out, err = cli_err("train", "--dataset", "pets", "--data", str(folder), "--model", "parametric")
+    assert code == 2 and "Traceback" not in err and "DecompressionBomb" not in out["error"]
+    assert out["error"].startswith(f"{folder}/dog/bomb.png: a decompression bomb (its header claims an image of 400 "
+                                   "megapixels); expected at most 16.8 megapixels per image")
+
+    (folder / "dog" / "bomb.png").unlink()
+    (tmp_path / "elsewhere.png").write_bytes((folder / "cat" / "0.png").read_bytes())
+    (folder / "cat" / "link.png").symlink_to(tmp_path / "elsewhere.png")
+    code, out, err = cli_err("train", "--dataset", "pets", "--data", str(folder), "--model", "parametric")
+    assert code == 2 and "Traceback" not in err
+    assert out["error"].startswith(f"{folder}, cat/link.png: a link to {tmp_path / 'elsewhere.png'}, outside the folder")
+
+    code, out, err = cli_err("train", "--dataset", "pets", "--data", str(tmp_path / "nope.npz"))
+    assert code == 2 and out["error"].startswith(f"{tmp_path / 'nope.npz'}: no such file or folder")
+
+
 def test_model_and_method_configs_from_name_value_pairs():
     import pytest
 
