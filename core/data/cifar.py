@@ -8,7 +8,6 @@ import os
 import pickle
 import tarfile
 import zipfile
-import zlib
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -255,7 +254,7 @@ def load_cifar10_archive(source: str | Path | bytes, source_name: str | None = N
     """CIFAR-10 from ``cifar-10-python.tar.gz`` (or any tar or zip holding the python batches), a path or an
     upload's bytes; nothing is extracted to disk. The archive's unpacked size is summed from its member headers
     as they come and refused past ``CIFAR_ARCHIVE_MAX_UNPACKED``; each batch is capped like a file."""
-    from .user_files import _display_name, _open_input, _sniff
+    from .user_files import ZIP_ERRORS, _display_name, _open_input, _sniff
 
     where_archive = _display_name(source, source_name)
     expected = "cifar-10-python.tar.gz, or a tar or zip of data_batch_1..5, test_batch and batches.meta"
@@ -293,8 +292,7 @@ def load_cifar10_archive(source: str | Path | bytes, source_name: str | None = N
                             take(member.name, member.size, lambda m=member: tf.extractfile(m).read())
         except DataError:
             raise
-        except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError,
-                NotImplementedError, RuntimeError) as exc:
+        except (tarfile.TarError, *ZIP_ERRORS) as exc:
             raise DataError(source=where_archive, found=f"{_sniff(head[:8])} that cannot be read "
                                                         f"({type(exc).__name__}: {str(exc)[:120]})",
                             expected=expected, fix="upload the official cifar-10-python.tar.gz") from exc

@@ -14,7 +14,8 @@ Caps, checked before the work they guard starts (module constants, read at call 
 - ``MAX_FOLDER_BYTES``: bytes of the image files of a folder, from their sizes on disk;
 - ``MAX_IMAGE_PIXELS``: width x height of one image, from its header before its pixels are decoded (a
   decompression bomb is refused by name);
-- ``MAX_DATASET_BYTES``: the float32 image array the dataset holds in memory, from the shapes.
+- ``MAX_DATASET_BYTES``: the float32 image array the dataset holds in memory, from the shapes;
+- ``MAX_NPZ_ARRAYS`` and ``MAX_CLASSES``: members of a ``.npz`` and the largest label value.
 
 Links: a symbolic link in an image folder that leads out of the folder refuses the load; a link to a file in the
 folder reads that file; a link to a folder in the folder is not followed (its images are there already). A zip
@@ -32,6 +33,7 @@ import math
 import os
 import re
 import stat
+import struct
 import zipfile
 import zlib
 from collections import Counter
@@ -52,8 +54,12 @@ MAX_FOLDER_BYTES = 4 * 2**30  # image files of one folder on disk
 MAX_IMAGE_PIXELS = 4096 * 4096  # width x height of one image (PIL's own bomb limit is 89 million)
 MAX_DATASET_BYTES = 2 * 2**30  # the float32 images in memory (CIFAR-10: 737 MB)
 MAX_NPZ_ARRAYS = 64  # members of a .npz (a dataset needs at most 5)
+MAX_CLASSES = 100_000  # label values of a .npz
 UNREADABLE_MAX_FRACTION = 0.05  # share of a folder's images that may be skipped as unreadable
 
+# what zipfile and zlib raise on a damaged or unsupported archive (zipfile itself raises several types)
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError,
+              RuntimeError, struct.error)
 _PIL_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")  # the decoders IMAGE_SUFFIXES need
 _MIB = 2**20
 
@@ -93,8 +99,9 @@ def _check_labels(y: np.ndarray, where: str) -> np.ndarray:
         raise DataError(f"{where}: labels must be integers; got {y.dtype} (convert with y.astype(int))")
     if len(y) and y.min() < 0:
         raise DataError(f"{where}: labels must be non-negative; found {y.min()}")
-    if len(y) and y.max() >= MAX_IMAGES:  # also keeps bincount's allocation small
-        raise DataError(f"{where}: label {y.max()} is not a class index; expected labels 0..C-1 for C classes")
+    if len(y) and y.max() >= MAX_CLASSES:  # counting classes allocates one slot per label value
+        raise DataError(f"{where}: label {y.max()} is beyond {MAX_CLASSES:,} classes; expected class indices "
+                        "0..C-1 for C classes")
     return y.astype(np.int64)
 
 
@@ -267,8 +274,7 @@ def _read_npz_arrays(source: str | Path | bytes, where: str) -> dict[str, np.nda
             return arrays
         except DataError:
             raise
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError,
-                NotImplementedError, RuntimeError) as exc:
+        except ZIP_ERRORS as exc:
             raise DataError(source=where, found=f"a damaged archive ({type(exc).__name__}: {exc})"[:300],
                             expected=_NPZ_EXPECTED, fix=_NPZ_FIX) from exc
 
@@ -391,7 +397,7 @@ def _folder_images(root: Path, where: str, max_images: int) -> tuple[list[str], 
     files: list[_ImageFile] = []
     total = 0
     for label, class_dir in enumerate(class_dirs):
-        found = 0
+        found: list[Path] = []
         stack = [class_dir]
         while stack:
             folder = stack.pop()
@@ -408,19 +414,20 @@ def _folder_images(root: Path, where: str, max_images: int) -> tuple[list[str], 
                     continue
                 if path.suffix.lower() not in IMAGE_SUFFIXES:
                     continue
-                found += 1
+                found.append(path)
                 total += path.stat().st_size
-                files.append(_ImageFile(f"{where}/{_rel(path, root)}", label, lambda p=path: str(p)))
-                if len(files) > max_images:
+                if len(files) + len(found) > max_images:
                     raise DataError(source=where, found=f"more than max_images={max_images:,} images",
                                     expected=f"at most {max_images:,}", fix="load a smaller folder")
                 if total > MAX_FOLDER_BYTES:
                     raise DataError(source=where, found=f"more than {_mib(MAX_FOLDER_BYTES)} of image files",
                                     expected=f"at most {_mib(MAX_FOLDER_BYTES)}",
                                     fix="use fewer or smaller images")
-        if found < 2:
-            raise DataError(f"{where}/{class_dir.name}: class {class_dir.name!r} has {found} image(s); "
+        if len(found) < 2:
+            raise DataError(f"{where}/{class_dir.name}: class {class_dir.name!r} has {len(found)} image(s); "
                             f"every class needs at least 2 ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        # path order within a class, as before: a sample's id (its row) stays what it was for the same folder
+        files += [_ImageFile(f"{where}/{_rel(p, root)}", label, lambda p=p: str(p)) for p in sorted(found)]
     return [d.name for d in class_dirs], files
 
 
@@ -480,12 +487,12 @@ def _zip_images(zf: zipfile.ZipFile, where: str, max_images: int) -> tuple[list[
                 raise _Unreadable("encrypted")
             try:
                 return zf.read(info)
-            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError) as exc:
+            except ZIP_ERRORS as exc:
                 raise _Unreadable(f"damaged in the zip: {exc}") from exc
         return read
 
     files = [_ImageFile(f"{where}: {i.filename}", label[p[0]], reader(i))
-             for p, i in sorted(kept, key=lambda k: (label[k[0][0]], k[1].filename))]
+             for p, i in sorted(kept, key=lambda k: (label[k[0][0]], PurePosixPath(*k[0])))]
     return class_names, files
 
 
@@ -679,7 +686,7 @@ def read_image_zip(
         f.seek(0)
         try:
             zf = zipfile.ZipFile(f)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        except ZIP_ERRORS as exc:
             raise DataError(source=where, found=_sniff(head), expected=expected,
                             fix="zip the folder (e.g. `zip -r pets.zip pets`) and upload the zip") from exc
         with zf:
@@ -712,13 +719,12 @@ def load_user_data(source: str | Path | bytes, source_name: str | None = None, n
                             fix="check the path")
     with _open_input(source, where, "a .npz file, a zip of an image folder or CIFAR-10's python batches") as f:
         head = f.read(512)
-        is_zip = head.startswith(b"PK") and zipfile.is_zipfile(f)
-        names = []
+        is_zip, names = head.startswith(b"PK"), []
         if is_zip:
             try:
                 with zipfile.ZipFile(f) as zf:
                     names = zf.namelist()
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+            except ZIP_ERRORS:  # damaged: the image-zip loader below says so
                 names = []
     if is_zip and any(n.endswith(".npy") for n in names):
         return UserData(load_npz(source, test_fraction, seed, name, source_name=where))
