@@ -240,13 +240,19 @@ def damaged_model_error(kind: str, dataset_name: str, train_config: TrainConfig,
 
 
 def from_weights(kind: str, dataset: Dataset, weights: bytes, config=None,
-                 excluded: ForgetRequest | None = None, device: str = "auto") -> Classifier:
+                 excluded: ForgetRequest | None = None, device: str = "auto",
+                 where: str = "the weights sent back by the worker") -> Classifier:
     """A classifier of ``kind`` whose network holds ``weights`` (safetensors bytes), e.g. an unlearned copy
-    sent back by a worker, or an original sent to one. Strict: every tensor must fit."""
+    sent back by a worker, an original sent to one, or a user's checkpoint (``where`` names it in a StoreError).
+    Strict: every tensor must fit."""
     spec = get_model_kind(kind)
     config = config or default_config(kind, dataset.name)
     net = _build(spec, dataset, config, 0)
-    store.load_state(net, load_bytes(weights), "the weights sent back by the worker")
+    try:
+        state = load_bytes(weights)
+    except Exception as err:  # the safetensors parser raises its own error types for damaged bytes
+        raise store.StoreError(f"{where} are not a readable safetensors file: {err}") from err
+    store.load_state(net, state, where)
     net.eval()
     return spec.wrap(net, dataset, _train_ids(dataset, excluded), config, pick_device(device))
 

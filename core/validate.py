@@ -92,7 +92,7 @@ def load_checkpoint(source: bytes | str | Path, kind: str, dataset: Dataset, sou
                          fix=fix) from err
     spec = get_model_kind(kind)
     config = config or bundle.default_config(kind, dataset.name)
-    net = spec.build(dataset, config)
+    net = bundle._build(spec, dataset, config, 0)  # under a forked RNG: the caller's random state is untouched
     from core.store import check_state
 
     check_state(net.state_dict(), state, f"{where} (weights for the {kind} model on {dataset.name})")

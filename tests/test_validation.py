@@ -313,6 +313,10 @@ def test_a_checkpoint_is_safetensors_for_a_registered_kind_with_every_shape_chec
     state = _parametric_state(ds)
     loaded = load_checkpoint(safetensors_bytes(state), "parametric", ds, "mine.safetensors")
     assert set(loaded) == set(state) and all(torch.equal(loaded[k], state[k]) for k in state)
+    classifier = bundle.from_weights("parametric", ds, safetensors_bytes(loaded), where="mine.safetensors")
+    assert classifier.split_proba(ds, "test").shape == (len(ds.y_test), 10)
+    with pytest.raises(StoreError, match=r"^mine.safetensors are not a readable safetensors file"):
+        bundle.from_weights("parametric", ds, b"junk", where="mine.safetensors")
     pt = io.BytesIO()
     torch.save(state, pt)
     with pytest.raises(StoreError, match=r"^mine.pt: a PyTorch checkpoint \(torch.save: a zip of pickles\); expected a "

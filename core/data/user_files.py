@@ -304,7 +304,7 @@ def load_npz(source: str | Path | bytes, test_fraction: float = 0.2, seed: int =
         if len(x) == 0:
             raise DataError(f"{where}: no images")
         _check_class_sizes(y, y, int(y.max()) + 1, where)
-        x_train, y_train, x_test, y_test = stratified_split(x, y, test_fraction, seed)
+        x_train, y_train, x_test, y_test = _named(where, stratified_split, x, y, test_fraction, seed)
     else:
         raise DataError(f"{where}: expected keys x, y or x_train, y_train, x_test, y_test; "
                         f"found {', '.join(sorted(arrays)) or 'none'}")
@@ -325,7 +325,16 @@ def load_npz(source: str | Path | bytes, test_fraction: float = 0.2, seed: int =
         class_names = tuple(str(c) for c in range(int(y_all.max()) + 1))
     _check_class_sizes(y_all, y_train, len(class_names), where)
     origin = where if isinstance(source, bytes | bytearray | memoryview) else str(source)
-    return Dataset(name or Path(where).stem, x_train, y_train, x_test, y_test, class_names, source=origin)
+    return _named(where, Dataset, name or Path(where).stem, x_train, y_train, x_test, y_test, class_names,
+                  source=origin)
+
+
+def _named(where: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with a DataError's message prefixed by the user's file name."""
+    try:
+        return fn(*args, **kwargs)
+    except DataError as err:
+        raise DataError(f"{where}: {err}") from None
 
 
 def _display_name(source, source_name: str | None) -> str:
@@ -614,8 +623,8 @@ def _decode_folder(files: list[_ImageFile], class_names: list[str], where: str, 
         short = [class_names[c] for c in np.flatnonzero(counts < 2)]
         raise DataError(source=where, found=f"class {', '.join(map(repr, short[:5]))} has fewer than 2 readable images",
                         expected="at least 2 readable images per class", fix="add images or fix the broken ones")
-    x_train, y_train, x_test, y_test = stratified_split(x, y, test_fraction, seed)
-    dataset = Dataset(name, x_train, y_train, x_test, y_test, tuple(class_names), source=origin)
+    x_train, y_train, x_test, y_test = _named(where, stratified_split, x, y, test_fraction, seed)
+    dataset = _named(where, Dataset, name, x_train, y_train, x_test, y_test, tuple(class_names), source=origin)
     return UserData(dataset, tuple(skipped))
 
 
