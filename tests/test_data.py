@@ -133,6 +133,7 @@ def test_fashion_mnist_env_dir_without_files_falls_through(tmp_path, monkeypatch
     (tmp_path / "empty").mkdir()
     monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path / "empty"))
     write_mnist_style(tmp_path / "cache" / "fashion-mnist", n_train=20)
+    _pin(monkeypatch, tmp_path / "cache" / "fashion-mnist")
     assert sources.load_fashion_mnist().num_train == 20
     (tmp_path / "cache" / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(DataError, match=r"FASHION_MNIST_DIR=.*empty \(files missing\)"):
@@ -152,6 +153,7 @@ def test_fashion_mnist_skips_a_broken_system_copy(tmp_path, monkeypatch, no_fash
     (tmp_path / "system" / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8bnot really gzip")
     monkeypatch.setattr(sources, "SYSTEM_DIRS", (tmp_path / "system",))
     write_mnist_style(tmp_path / "cache" / "fashion-mnist", n_train=20)
+    _pin(monkeypatch, tmp_path / "cache" / "fashion-mnist")
     ds = sources.load_fashion_mnist()
     assert ds.num_train == 20 and ds.source == str(tmp_path / "cache" / "fashion-mnist")
 
@@ -165,9 +167,17 @@ def test_fashion_mnist_missing_everywhere_names_places_and_remedies(no_fashion_e
         assert expected in message
 
 
-def _serve(monkeypatch, folder: Path, requested: list | None = None) -> None:
-    """urlopen answers from ``folder``; the pinned checksums become those of the files there."""
+def _pin(monkeypatch, folder: Path) -> None:
+    """The pinned checksums become those of the (fake) files in ``folder``."""
     import hashlib
+
+    monkeypatch.setattr(sources, "FASHION_MNIST_SHA256", {
+        stem: hashlib.sha256(gzip.decompress((folder / f"{stem}.gz").read_bytes())).hexdigest()
+        for stem in sources.FASHION_MNIST_FILES.values()})
+
+
+def _serve(monkeypatch, folder: Path, requested: list | None = None) -> None:
+    """urlopen answers from ``folder``, whose files are the pinned ones."""
 
     def fake_urlopen(url, timeout):
         if requested is not None:
@@ -175,9 +185,22 @@ def _serve(monkeypatch, folder: Path, requested: list | None = None) -> None:
         return io.BytesIO((folder / url.rsplit("/", 1)[1]).read_bytes())
 
     monkeypatch.setattr(sources.urllib.request, "urlopen", fake_urlopen)
-    monkeypatch.setattr(sources, "FASHION_MNIST_SHA256", {
-        stem: hashlib.sha256(gzip.decompress((folder / f"{stem}.gz").read_bytes())).hexdigest()
-        for stem in sources.FASHION_MNIST_FILES.values()})
+    _pin(monkeypatch, folder)
+
+
+def test_a_cached_file_that_does_not_verify_is_not_used_but_downloaded_again(tmp_path, monkeypatch,
+                                                                             no_fashion_elsewhere):
+    served = tmp_path / "served"
+    write_mnist_style(served)
+    cached = tmp_path / "cache" / "fashion-mnist"
+    write_mnist_style(cached, n_train=20)  # e.g. an unverified http download of an older version
+    _pin(monkeypatch, served)
+    with pytest.raises(DataError, match=r"fashion-mnist \(.*train-images-idx3-ubyte.gz: SHA-256 [0-9a-f]{64} "
+                                        r"differs from the pinned"):
+        sources.load_fashion_mnist()
+    monkeypatch.delenv("UE_NO_DOWNLOAD")
+    _serve(monkeypatch, served)
+    assert sources.load_fashion_mnist().num_train == 30
 
 
 def test_fashion_mnist_download_is_https_and_checked_against_pinned_sha256(tmp_path, monkeypatch,

@@ -77,8 +77,9 @@ def parse_idx(data: bytes, name: str = "idx data") -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, offset=header_len).reshape(dims).astype(dtype.newbyteorder("="))
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file, gzip-compressed (``.gz``) or not, of at most ``IDX_MAX_BYTES`` either way."""
+def read_idx(path: str | Path, sha256: str | None = None) -> np.ndarray:
+    """Read an IDX file, gzip-compressed (``.gz``) or not, of at most ``IDX_MAX_BYTES`` either way; with
+    ``sha256``, its IDX content must have that digest."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -88,7 +89,15 @@ def read_idx(path: str | Path) -> np.ndarray:
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc})") from exc
     data = gunzip(raw, IDX_MAX_BYTES, str(path)) if raw[:2] == b"\x1f\x8b" else raw
+    if sha256 is not None:
+        _check_sha256(data, sha256, str(path))
     return parse_idx(data, str(path))
+
+
+def _check_sha256(data: bytes, expected: str | None, where: str) -> None:
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != expected:
+        raise DataError(f"{where}: SHA-256 {digest} differs from the pinned {expected}")
 
 
 def gunzip(raw: bytes, limit: int, where: str) -> bytes:
@@ -126,12 +135,15 @@ def _find_idx_files(folder: Path) -> dict[str, Path] | None:
     return found
 
 
-def read_mnist_style(folder: Path, class_names: tuple[str, ...], name: str) -> Dataset:
-    """Build a dataset from the four MNIST-style IDX files in ``folder``."""
+def read_mnist_style(folder: Path, class_names: tuple[str, ...], name: str,
+                     checksums: dict[str, str] | None = None) -> Dataset:
+    """Build a dataset from the four MNIST-style IDX files in ``folder`` (each checked against its SHA-256 in
+    ``checksums`` when given)."""
     files = _find_idx_files(folder)
     if files is None:
         raise DataError(f"{folder}: missing one of {', '.join(FASHION_MNIST_FILES.values())} (.gz or not)")
-    arrays = {key: read_idx(path) for key, path in files.items()}
+    arrays = {key: read_idx(path, None if checksums is None else checksums.get(FASHION_MNIST_FILES[key]))
+              for key, path in files.items()}
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.ndim != 3 or x.dtype != np.uint8:
@@ -175,7 +187,11 @@ def download_idx_files(base_url: str, folder: Path, timeout: float = DOWNLOAD_TI
     for stem in FASHION_MNIST_FILES.values():
         target = folder / f"{stem}.gz"
         if target.is_file():
-            continue
+            try:
+                read_idx(target, checksums.get(stem))
+                continue
+            except DataError:  # a cached file that does not verify is downloaded again
+                pass
         url = base_url + target.name
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -185,10 +201,10 @@ def download_idx_files(base_url: str, folder: Path, timeout: float = DOWNLOAD_TI
         if len(payload) > IDX_MAX_BYTES:
             raise DataError(f"{url}: more than {IDX_MAX_BYTES:,} bytes; the download was discarded")
         data = gunzip(payload, IDX_MAX_BYTES, url)
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != checksums.get(stem):
-            raise DataError(f"{url}: SHA-256 {digest} differs from the pinned {checksums.get(stem)}; "
-                            "the download was discarded (a changed or tampered mirror)")
+        try:
+            _check_sha256(data, checksums.get(stem), url)
+        except DataError as exc:
+            raise DataError(f"{exc}; the download was discarded (a changed or tampered mirror)") from None
         parse_idx(data, url)
         with tempfile.NamedTemporaryFile(dir=folder, delete=False, suffix=".part") as tmp:
             tmp.write(payload)
@@ -197,7 +213,8 @@ def download_idx_files(base_url: str, folder: Path, timeout: float = DOWNLOAD_TI
 
 @register_dataset("fashion-mnist", "Fashion-MNIST: 70,000 28x28 grey clothing images, 10 classes (default)")
 def load_fashion_mnist() -> Dataset:
-    """Fashion-MNIST from, in order: ``$FASHION_MNIST_DIR``, Debian's package, the user cache, a download."""
+    """Fashion-MNIST from, in order: ``$FASHION_MNIST_DIR``, Debian's package, the user cache, a download (https,
+    each file checked against ``FASHION_MNIST_SHA256``; the cache is checked the same way when it is read)."""
     looked: list[str] = []
     env_dir = os.environ.get(FASHION_MNIST_ENV)
     if env_dir:
@@ -213,8 +230,9 @@ def load_fashion_mnist() -> Dataset:
         if _find_idx_files(folder) is None:
             looked.append(f"{folder} (files missing)")
             continue
-        try:
-            return read_mnist_style(folder, FASHION_MNIST_CLASSES, "fashion-mnist")
+        try:  # the cache holds downloads (older ones were not verified): it must match the pinned checksums
+            return read_mnist_style(folder, FASHION_MNIST_CLASSES, "fashion-mnist",
+                                    FASHION_MNIST_SHA256 if folder == cache else None)
         except DataError as exc:
             looked.append(f"{folder} ({exc})")
 
@@ -223,7 +241,7 @@ def load_fashion_mnist() -> Dataset:
     else:
         try:
             download_idx_files(FASHION_MNIST_URL, cache)
-            return read_mnist_style(cache, FASHION_MNIST_CLASSES, "fashion-mnist")
+            return read_mnist_style(cache, FASHION_MNIST_CLASSES, "fashion-mnist", FASHION_MNIST_SHA256)
         except DataError as exc:
             looked.append(f"download from {FASHION_MNIST_URL} ({exc})")
 
