@@ -3,6 +3,10 @@
 A request is built by one of ``request_classes``, ``request_random`` or ``request_ids``; each checks the
 request against the dataset and raises :class:`ForgetRequestError` with a message a user can act on, so
 nothing runs on a request that makes no sense.
+
+Id lists come from ``read_ids_file`` (a path), ``parse_ids_bytes`` (an upload: UTF-8, or UTF-16 with a BOM) or
+``parse_ids_text`` (pasted text), each given the name the user knows the input by; an error names it and the
+line. Caps, checked before parsing: ``MAX_IDS_BYTES`` of text, ``MAX_IDS`` ids, ``MAX_ID_DIGITS`` digits per id.
 """
 
 from __future__ import annotations
