@@ -34,7 +34,7 @@ from core.data import (
     request_ids,
     request_random,
 )
-from core.data.requests import read_ids_file
+from core.data.id_lists import read_ids_file
 from core.data.user_files import load_user_data
 from core.errors import InputError
 from core.models import get_model_kind, list_model_kinds

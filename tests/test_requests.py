@@ -10,14 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.data import Dataset
-from core.data.requests import (
-    ForgetRequest,
-    ForgetRequestError,
-    parse_ids_text,
-    request_classes,
-    request_ids,
-    request_random,
-)
+from core.data.id_lists import parse_ids_text
+from core.data.requests import ForgetRequest, ForgetRequestError, request_classes, request_ids, request_random
 
 
 def make_dataset(labels=(0, 1, 2, 0, 1, 2, 0, 1, 2, 0), num_classes: int = 3, seed: int = 0) -> Dataset:

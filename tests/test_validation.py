@@ -21,8 +21,9 @@ from PIL import Image
 from safetensors.torch import save as safetensors_bytes
 
 from core import bundle, sweep
-from core.data import DataError, ForgetRequestError, cifar, load_dataset, sources, user_files
-from core.data.requests import parse_ids_bytes, parse_ids_text, read_ids_file, request_classes, request_ids
+from core.data import DataError, ForgetRequestError, cifar, load_dataset, npz, sources, user_common
+from core.data.id_lists import parse_ids_bytes, parse_ids_text, read_ids_file
+from core.data.requests import request_classes, request_ids
 from core.data.user_files import load_npz, load_user_data, read_image_folder, read_image_zip
 from core.errors import InputError
 from core.store import StoreError
@@ -133,13 +134,13 @@ def test_id_messages_name_the_users_file_and_line(ds, tmp_path):
 
 
 def test_the_id_list_caps_are_checked_before_parsing(monkeypatch):
-    from core.data import requests
+    from core.data import id_lists
 
-    monkeypatch.setattr(requests, "MAX_IDS_BYTES", 100)
+    monkeypatch.setattr(id_lists, "MAX_IDS_BYTES", 100)
     with pytest.raises(ForgetRequestError, match=r"^big.csv: 1,000 bytes; expected an id list of at most 100 bytes"):
         parse_ids_bytes(b"1," * 500, "big.csv")
-    monkeypatch.setattr(requests, "MAX_IDS_BYTES", 10_000)
-    monkeypatch.setattr(requests, "MAX_IDS", 10)
+    monkeypatch.setattr(id_lists, "MAX_IDS_BYTES", 10_000)
+    monkeypatch.setattr(id_lists, "MAX_IDS", 10)
     with pytest.raises(ForgetRequestError, match=r"^many.csv, line 1: more than 10 ids"):
         parse_ids_text(",".join(map(str, range(11))), "many.csv")
 
@@ -218,19 +219,19 @@ def test_caps_on_images_bytes_and_unpacked_size_come_first(tmp_path, monkeypatch
     root = make_folder(tmp_path / "pets")
     with pytest.raises(DataError, match=r"^pets: more than max_images=15 images; expected at most 15"):
         read_image_folder(root, max_images=15)
-    monkeypatch.setattr(user_files, "MAX_FOLDER_BYTES", 500)
+    monkeypatch.setattr(user_common, "MAX_FOLDER_BYTES", 500)
     with pytest.raises(DataError, match=r"^pets: more than 500 bytes of image files"):
         read_image_folder(root)
     data = zip_of(root)
-    monkeypatch.setattr(user_files, "MAX_DECOMPRESSED_BYTES", 1000)
+    monkeypatch.setattr(user_common, "MAX_DECOMPRESSED_BYTES", 1000)
     with pytest.raises(DataError, match=r"^pets.zip: images that unpack to [0-9,]+ bytes; expected at most 1,000"):
         read_image_zip(data, "pets.zip")
-    monkeypatch.setattr(user_files, "MAX_FILE_BYTES", 100)
+    monkeypatch.setattr(user_common, "MAX_FILE_BYTES", 100)
     with pytest.raises(DataError, match=r"^pets.zip: [0-9,.]+ (bytes|KiB|MiB); expected at most 100 bytes"):
         load_user_data(data, "pets.zip")
-    monkeypatch.setattr(user_files, "MAX_FILE_BYTES", 10**9)
-    monkeypatch.setattr(user_files, "MAX_DECOMPRESSED_BYTES", 10**9)
-    monkeypatch.setattr(user_files, "MAX_DATASET_BYTES", 1000)
+    monkeypatch.setattr(user_common, "MAX_FILE_BYTES", 10**9)
+    monkeypatch.setattr(user_common, "MAX_DECOMPRESSED_BYTES", 10**9)
+    monkeypatch.setattr(user_common, "MAX_DATASET_BYTES", 1000)
     with pytest.raises(DataError, match=r"^pets.zip: 20 images of 1x9x9 that take 6,480 bytes as float32"):
         read_image_zip(data, "pets.zip")
 
@@ -271,12 +272,12 @@ def test_npz_sizes_come_from_the_zip_directory_and_headers_before_any_array_is_r
         raise AssertionError("an array was read before its size was checked")
 
     big = npz_bytes(x=np.zeros((100, 32, 32), np.uint8), y=np.arange(100) % 2)  # 102 KB unpacked, 1 KB packed
-    monkeypatch.setattr(user_files, "MAX_DECOMPRESSED_BYTES", 50_000)
-    monkeypatch.setattr(user_files, "_npz_header", never)
+    monkeypatch.setattr(user_common, "MAX_DECOMPRESSED_BYTES", 50_000)
+    monkeypatch.setattr(npz, "_npz_header", never)
     with pytest.raises(DataError, match=r"^big.npz: its arrays unpack to [0-9,]+ bytes; expected at most 50,000"):
         load_npz(big, source_name="big.npz")
     monkeypatch.undo()
-    monkeypatch.setattr(user_files, "MAX_DATASET_BYTES", 100_000)
+    monkeypatch.setattr(user_common, "MAX_DATASET_BYTES", 100_000)
     with pytest.raises(DataError, match=r"^big.npz: images that take 409,600 bytes as float32; expected at most"):
         load_npz(big, source_name="big.npz")
     # a header that claims more than its member holds is refused before the data is read

@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from .dataset import DataError, Dataset, register_dataset
+from .user_common import ZIP_ERRORS, _display_name, _open_input, _sniff
 
 CIFAR10_ENV = "CIFAR10_DIR"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -254,8 +255,6 @@ def load_cifar10_archive(source: str | Path | bytes, source_name: str | None = N
     """CIFAR-10 from ``cifar-10-python.tar.gz`` (or any tar or zip holding the python batches), a path or an
     upload's bytes; nothing is extracted to disk. The archive's unpacked size is summed from its member headers
     as they come and refused past ``CIFAR_ARCHIVE_MAX_UNPACKED``; each batch is capped like a file."""
-    from .user_files import ZIP_ERRORS, _display_name, _open_input, _sniff
-
     where_archive = _display_name(source, source_name)
     expected = "cifar-10-python.tar.gz, or a tar or zip of data_batch_1..5, test_batch and batches.meta"
     found: dict[str, bytes] = {}
