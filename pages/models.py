@@ -1,48 +1,19 @@
 """Models: train or load the original models of the chosen dataset, and see how good they are."""
 
-import tempfile
-from pathlib import Path
-
-import numpy as np
 import streamlit as st
 
 from core import bundle, charts, workflow
 from core.backend import Job
-from core.data import DataError, Dataset, load_npz
+from core.data import Dataset
 from core.eval import metrics as M
 from core.models import get_model_kind, list_model_kinds
 from core.views import class_labels, recipe_note
 from pages.common import model_job, warm_job
 from pages.sidebar import page_dataset
-from pages.state import session_state
+from pages.uploads import own_data_ui
 from pages.widgets import job_status_ui, poll_while_active
 
 FIRST = ("parametric", "spm")  # queued first: the models every page uses
-
-
-def own_data_ui() -> None:
-    """Upload a .npz for this browser session; it becomes the sidebar's dataset."""
-    with st.expander("Use your own data"):
-        st.markdown("Upload a `.npz` with arrays `x` and `y` (or `x_train`, `y_train`, `x_test`, `y_test`); "
-                    "images as (N, H, W), (N, H, W, C) or (N, C, H, W). It stays in this browser session.")
-        upload = st.file_uploader("Dataset file", type=["npz"])
-        name = st.text_input("Name", value="my-data")
-        if upload is None or not st.button("Use this dataset"):
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "data.npz"
-            path.write_bytes(upload.getvalue())
-            try:
-                own = load_npz(path, name=f"upload:{name}")
-            except DataError as err:
-                st.error(f"This file cannot be used: {err}")
-                return
-        state = session_state()
-        state.uploads[own.name] = own
-        state.dataset_name = own.name
-        st.success(f"Loaded {own.num_train:,} training images in {own.num_classes} classes "
-                   f"({np.bincount(own.y_train).min()} in the smallest class).")
-        st.rerun()
 
 
 def trained_ui(trained: bundle.TrainedModel, dataset: Dataset) -> None:

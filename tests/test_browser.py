@@ -197,3 +197,50 @@ def test_lasso_grid_forget_predictions(app_url):
         assert hashlib.sha256("\n".join(map(str, train_ids)).encode()).hexdigest() in report
         assert f"forgotten samples still among them: **0** of {len(train_ids)}" in report
         browser.close()
+
+
+def _image_folder_zip(bad_name: str | None = None) -> bytes:
+    """A zip of an image folder: two classes of ten 12x12 grey PNGs, and optionally one file that is no image."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for label, shade in (("circles", 40), ("squares", 200)):
+            for i in range(10):
+                png = io.BytesIO()
+                Image.new("L", (12, 12), color=shade + i).save(png, format="PNG")
+                zf.writestr(f"shapes/{label}/{i}.png", png.getvalue())
+        if bad_name:
+            zf.writestr(f"shapes/circles/{bad_name}", b"not an image")
+    return buffer.getvalue()
+
+
+def test_own_data_upload_loads_a_zip_and_refuses_a_bad_file_by_name(app_url):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium"),
+                                    args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(app_url, timeout=STARTUP_S * 1000)
+        page.get_by_text("Unlearning Explorer").first.wait_for(timeout=STARTUP_S * 1000)
+        main = page.locator("[data-testid='stMain']")
+        main.get_by_text("Use your own data").first.click()
+        picker = page.locator("[data-testid='stFileUploaderDropzoneInput']").first
+
+        picker.set_input_files(files=[{"name": "notes.npz", "mimeType": "application/octet-stream",
+                                       "buffer": b"just some text, not an archive"}])
+        page.locator("[data-testid='stFileChipName']").filter(has_text="notes.npz").wait_for(timeout=30_000)
+        page.get_by_role("button", name="Use this dataset").click()
+        main.get_by_text("Nothing was loaded: notes.npz").first.wait_for(timeout=30_000)
+
+        picker.set_input_files(files=[{"name": "shapes.zip", "mimeType": "application/zip",
+                                       "buffer": _image_folder_zip("broken.png")}])
+        page.locator("[data-testid='stFileChipName']").filter(has_text="shapes.zip").wait_for(timeout=30_000)
+        page.get_by_role("button", name="Use this dataset").click()
+        main.get_by_text("1 unreadable image file(s) skipped").first.wait_for(timeout=60_000)
+        text = main.inner_text()
+        assert "broken.png" in text and "in 2 classes" in text, text[-800:]
+        page.screenshot(path=str(OUT / "own-data-upload.png"), full_page=True)
+        browser.close()
