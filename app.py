@@ -18,10 +18,19 @@ PAGES = [
 ]
 
 
+def open_models() -> None:
+    """/models: the Models page is the default page, served at "/"."""
+    st.switch_page(PAGES[0][0])
+
+
 def main() -> None:
     st.set_page_config(page_title="Unlearning Explorer", page_icon="assets/icon.png", layout="wide")
     pages = {path: st.Page(path, title=title, icon=icon) for path, title, icon in PAGES if (HERE / path).is_file()}
-    navigation = st.navigation(list(pages.values()))
+    # The default page is served at "/" but keeps its own pathname; it moves aside so that /models opens the
+    # Models page through a hidden alias, as every other page opens by its name.
+    pages[PAGES[0][0]] = st.Page(PAGES[0][0], title=PAGES[0][1], icon=PAGES[0][2], url_path="start", default=True)
+    alias = st.Page(open_models, title=PAGES[0][1], url_path="models", visibility="hidden")
+    navigation = st.navigation([*pages.values(), alias])
     st.sidebar.title("Unlearning Explorer")
     state = session_state()
     state.dataset = sidebar_ui()

@@ -244,3 +244,20 @@ def test_own_data_upload_loads_a_zip_and_refuses_a_bad_file_by_name(app_url):
         assert "broken.png" in text and "in 2 classes" in text, text[-800:]
         page.screenshot(path=str(OUT / "own-data-upload.png"), full_page=True)
         browser.close()
+
+
+def test_every_page_opens_by_its_own_url(app_url):
+    headers = {"models": "Models", "forget": "Forget", "predictions": "Predictions", "embeddings": "Embeddings",
+               "retrieval": "Retrieval", "runs": "Runs", "": "Models"}
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium"),
+                                    args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        for path, header in headers.items():
+            page.goto(f"{app_url}/{path}", timeout=STARTUP_S * 1000)
+            heading = page.locator("[data-testid='stMain'] h2").first
+            heading.wait_for(timeout=STARTUP_S * 1000)
+            time.sleep(1.0)  # a page opened before app.py ran is sent through it once
+            assert "Page not found" not in page.content(), path
+            assert heading.inner_text().startswith(header), (path, heading.inner_text())
+        browser.close()
