@@ -8,11 +8,45 @@ import os
 import streamlit as st
 
 from core.data import DataError, Dataset, list_datasets
+from core.errors import InputError
+from core.validate import parse_query
 from core.views import duration
 from pages import common
 from pages.state import session_state
 
 PICKER = "sidebar-dataset"
+FORGET_KIND, FORGET_CLASSES = "forget-kind", "forget-classes"  # the Forget page's widgets a link pre-fills
+
+
+def link_ui() -> None:
+    """Apply a shared link once per session: ``?dataset=`` picks the dataset and ``?classes=`` pre-fills the
+    Forget page's class picker (indices or names). A bad parameter is named and ignored."""
+    state = session_state()
+    if state.link_read:
+        return
+    state.link_read = True
+    try:
+        query = parse_query(st.query_params.to_dict(), datasets=list(state.uploads))
+    except InputError as err:
+        st.sidebar.warning(f"The link's parameters were ignored: {err}")
+        return
+    if query.dataset:
+        state.dataset_name = query.dataset
+    state.link_classes = query.class_tokens
+
+
+def link_classes_ui(dataset: Dataset) -> None:
+    """Resolve the link's ``?classes=`` against the loaded dataset and hand them to the Forget page's picker."""
+    state = session_state()
+    if not state.link_classes:
+        return
+    tokens, state.link_classes = state.link_classes, ()
+    try:
+        classes = parse_query({"classes": ",".join(tokens)}, class_names=dataset.class_names).classes or ()
+    except InputError as err:
+        st.sidebar.warning(f"The link's classes were ignored: {err}")
+        return
+    st.session_state[FORGET_KIND], st.session_state[FORGET_CLASSES] = "classes", list(classes)
 
 
 def dataset_picker_ui() -> str:
@@ -27,6 +61,7 @@ def dataset_picker_ui() -> str:
 
     def chosen():
         state.dataset_name = st.session_state[PICKER]
+        st.query_params["dataset"] = state.dataset_name  # the address bar is a link to this choice
 
     st.sidebar.selectbox("Dataset", names, key=PICKER, on_change=chosen,
                          help="Fashion-MNIST is the default; digits and mnist-5k are small and train in seconds.")
@@ -37,6 +72,7 @@ def sidebar_ui() -> Dataset | None:
     """Dataset picker, what this session forgets and its background work; returns the dataset (None, with a
     message, when it cannot load)."""
     state = session_state()
+    link_ui()
     name = dataset_picker_ui()
     if name in state.uploads:
         st.sidebar.caption("your upload (this browser session only)")
@@ -50,6 +86,7 @@ def sidebar_ui() -> Dataset | None:
             return None
     st.sidebar.caption(f"{dataset.num_train:,} training / {len(dataset.y_test):,} test images, "
                        f"{dataset.num_classes} classes, {dataset.image_shape[1]}x{dataset.image_shape[2]}")
+    link_classes_ui(dataset)
     current = state.deletions_for(dataset).current
     if current is not None:
         st.sidebar.info(f"Forgetting: **{current.description}** ({len(current):,} samples)")

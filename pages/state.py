@@ -38,6 +38,8 @@ class SessionState:
     dataset: Dataset | None = None  # the dataset the pages use this run (None: it could not load)
     sidebar_drawn: bool = False  # app.py has run in this session, so ``dataset`` is the sidebar's
     return_to: str | None = None  # a page opened by its URL before app.py ran, opened again after it
+    link_read: bool = False  # the URL's query parameters (?dataset=&classes=) were applied once
+    link_classes: tuple[str, ...] = ()  # ?classes= entries, resolved once the dataset is loaded
     uploads: dict[str, Dataset] = field(default_factory=dict)  # datasets uploaded in this session, by name
     deletions: dict[str, ForgetSession] = field(default_factory=dict)  # dataset fingerprint -> request history
     method_runs: dict[str, list[str]] = field(default_factory=dict)  # request key -> this session's run job keys
