@@ -21,7 +21,7 @@ import pandas as pd
 
 from core import store
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 30.0  # a sweep writes one row at a time; 30 s covers a slow disk with room to spare
 REQUEST_KINDS = ("class", "random", "ids")
 STATUSES = ("done", "failed")
@@ -52,13 +52,18 @@ _MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX IF NOT EXISTS runs_dataset_model ON runs (dataset, model, method)",
         "CREATE INDEX IF NOT EXISTS runs_request ON runs (request_hash)",
     ],
+    # how many oracles each comparison rested on, and its verdict
+    2: [
+        "ALTER TABLE runs ADD COLUMN oracle_k INTEGER",
+        "ALTER TABLE runs ADD COLUMN verdict TEXT NOT NULL DEFAULT ''",
+    ],
 }
 
 # The DataFrame columns that are not a metric or a timing, in display order. Metrics and timings (one column
 # per key) go between IDENTITY and PROVENANCE.
 IDENTITY_COLUMNS = ["run_key", "dataset", "model", "method", "request_desc", "seed", "status"]
 PROVENANCE_COLUMNS = ["request_kind", "request_hash", "config_hash", "config_json", "weights_sha256",
-                      "versions_json", "oracle_seeds", "error", "created_at"]
+                      "versions_json", "oracle_seeds", "oracle_k", "verdict", "error", "created_at"]
 SCALAR_COLUMNS = IDENTITY_COLUMNS + PROVENANCE_COLUMNS
 
 
@@ -80,7 +85,9 @@ class RunRow:
     timings: dict[str, float] = field(default_factory=dict)  # seconds: method_s, oracle_s, eval_s, wall_s
     weights_sha256: str = ""
     versions: dict = field(default_factory=dict)
-    oracle_seeds: list[int] = field(default_factory=list)
+    oracle_seeds: list[int] = field(default_factory=list)  # the training seed of each oracle the run was judged by
+    oracle_k: int | None = None  # how many oracles had finished (None: a row from before oracles were counted)
+    verdict: str = ""  # evidence.verdict's: looks unseen, not forgotten, over-forgotten or inconclusive
     status: str = "done"  # 'done' | 'failed'
     error: str | None = None
     created_at: str = ""  # ISO 8601 (UTC); filled by upsert when empty
@@ -93,6 +100,8 @@ class RunRow:
         self.metrics = _floats(self.metrics, "metrics")
         self.timings = _floats(self.timings, "timings")
         self.oracle_seeds = [int(s) for s in self.oracle_seeds]
+        self.oracle_k = None if self.oracle_k is None else int(self.oracle_k)
+        self.verdict = self.verdict or ""
         self.seed = None if self.seed is None else int(self.seed)
 
 
@@ -170,7 +179,8 @@ def upsert(row: RunRow) -> None:
         "request_hash": row.request_hash, "request_desc": row.request_desc, "request_kind": row.request_kind,
         "seed": row.seed, "metrics_json": json.dumps(row.metrics), "timings_json": json.dumps(row.timings),
         "weights_sha256": row.weights_sha256, "versions_json": json.dumps(row.versions, sort_keys=True),
-        "oracle_seeds": json.dumps(row.oracle_seeds), "status": row.status, "error": row.error,
+        "oracle_seeds": json.dumps(row.oracle_seeds), "oracle_k": row.oracle_k, "verdict": row.verdict,
+        "status": row.status, "error": row.error,
         "created_at": created_at,
     }
     columns = ", ".join(values)
@@ -188,7 +198,8 @@ def _row_from_record(record: sqlite3.Row, file: Path) -> RunRow:
             request_kind=record["request_kind"], seed=record["seed"],
             metrics=json.loads(record["metrics_json"]), timings=json.loads(record["timings_json"]),
             weights_sha256=record["weights_sha256"], versions=json.loads(record["versions_json"]),
-            oracle_seeds=json.loads(record["oracle_seeds"]), status=record["status"], error=record["error"],
+            oracle_seeds=json.loads(record["oracle_seeds"]), oracle_k=record["oracle_k"],
+            verdict=record["verdict"], status=record["status"], error=record["error"],
             created_at=record["created_at"])
     except (ValueError, TypeError, AttributeError) as err:  # json.JSONDecodeError is a ValueError
         raise store.StoreError(f"run {record['run_key']!r} in {file} is unreadable ({err}); move the file away "
@@ -248,11 +259,13 @@ def _frame(rows: list[RunRow]) -> pd.DataFrame:
         record.update(request_kind=row.request_kind, request_hash=row.request_hash, config_hash=row.config_hash,
                       config_json=json.dumps(row.config, sort_keys=True), weights_sha256=row.weights_sha256,
                       versions_json=json.dumps(row.versions, sort_keys=True),
-                      oracle_seeds=json.dumps(row.oracle_seeds), error=row.error, created_at=row.created_at)
+                      oracle_seeds=json.dumps(row.oracle_seeds), oracle_k=row.oracle_k, verdict=row.verdict,
+                      error=row.error, created_at=row.created_at)
         records.append(record)
     columns = IDENTITY_COLUMNS + list(names.values()) + PROVENANCE_COLUMNS
     df = pd.DataFrame(records, columns=columns)
     df["seed"] = df["seed"].astype("Int64")
+    df["oracle_k"] = df["oracle_k"].astype("Int64")
     for name in names.values():
         df[name] = df[name].astype(float)
     return df

@@ -25,7 +25,8 @@ def make_row(key: str, method: str = "ft", seed: int | None = 0, **changes) -> R
         config={"epochs": 2, "lr": 0.01}, request_hash="req-class0", request_desc="class 0", request_kind="class",
         seed=seed, metrics={"TA": 95.0, "RA": 97.5, "FA": 1.25, "MIA": 0.5, "AvgGap": 2.0},
         timings={"method_s": 0.75, "oracle_s": 3.0, "wall_s": 4.0}, weights_sha256="ab" * 32,
-        versions={"torch": "2.x", "python": "3.11"}, oracle_seeds=[1, 2], status="done", error=None)
+        versions={"torch": "2.x", "python": "3.11"}, oracle_seeds=[1, 2], oracle_k=2, verdict="looks unseen",
+        status="done", error=None)
     fields.update(changes)
     return RunRow(**fields)
 
@@ -54,6 +55,7 @@ def test_upsert_then_get_gives_the_same_row_back():
     row.created_at = back.created_at
     assert back == row
     assert back.seed is None and back.oracle_seeds == [1, 2] and back.config == {"epochs": 2, "lr": 0.01}
+    assert back.oracle_k == 2 and back.verdict == "looks unseen"
     assert runs_db.get("no-such-run") is None
 
 
@@ -198,6 +200,23 @@ def test_an_existing_database_without_the_table_is_migrated(home):
         conn.execute("CREATE TABLE other (x)")
     runs_db.upsert(make_row("a"))
     assert runs_db.get("a") is not None
+
+
+def test_a_version_1_table_gains_the_oracle_count_and_verdict_and_keeps_its_rows(home):
+    with sqlite3.connect(home / "runs.sqlite") as conn:
+        for statement in runs_db._MIGRATIONS[1]:
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("INSERT INTO runs VALUES ('old', 'digits', 'parametric', 'ft', 'c', '{}', 'r', 'class 0', "
+                     "'class', 0, '{\"TA\": 90.0}', '{}', '', '{}', '[0, 1]', 'done', NULL, '2026-01-01')")
+    old = runs_db.get("old")
+    assert old.metrics == {"TA": 90.0} and old.oracle_seeds == [0, 1] and old.oracle_k is None and old.verdict == ""
+    runs_db.upsert(make_row("new"))
+    table = runs_db.query().set_index("run_key")
+    assert table.loc["new", "oracle_k"] == 2 and table.loc["new", "verdict"] == "looks unseen"
+    assert pd.isna(table.loc["old", "oracle_k"])
+    with sqlite3.connect(home / "runs.sqlite") as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == runs_db.SCHEMA_VERSION == 2
 
 
 def test_rows_with_wrong_values_are_refused():
