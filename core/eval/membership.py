@@ -196,13 +196,14 @@ def _svc_features(probs: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray
 
 def svc_mia(forget_probs: np.ndarray, forget_labels: np.ndarray, retain_probs: np.ndarray,
             retain_labels: np.ndarray, test_probs: np.ndarray, test_labels: np.ndarray, seed: int = 0,
-            max_per_side: int | None = 5000) -> dict:
+            max_per_side: int | None = 5000, features: tuple[str, ...] | None = None) -> dict:
     """SVC MIA-efficacy (Jia et al., arXiv 2304.04934 / Fan et al., arXiv 2310.12508, evaluation/SVC_MIA.py;
     EVIDENCE §3): per feature, sklearn SVC(C=3, rbf, gamma='auto') trained on shadow members = retain samples
     vs non-members = test samples; efficacy = % of D_f predicted non-member (closer to the oracle's is better,
     not higher). Members are a seeded subset of D_r matched to the test set's class mix (not the repos' "first
-    |D_t| of D_r"); ``max_per_side`` caps each side (SVC is quadratic). The loss-threshold AUROC of D_f vs the
-    same test samples sits beside it. Headline: ``efficacy['confidence']``."""
+    |D_t| of D_r"); ``max_per_side`` caps each side (SVC is quadratic). ``features``: the features to attack with
+    (default all five; the headline needs only "confidence"). The loss-threshold AUROC of D_f vs the same test
+    samples sits beside it. Headline: ``efficacy['confidence']``."""
     from sklearn.svm import SVC  # scikit-learn is in requirements.txt; imported here as only this needs it
 
     rng = np.random.default_rng(seed)
@@ -216,7 +217,7 @@ def svc_mia(forget_probs: np.ndarray, forget_labels: np.ndarray, retain_probs: n
     target = _svc_features(forget_probs, forget_labels)
     y = np.r_[np.ones(len(pos_rows)), np.zeros(len(neg_rows))]
     efficacy = {}
-    for name in shadow_in:
+    for name in features or tuple(shadow_in):
         clf = SVC(C=3, gamma="auto", kernel="rbf").fit(np.vstack([shadow_in[name], shadow_out[name]]), y)
         efficacy[name] = float((1 - clf.predict(target[name]).mean()) * 100)
     return {"efficacy": efficacy, "headline": efficacy["confidence"], "n_members": int(len(pos_rows)),
