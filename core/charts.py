@@ -63,6 +63,42 @@ def probe_curves(curves: Mapping[str, Sequence[Mapping]]) -> go.Figure:
     return _compact(fig, 340, yaxis_title="probe accuracy %", xaxis_title="layer")
 
 
+
+# ---- evidence: the verdict's bands and relearn curves --------------------------------------------------------
+def criteria_bands(bands: Sequence[Mapping]) -> go.Figure:
+    """One strip per measure of the verdict (``core.views.evidence.EvidenceView.bands``): the oracles' band
+    shaded, each oracle's own value (grey), the original (black cross) and the method (red diamond). A band
+    taken on a log scale (KLoM) is drawn on a log axis."""
+    n = max(len(bands), 1)
+    fig = make_subplots(rows=n, cols=1, subplot_titles=[b["label"] for b in bands], vertical_spacing=0.5 / n)
+    for row, b in enumerate(bands, start=1):
+        lo, hi = b["lo"], b["hi"]
+        if np.isfinite(lo) and np.isfinite(hi):
+            fig.add_vrect(x0=lo, x1=hi, fillcolor=GREY, opacity=0.3, line_width=0, row=row, col=1)
+        points = (("oracles", b["oracle_values"], GREY, "circle", 9), ("original", [b["original"]], "#111", "x", 11),
+                  ("method", [b["value"]], RED, "diamond", 13))
+        for name, xs, colour, symbol, size in points:
+            xs = [x for x in xs if x is not None]
+            fig.add_trace(go.Scatter(x=xs, y=[0] * len(xs), mode="markers", name=name, legendgroup=name,
+                                     showlegend=row == 1, marker=dict(color=colour, symbol=symbol, size=size),
+                                     hovertemplate=f"{name}: %{{x:.3g}}{b['unit']}<extra>{b['label']}</extra>"),
+                          row=row, col=1)
+        fig.update_yaxes(visible=False, row=row, col=1)
+        if b.get("log"):
+            fig.update_xaxes(type="log", row=row, col=1)
+    return _compact(fig, 70 + 80 * n, legend=dict(orientation="h", y=-0.1))
+
+
+def relearn_curves(curves: Mapping[str, Sequence[Sequence[float]]], target: float, y_title: str) -> go.Figure:
+    """The value measured while fine-tuning on D_f, per model, against the step; the target as a dashed line."""
+    fig = go.Figure()
+    for name, curve in curves.items():
+        fig.add_trace(go.Scatter(x=[c[0] for c in curve], y=[c[1] for c in curve], name=name, mode="lines",
+                                 line=dict(width=3 if name == "unlearned" else 1.5)))
+    fig.add_hline(y=target, line_dash="dash", line_color="#111", annotation_text="target")
+    return _compact(fig, 320, xaxis_title="fine-tuning step", yaxis_title=y_title, legend=dict(orientation="h"))
+
+
 # ---- runs: method against method -------------------------------------------------------------------------
 def runs_scatter(runs, stats, x: str, y: str, by: Sequence[str]) -> go.Figure:
     """One point per run coloured by method and, per group of ``by``, its mean with ± sd bars.

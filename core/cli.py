@@ -193,13 +193,12 @@ def cmd_forget(args) -> dict:
     dataset = _dataset(args)
     request = _request(args, dataset)
     config = _method_config(args.method, args.set or [])
+    offsets = [] if args.no_oracle else workflow.oracle_offsets(args.oracles)  # checked before Ray starts
     engine = _backend(args)
     bar = _Bar(f"{args.model}")
     try:
         base = _wait(_model(engine, args, dataset), bar)
-        oracles = [] if args.no_oracle else [_model(engine, args, dataset, request)]  # start them beside the run
-        if args.noise_floor and not args.no_oracle:
-            oracles.append(_model(engine, args, dataset, request, workflow.NOISE_FLOOR_SEED_OFFSET))
+        oracles = [_model(engine, args, dataset, request, offset) for offset in offsets]  # beside the run
         if get_model_kind(args.model).by_design:
             run = workflow.execute(args.method, base, dataset, request, config, progress=bar)
         else:
@@ -209,17 +208,33 @@ def cmd_forget(args) -> dict:
                "config": config_to_dict(config), "seconds": run.seconds, "touched": run.touched,
                "weights_sha256": run.weights_sha256}
         if oracles:
-            oracle_models = [_wait(o, bar) for o in oracles]
-            workflow.score(run, oracle_models[0], dataset, oracle_models[1] if len(oracle_models) > 1 else None)
-            comparison = run.comparison
-            out.update(metrics=comparison.metrics, oracle_metrics=comparison.oracle_metrics,
-                       noise_floor=comparison.noise_floor, oracle_train_s=run.oracle_seconds)
-            out["run_key"] = workflow.record(run, dataset)
+            out.update(_judged(run, base, oracles, dataset, bar))
     finally:
         bar.close()
         engine.shutdown()
     out["log"] = {k: v for k, v in run.log.items() if _jsonable(v)}
     return out
+
+
+def _judged(run, base, oracles: list[Job], dataset, bar: _Bar) -> dict:
+    """Wait for every oracle, score the run against those that finished (the verdict and its evidence) and record
+    it; an oracle that failed is reported, and none finishing is an error."""
+    failed = []
+    for job in oracles:
+        try:
+            _wait(job, bar)
+        except JobFailed as err:
+            failed.append(str(err))
+    ready = workflow.finished(oracles)
+    if not ready:
+        raise JobFailed("no oracle finished, so there is no verdict: " + "; ".join(failed))
+    c = workflow.score(run, base, ready, dataset).comparison
+    membership = {k: v for k, v in (c.membership or {}).items() if k != "rows"}
+    return {"verdict": c.verdict, "sentence": c.sentence, "scenario": c.scenario, "scenario_rule": c.scenario_rule,
+            "oracle_k": c.k, "oracle_seeds": c.oracle_seeds, "oracles_failed": failed, "criteria": c.criteria,
+            "metrics": c.metrics, "oracle_metrics": c.oracle_metrics, "spread": c.spread, "klom": c.klom,
+            "membership": membership, "membership_top": (c.membership or {}).get("rows", [])[:10],
+            "attacks": c.attacks, "oracle_train_s": run.oracle_seconds, "run_key": workflow.record(run, dataset)}
 
 
 def cmd_sweep(args) -> dict:
@@ -281,8 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--ids-file", help="a CSV/TXT file of training ids")
             s.add_argument("--method", default="spm-delete")
             s.add_argument("--set", action="append", metavar="NAME=VALUE", help="method config field")
-            s.add_argument("--no-oracle", action="store_true", help="skip the retrained oracle")
-            s.add_argument("--noise-floor", action="store_true", help="also train a second oracle seed")
+            s.add_argument("--no-oracle", action="store_true", help="skip the retrained oracles (and the verdict)")
+            s.add_argument("--oracles", type=int, help="oracles to retrain without the request, each on its own seed "
+                                                       "(default $UE_ORACLES or 3; a verdict needs 2)")
         if name == "sweep":
             s.add_argument("--methods", required=True, help="comma-separated methods, e.g. ft,scrub,damp")
             s.add_argument("--requests", required=True, help="comma-separated: class:0, class:0+2, random:0.1")

@@ -2,8 +2,8 @@
 runs table, and a rerun reuses every finished run.
 
 A seed sets the method config's ``seed`` (batch order, random labels, sampled statistics) and, for a
-``random:`` request, which samples are drawn. The original model and the two oracle seeds of each request
-(the oracle and the noise-floor reseed) are shared by every run that needs them.
+``random:`` request, which samples are drawn. The original model and the K oracles of each request (seed
+offsets 1..K, ``workflow.oracle_offsets``) are shared by every run that needs them.
 """
 
 from __future__ import annotations
@@ -127,11 +127,13 @@ def plan(dataset: Dataset, model: str, methods: list[str], requests: list[str], 
 
 def run_sweep(engine: Backend, dataset: Dataset, model: str, items: list[SweepItem],
               progress: Progress = no_progress, owner: str | None = None, gpu: bool = False,
-              model_config=None, train_config=None) -> SweepResult:
-    """Run ``items`` on ``engine``: the original, each request's two oracle seeds and each method run as Ray
-    tasks in parallel; each run is scored here when its oracles are ready and written to the runs table.
+              model_config=None, train_config=None, oracles: int | None = None) -> SweepResult:
+    """Run ``items`` on ``engine``: the original, each request's K oracles (``oracles``, default
+    ``workflow.oracle_count()``) and each method run as Ray tasks in parallel; each run is scored here against
+    every oracle that finished once none of them is still training, and written to the runs table.
     ``model_config`` and ``train_config`` (None: the kind's defaults for the dataset) make the original and
     every oracle."""
+    offsets = workflow.oracle_offsets(oracles)
     start, wall_start = time.perf_counter(), time.time()
     result = SweepResult(workers=max(1, int(engine.resources().get("CPU", engine.num_cpus))))
     started: list[Job] = []
@@ -162,11 +164,10 @@ def run_sweep(engine: Backend, dataset: Dataset, model: str, items: list[SweepIt
             result.reused.append(key)
         else:
             todo.append((item, key))
-    oracles: dict[str, tuple[Job, Job]] = {}
+    oracle_jobs: dict[str, list[Job]] = {}
     for item, _ in todo:
-        if item.request.key() not in oracles:
-            oracles[item.request.key()] = (model_job(item.request, 0),
-                                           model_job(item.request, workflow.NOISE_FLOOR_SEED_OFFSET))
+        if item.request.key() not in oracle_jobs:
+            oracle_jobs[item.request.key()] = [model_job(item.request, offset) for offset in offsets]
     by_design = get_model_kind(model).by_design
     runs: dict[str, tuple[SweepItem, Job | workflow.MethodRun]] = {}
     for item, key in todo:
@@ -179,23 +180,22 @@ def run_sweep(engine: Backend, dataset: Dataset, model: str, items: list[SweepIt
     pending = dict(runs)
     while pending:
         for key, (item, work) in list(pending.items()):
-            oracle_a, oracle_b = oracles[item.request.key()]
+            jobs = oracle_jobs[item.request.key()]
             if isinstance(work, Job) and not work.active and not work.finished_ok:
                 _record_failure(result, key, item, dataset, model, work.error)
                 del pending[key]
                 continue
-            if oracle_a.active or oracle_b.active or (isinstance(work, Job) and work.active):
+            if any(j.active for j in jobs) or (isinstance(work, Job) and work.active):
                 continue
-            if not oracle_a.finished_ok:
-                _record_failure(result, key, item, dataset, model, f"oracle failed: {oracle_a.error}")
+            ready = workflow.finished(jobs)
+            if not ready:
+                _record_failure(result, key, item, dataset, model,
+                                "every oracle failed: " + "; ".join(j.error or j.state for j in jobs))
                 del pending[key]
                 continue
             run = work.result if isinstance(work, Job) else work
-            workflow.score(run, oracle_a.result, dataset, oracle_b.result if oracle_b.finished_ok else None)
-            seeds = [workflow.oracle_train_config(model, dataset, o).seed
-                     for o, j in ((0, oracle_a), (workflow.NOISE_FLOOR_SEED_OFFSET, oracle_b)) if j.finished_ok]
-            workflow.record(run, dataset, seed=item.seed, oracle_seeds=seeds,
-                            timings={"wall_s": time.perf_counter() - start})
+            workflow.score(run, original, ready, dataset)
+            workflow.record(run, dataset, seed=item.seed, timings={"wall_s": time.perf_counter() - start})
             result.done.append(key)
             del pending[key]
         jobs = [j for j in started if j is not None]

@@ -1,12 +1,19 @@
 """The operations the pages and the CLI share: originals, oracles, method runs, comparisons.
 
-dataset -> model (trained or loaded) -> forget request -> method run -> evaluation against the oracle.
+dataset -> model (trained or loaded) -> forget request -> method run -> evaluation against K oracles.
+
+The oracles of a (model, request) are the original's recipe retrained without D_f with seeds moved by 1..K
+(``oracle_offsets``): each has its own initialisation and data order and none is the original's (issue 14;
+EVIDENCE.md "Oracles"). A comparison uses every oracle that has finished, says how many, and is redone when
+another one finishes (``rescore``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -16,12 +23,38 @@ from core.backend import Backend, Job, Task
 from core.configs import config_hash, config_to_dict
 from core.data.dataset import Dataset
 from core.data.requests import ForgetRequest
+from core.errors import InputError
+from core.eval import evidence
 from core.eval import metrics as M
+from core.eval.membership import svc_mia
 from core.models import get_model_kind
 from core.models.base import CancelToken, Classifier, Progress, no_progress
 from core.unlearn import get_method
 
-NOISE_FLOOR_SEED_OFFSET = 1  # the second oracle uses seed + 1: the noise floor is oracle(seed) vs oracle(seed+1)
+DEFAULT_ORACLES = 3  # EVIDENCE.md "Oracles": K = 3 on a CPU; set UE_ORACLES (or --oracles) higher on a cluster
+# SVC is quadratic in its shadow set: measured on a 2-core CPU, 2,000 samples per side fit in ~0.8 s per model,
+# 5,000 in ~5 s; a comparison fits one per model (the method, the original, each oracle) on the confidence feature.
+SVC_PER_SIDE = 2000
+
+
+def oracle_count(value: int | str | None = None) -> int:
+    """How many oracles a comparison trains: ``value``, else $UE_ORACLES, else DEFAULT_ORACLES (at least 1;
+    a verdict needs 2, per-sample evidence 3)."""
+    raw = value if value is not None else os.environ.get("UE_ORACLES", DEFAULT_ORACLES)
+    try:
+        k = int(raw)
+    except (TypeError, ValueError):
+        k = 0
+    if k < 1 or str(raw).strip() != str(k):
+        raise InputError(f"oracle count {raw!r} (UE_ORACLES or --oracles) is not a whole number of oracles of at "
+                         f"least 1; {DEFAULT_ORACLES} is the default, more give a tighter spread")
+    return k
+
+
+def oracle_offsets(k: int | str | None = None) -> list[int]:
+    """The seed offsets of the K oracles: 1..K, so that none starts from the original's seed (offset 0), and
+    the first k of a larger K are the same models."""
+    return list(range(1, oracle_count(k) + 1))
 
 
 def original(kind: str, dataset: Dataset, progress: Progress = no_progress, cancel: CancelToken | None = None,
@@ -32,16 +65,25 @@ def original(kind: str, dataset: Dataset, progress: Progress = no_progress, canc
 
 def oracle(kind: str, dataset: Dataset, request: ForgetRequest, seed_offset: int = 0,
            progress: Progress = no_progress, cancel: CancelToken | None = None, **kwargs) -> bundle.TrainedModel:
-    """The same recipe retrained from scratch without ``request``'s samples (seed + ``seed_offset``)."""
+    """The same recipe retrained from scratch without ``request``'s samples (seed + ``seed_offset``), here.
+    Offset 0 shares the original's seed (initial weights and data order); the oracles a comparison uses are
+    ``oracle_offsets`` (see ``oracles``)."""
     tc = oracle_train_config(kind, dataset, seed_offset, kwargs.pop("train_config", None))
     return bundle.train_or_load(kind, dataset, train_config=tc, excluded=request, progress=progress,
                                 cancel=cancel, **kwargs)
 
 
+def oracles(kind: str, dataset: Dataset, request: ForgetRequest, k: int | None = None,
+            progress: Progress = no_progress, **kwargs) -> list[bundle.TrainedModel]:
+    """The K oracles of ``request`` (seed offsets 1..K), trained here or loaded: for scripts and benches; the
+    pages, the CLI and sweeps train them in parallel on Ray (``oracle_jobs``)."""
+    return [oracle(kind, dataset, request, offset, progress, **kwargs) for offset in oracle_offsets(k)]
+
+
 def oracle_train_config(kind: str, dataset: Dataset, seed_offset: int = 0, base=None):
     """The original's recipe (``base`` or the kind's own) with the seed moved by ``seed_offset``."""
     base = base or bundle.recipe(dataset.name, kind)
-    return replace(base, seed=base.seed + seed_offset)  # the noise floor compares two seeds
+    return replace(base, seed=base.seed + seed_offset)
 
 
 def model_job(engine: Backend, kind: str, dataset: Dataset, request: ForgetRequest | None = None,
@@ -73,6 +115,26 @@ def model_job(engine: Backend, kind: str, dataset: Dataset, request: ForgetReque
     return engine.submit(key, title, train_remote(kind, dataset, request, 0, config, tc, gpu=gpu), owner)
 
 
+def oracle_jobs(engine: Backend, kind: str, dataset: Dataset, request: ForgetRequest, k: int | None = None,
+                config=None, train_config=None, owner: str | None = None, start: bool = True,
+                gpu: bool = False) -> list[Job | None]:
+    """The jobs of the K oracles of ``request`` (seed offsets 1..K), in parallel on Ray (``model_job``); with
+    ``start`` False, the jobs that exist (None for the others)."""
+    return [model_job(engine, kind, dataset, request, offset, config, train_config, owner, start, gpu)
+            for offset in oracle_offsets(k)]
+
+
+def finished(jobs: Sequence[Job | None]) -> list[bundle.TrainedModel]:
+    """The models of the jobs that have finished successfully, in job order."""
+    return [j.result for j in jobs if j is not None and j.finished_ok]
+
+
+def train_seed(model: bundle.TrainedModel) -> int | None:
+    """The seed ``model`` was trained with (initial weights and data order), from its metadata."""
+    seed = (model.meta.get("train_config") or {}).get("seed")
+    return None if seed is None else int(seed)
+
+
 def train_seconds(model: bundle.TrainedModel) -> float | None:
     log = model.meta.get("train_log") or {}
     return log.get("train_s")
@@ -91,19 +153,114 @@ def run_method(method: str, model: Classifier, dataset: Dataset, request: Forget
 
 @dataclass
 class Comparison:
-    """One model's metrics against the oracle, with the oracle-vs-oracle noise floor beside them."""
+    """One model against the finished oracles (issue 14): its metrics beside the oracles' mean, and the evidence
+    of ``evidence.judge``, namely the verdict in one sentence, the criteria it rests on, each metric's oracle
+    spread, KLoM per split and the per-sample membership table, plus the population attacks (loss and SVC)."""
 
-    metrics: dict
-    oracle_metrics: dict
-    noise_floor: dict | None
+    metrics: dict  # the model's own metrics, its PG / KL / AvgGap to the oracles, seconds and speed-up
+    oracle_metrics: dict  # the oracles' mean of each metric
+    oracles: list[dict]  # key, seed, weights SHA-256 and training time of each oracle used
+    verdict: str  # looks unseen | not forgotten | over-forgotten | inconclusive
+    sentence: str
+    scenario: str  # "class" or "sample": which rule applies (evidence.SCENARIOS)
+    criteria: list[dict]
+    spread: dict | None  # evidence.oracle_spread
+    klom: dict | None  # per split (forget, retain, val): KLoM and KLoM-Gauss P50 / P95
+    membership: dict | None  # offline LiRA summaries (model, original, left-out oracles) and the ranked ``rows``
+    attacks: dict = field(default_factory=dict)  # loss-attack AUROC and SVC MIA-efficacy per model
 
-def compare(model: Classifier, oracle_model: Classifier, dataset: Dataset, request: ForgetRequest,
-            second_oracle: Classifier | None = None, seconds: float | None = None,
-            oracle_seconds: float | None = None) -> Comparison:
-    metrics = M.evaluate(model, oracle_model, dataset, request, seconds, oracle_seconds)
-    oracle_metrics = M.split_metrics(oracle_model, dataset, request)
-    floor = M.noise_floor(oracle_model, second_oracle, dataset, request) if second_oracle is not None else None
-    return Comparison(metrics, oracle_metrics, floor)
+    @property
+    def k(self) -> int:
+        return len(self.oracles)
+
+    @property
+    def oracle_seeds(self) -> list[int]:
+        return [o["seed"] for o in self.oracles]
+
+    @property
+    def oracle_keys(self) -> list[str]:
+        return [o["key"] for o in self.oracles]
+
+    @property
+    def rule(self) -> str:
+        return evidence.RULE
+
+    @property
+    def scenario_rule(self) -> str:
+        return evidence.SCENARIOS[self.scenario]
+
+
+def _oracle_entry(model: bundle.TrainedModel) -> dict:
+    return {"key": model.key, "seed": train_seed(model), "weights_sha256": model.meta.get("weights_sha256"),
+            "train_s": train_seconds(model)}
+
+
+def _attacks(model: Classifier, dataset: Dataset, request: ForgetRequest) -> dict:
+    """The population attacks on D_f of one model: the loss-threshold AUROC (held-out set of ``M.heldout_for``)
+    and the SVC MIA-efficacy on the confidence feature (l1-sparse / SalUn; EVIDENCE §3). Memoised on the
+    (immutable) model: an oracle's stay valid when a further oracle finishes."""
+    memo, key = model.__dict__.setdefault("_attacks", {}), (dataset.fingerprint(), request.key())
+    if key not in memo:
+        forget, y_tr = request.mask(dataset.num_train), dataset.y_train
+        if forget.all():
+            raise ValueError("the request forgets every training sample: nothing is left to train an attack on")
+        tr, te = model.split_proba(dataset, "train"), model.split_proba(dataset, "test")
+        svc = svc_mia(tr[forget], y_tr[forget], tr[~forget], y_tr[~forget], te, dataset.y_test,
+                      max_per_side=SVC_PER_SIDE, features=("confidence",))
+        memo[key] = {"loss_auroc": M.split_metrics(model, dataset, request)["MIA"], "svc_efficacy": svc["headline"],
+                     "svc_members": svc["n_members"], "svc_nonmembers": svc["n_nonmembers"]}
+    return memo[key]
+
+
+def compare(model: Classifier, original: bundle.TrainedModel, oracle_models: Sequence[bundle.TrainedModel],
+            dataset: Dataset, request: ForgetRequest, seconds: float | None = None) -> Comparison:
+    """``model`` (the original after unlearning) against every finished oracle: ``evidence.judge`` with
+    ``original`` as the untouched reference, the metrics against the oracles' mean, and the population attacks.
+    Memoised on the (immutable) model per original, oracle set, dataset and request."""
+    if not oracle_models:
+        raise ValueError("no oracle has finished yet: a comparison needs at least one model retrained without the "
+                         "forgotten samples")
+    if len(request.ids) == 0:
+        raise ValueError("the request has no forgotten sample: there is nothing to compare")
+    own = train_seed(original)
+    shared = [o.key for o in oracle_models if train_seed(o) == own and o.meta.get("kind") == original.meta.get("kind")]
+    if shared:
+        raise ValueError(f"oracle {shared[0]} was trained with the original's seed {own}: its initial weights and "
+                         "data order are the original's, so it would understate the gap; use oracle_offsets")
+    key = (original.key, tuple(o.key for o in oracle_models), dataset.fingerprint(), request.key())
+    memo = model.__dict__.setdefault("_comparisons", {})
+    if key not in memo:
+        classifiers = [o.classifier for o in oracle_models]
+        judged = evidence.judge(model, original.classifier, classifiers, dataset, request)
+        own_metrics = M.split_metrics(model, dataset, request)
+        oracle_metrics = [M.split_metrics(o, dataset, request) for o in classifiers]
+        own_metrics.update(M.gaps_to_oracles(own_metrics, model.split_proba(dataset, "test"), oracle_metrics,
+                                             [o.split_proba(dataset, "test") for o in classifiers]))
+        models = {"method": model, "original": original.classifier,
+                  **{f"oracle {i}": o for i, o in enumerate(classifiers, 1)}}
+        memo[key] = Comparison(own_metrics, M.mean_metrics(oracle_metrics), [_oracle_entry(o) for o in oracle_models],
+                               judged["verdict"], judged["sentence"], judged["scenario"], judged["criteria"],
+                               judged["spread"], judged["klom"], judged["membership"],
+                               {name: _attacks(m, dataset, request) for name, m in models.items()})
+    out = memo[key]
+    metrics = dict(out.metrics)
+    if seconds is not None:
+        metrics["seconds"] = seconds
+        oracle_s = [o["train_s"] for o in out.oracles if o["train_s"]]
+        if oracle_s:
+            metrics["speedup"] = float(np.mean(oracle_s)) / max(seconds, 1e-9)
+    return replace(out, metrics=metrics)
+
+
+def compare_one_oracle(model: Classifier, oracle_model: bundle.TrainedModel, dataset: Dataset,
+                       request: ForgetRequest, seconds: float | None = None) -> Comparison:
+    """``model`` against a single oracle, without the original (how bench/posthoc.py scores): the metrics and
+    their gaps to it; the verdict is inconclusive, as one oracle has no spread."""
+    judged = evidence.verdict([], 1, "class" if request.classes else "sample")
+    metrics = M.evaluate(model, oracle_model.classifier, dataset, request, seconds, train_seconds(oracle_model))
+    return Comparison(metrics, M.split_metrics(oracle_model.classifier, dataset, request),
+                      [_oracle_entry(oracle_model)], judged["verdict"], judged["sentence"], judged["scenario"],
+                      [], None, None, None)
 
 
 def transition_matrix(before: np.ndarray, after: np.ndarray, num_classes: int) -> np.ndarray:
@@ -140,7 +297,7 @@ def run_key(method: str, model_key: str, request: ForgetRequest, config) -> str:
 @dataclass
 class MethodRun:
     """One method applied to one model for one request: the unlearned model, its cost, and, once scored,
-    its comparison with the oracle. The pages, the CLI, the sweeps and the benches all make it with
+    its comparison with the oracles. The pages, the CLI, the sweeps and the benches all make it with
     :func:`execute` (or the Ray task :func:`method_task`) and score it with :func:`score`."""
 
     method: str
@@ -251,27 +408,78 @@ def train_remote(kind: str, dataset: Dataset, excluded: ForgetRequest | None = N
                 num_gpus=1 if gpu else 0)
 
 
-def score(run: MethodRun, oracle_model: bundle.TrainedModel, dataset: Dataset,
-          second_oracle: bundle.TrainedModel | None = None) -> MethodRun:
-    """Compare ``run``'s model with the oracle (and the noise floor from a second oracle); sets
-    ``run.comparison``. Scoring runs where the models live: the UI process or the sweep's driver."""
-    run.oracle_seconds = train_seconds(oracle_model)
-    run.comparison = compare(run.model, oracle_model.classifier, dataset, run.request,
-                             second_oracle.classifier if second_oracle else None, run.seconds, run.oracle_seconds)
+def score(run: MethodRun, original: bundle.TrainedModel, oracle_models=None, dataset: Dataset | None = None
+          ) -> MethodRun:
+    """Compare ``run``'s model with the finished ``oracle_models`` (``compare``, the ``original`` as the untouched
+    reference); sets ``run.comparison`` and ``run.oracle_seconds`` (their mean training time). Scoring runs where
+    the models live: the UI process or the sweep's driver. ``score(run, oracle, dataset)``, one oracle and no
+    original as bench/posthoc.py calls it, scores against that oracle alone (``compare_one_oracle``)."""
+    if isinstance(oracle_models, Dataset) and dataset is None:
+        oracle_model, dataset = original, oracle_models
+        run.oracle_seconds = train_seconds(oracle_model)
+        run.comparison = compare_one_oracle(run.model, oracle_model, dataset, run.request, run.seconds)
+        return run
+    if dataset is None:
+        raise TypeError("score(run, original, oracles, dataset): the dataset is missing")
+    times = [t for t in (train_seconds(o) for o in oracle_models) if t]
+    run.oracle_seconds = float(np.mean(times)) if times else None
+    run.comparison = compare(run.model, original, oracle_models, dataset, run.request, run.seconds)
     return run
 
 
-def record(run: MethodRun, dataset: Dataset, seed: int | None = None, oracle_seeds: list[int] | None = None,
-           timings: dict | None = None) -> str:
-    """Store a scored run: its folder (record + test predictions) and its row in the runs table."""
+def rescore(run: MethodRun, original: bundle.TrainedModel, oracle_models: Sequence[bundle.TrainedModel],
+            dataset: Dataset) -> bool:
+    """Score ``run`` unless its comparison already rests on exactly ``oracle_models`` (none finished: nothing to
+    do); True when it scored, so that the caller records the new comparison."""
+    if not oracle_models:
+        return False
+    if run.comparison is not None and run.comparison.oracle_keys == [o.key for o in oracle_models]:
+        return False
+    score(run, original, oracle_models, dataset)
+    return True
+
+
+def unlearned_key(run: MethodRun) -> str:
+    """The store key of a post-hoc run's unlearned weights: the run's key and the weights' hash (a rerun of the
+    same run on other hardware may differ in the last bits, and each result is kept)."""
+    return f"unlearned-{run.key}-{run.weights_sha256[:16]}"
+
+
+def store_unlearned(run: MethodRun) -> store.StoredModel | None:
+    """Keep a post-hoc run's unlearned weights (safetensors, under ``models/unlearned-<run key>-<hash>``) so
+    that an auditor can hash and reload exactly the model that was judged; their SHA-256 must equal the run's.
+    A by-design deletion moves no weight (None: its network is the original's)."""
+    if run.weights_sha256 is None:
+        return None
+    stored = store.find_model(unlearned_key(run))
+    if stored is not None:
+        return stored
+    weights = bundle.state_bytes(_single_network(run.model))
+    if hashlib.sha256(weights).hexdigest() != run.weights_sha256:
+        raise store.StoreError(f"{run.method}: the unlearned weights here differ from those the run produced "
+                               f"(SHA-256 {run.weights_sha256[:16]}…); run it again")
+    original = store.find_model(run.original_key)
+    meta = {"kind": run.kind, "config": original.meta["config"] if original else None,
+            "original_key": run.original_key, "method": run.method, "method_config": config_to_dict(run.config),
+            "request": run.request.to_json()}
+    return store.save_model_bytes(unlearned_key(run), weights, meta)
+
+
+def record(run: MethodRun, dataset: Dataset, seed: int | None = None, timings: dict | None = None) -> str:
+    """Store a scored run: its unlearned weights (post-hoc runs), its folder (record with the evidence, test
+    predictions) and its row in the runs table with the oracles' seeds, their number and the verdict."""
     from core import runs_db
 
     comparison = run.comparison
     if comparison is None:
         raise ValueError("score the run before recording it")
+    store_unlearned(run)
     key = save_comparison(run.method, run.original_key, run.request, run.config, comparison, run.seconds,
                           run.model.split_proba(dataset, "test"), {"touched": run.touched, "kind": run.kind})
     metrics = {k: float(v) for k, v in comparison.metrics.items() if isinstance(v, (int, float))}
+    metrics.update({c["name"]: c["value"] for c in comparison.criteria if c["name"] not in metrics})
+    if "method" in comparison.attacks:
+        metrics["svc_efficacy"] = comparison.attacks["method"]["svc_efficacy"]
     runs_db.upsert(runs_db.RunRow(
         run_key=key, dataset=dataset.name, model=run.kind, method=run.method,
         config_hash=config_hash(run.config), config=config_to_dict(run.config),
@@ -279,7 +487,8 @@ def record(run: MethodRun, dataset: Dataset, seed: int | None = None, oracle_see
         request_kind=request_kind(run.request), seed=seed, metrics=metrics,
         timings={"method_s": run.seconds, "oracle_s": run.oracle_seconds or 0.0, **(timings or {})},
         weights_sha256=run.weights_sha256 or "", versions=store.versions(),
-        oracle_seeds=oracle_seeds or [], status="done", error=""))
+        oracle_seeds=comparison.oracle_seeds, oracle_k=comparison.k, verdict=comparison.verdict,
+        status="done", error=""))
     return key
 
 
@@ -308,6 +517,9 @@ def save_comparison(method: str, model_key: str, request: ForgetRequest, config,
     record = {"method": method, "model_key": model_key, "request": request.to_json(),
               "config": config_to_dict(config) if config is not None else None, "seconds": seconds,
               "metrics": comparison.metrics, "oracle_metrics": comparison.oracle_metrics,
-              "noise_floor": comparison.noise_floor, **(extra or {})}
+              "oracles": comparison.oracles, "verdict": comparison.verdict, "sentence": comparison.sentence,
+              "scenario": comparison.scenario, "criteria": comparison.criteria, "spread": comparison.spread,
+              "klom": comparison.klom, "membership": comparison.membership, "attacks": comparison.attacks,
+              **(extra or {})}
     store.save_run(key, record, {"test_probs": test_probs.astype(np.float32)})
     return key

@@ -104,9 +104,15 @@ def warm_job(kind: str, dataset: Dataset, trained: bundle.TrainedModel) -> Job:
                                f"{kind}: predictions on {dataset.name}", work, owner=session_state().id)
 
 
-def oracle_job(kind: str, dataset: Dataset, request, seed_offset: int = 0, start: bool = True) -> Job | None:
+def oracle_job(kind: str, dataset: Dataset, request, seed_offset: int = 1, start: bool = True) -> Job | None:
+    """One oracle of ``request`` (by default the first of the K, seed offset 1), e.g. a reference kind's."""
     return workflow.model_job(backend(), kind, dataset, request, seed_offset, owner=session_state().id,
                               start=start)
+
+
+def oracle_jobs(kind: str, dataset: Dataset, request, start: bool = True) -> list[Job | None]:
+    """The K oracles of ``request`` (``workflow.oracle_count()``), in parallel on Ray (None: not started)."""
+    return workflow.oracle_jobs(backend(), kind, dataset, request, owner=session_state().id, start=start)
 
 
 def method_job(method: str, original: bundle.TrainedModel, dataset: Dataset, request, config) -> Job:
@@ -128,18 +134,17 @@ def session_runs(request) -> list[Job]:
 
 
 def scored_runs(dataset: Dataset, request) -> list[workflow.MethodRun]:
-    """This session's finished method runs for ``request``, each scored against the oracle (and stored in the
-    runs table) as soon as its oracle is ready; a run whose oracle still trains comes back unscored."""
+    """This session's finished method runs for ``request``, each scored against every oracle that has finished
+    (and stored in the runs table), and scored again as each further oracle finishes; a run none of whose
+    oracles has finished comes back unscored."""
     out = []
     for job in session_runs(request):
         if not job.finished_ok:
             continue
         run = job.result
-        if run.comparison is None:
-            oracle = oracle_job(run.kind, dataset, request)
-            if oracle.finished_ok:
-                second = oracle_job(run.kind, dataset, request, workflow.NOISE_FLOOR_SEED_OFFSET, start=False)
-                workflow.score(run, oracle.result, dataset, second.result if second and second.finished_ok else None)
-                workflow.record(run, dataset)
+        original = ready_model(run.kind, dataset)
+        if original is not None and workflow.rescore(run, original, workflow.finished(
+                oracle_jobs(run.kind, dataset, request)), dataset):
+            workflow.record(run, dataset)
         out.append(run)
     return out

@@ -11,7 +11,7 @@ from core.data.requests import request_classes, request_ids, request_random
 from core.session import ForgetSession
 from core.unlearn import get_method, list_methods
 from core.views import class_label
-from pages.common import by_design_kinds, forget_session, method_job, oracle_job, ready_model, session_runs
+from pages.common import by_design_kinds, forget_session, method_job, oracle_jobs, ready_model, session_runs
 from pages.sidebar import page_dataset
 from pages.widgets import config_form_ui, job_status_ui, poll_while_active, untrained_model_ui
 
@@ -60,7 +60,7 @@ def request_ui(dataset: Dataset, session: ForgetSession) -> None:
 
 
 def by_design_ui(dataset: Dataset, session: ForgetSession) -> list[Job | None]:
-    """Each by-design model after the deletion, and its two oracles; returns the jobs to poll."""
+    """Each by-design model after the deletion, and its K oracles; returns the jobs to poll."""
     request, jobs = session.current, []
     for kind in by_design_kinds():
         trained = ready_model(kind, dataset)
@@ -72,11 +72,12 @@ def by_design_ui(dataset: Dataset, session: ForgetSession) -> list[Job | None]:
             applied = session.apply_by_design(trained.key, trained.classifier)
             st.success(f"Deleted {len(request):,} samples from the memory in {applied.seconds * 1000:.1f} ms; "
                        "no weight changed.")
-            for offset, label in ((0, "oracle"), (1, "second oracle (noise floor)")):
-                job = oracle_job(kind, dataset, request, offset)
-                jobs.append(job)
-                if job_status_ui(job, f"{kind} {label}"):
-                    st.caption(f"{label} ready ({workflow.train_seconds(job.result) or 0:.0f} s of training).")
+            oracles = oracle_jobs(kind, dataset, request)
+            jobs += oracles
+            for i, job in enumerate(oracles, 1):
+                if job_status_ui(job, f"{kind} oracle {i} of {len(oracles)}"):
+                    st.caption(f"oracle {i} of {len(oracles)} (seed {workflow.train_seed(job.result)}) ready "
+                               f"({workflow.train_seconds(job.result) or 0:.0f} s of training).")
     return jobs
 
 
@@ -98,7 +99,7 @@ def methods_ui(dataset: Dataset, request: ForgetRequest) -> list[Job]:
         if original is None:
             st.error("The parametric model is not trained for this dataset yet: train it on the Models page.")
         else:
-            oracle_job("parametric", dataset, request)
+            oracle_jobs("parametric", dataset, request)
             for name in chosen:
                 try:
                     method_job(name, original, dataset, request, configs[name])
@@ -116,8 +117,8 @@ def main() -> None:
     dataset = page_dataset(__file__)
     session = forget_session(dataset)
     st.markdown("Choose training samples to forget. **SPM** and **MUNKEY** drop them from their memory at once; "
-                "an **oracle** (the same recipe retrained without them) trains in the background, so every result "
-                "can be compared with what the model would be had it never seen them.")
+                "**oracles** (the same recipe retrained without them, each on its own seed) train in the "
+                "background, so every result can be compared with what the model would be had it never seen them.")
     request_ui(dataset, session)
     request = session.current
     if request is None:

@@ -1,4 +1,5 @@
-"""Predictions: what changed after forgetting, against the oracle retrained without the forgotten samples."""
+"""Predictions: what changed after forgetting, against K oracles retrained without the forgotten samples, and
+the verdict with its evidence."""
 
 import json
 
@@ -19,7 +20,16 @@ from core.views.predictions import (
     prediction_view,
     reference_gaps,
 )
-from pages.common import by_design_kinds, forget_session, oracle_job, ready_model, scored_runs, session_runs
+from pages.common import (
+    by_design_kinds,
+    forget_session,
+    oracle_job,
+    oracle_jobs,
+    ready_model,
+    scored_runs,
+    session_runs,
+)
+from pages.evidence_panels import evidence_ui, oracles_ui, verdict_ui
 from pages.predictions_audit import audit_ui, method_ui, probes_ui, runs_ui
 from pages.sidebar import page_dataset
 from pages.widgets import image_grid_ui, job_status_ui, poll_while_active
@@ -43,11 +53,14 @@ def shown_ui(dataset: Dataset, session: ForgetSession, done_runs: list) -> Shown
 
 
 def metrics_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, request: ForgetRequest) -> list:
-    """The metrics against the oracle (and any reference oracle asked for); returns the jobs to poll."""
-    st.subheader("Against the oracle")
+    """The metrics against the oracles (and any reference oracle asked for); returns the jobs to poll."""
+    st.subheader("Against the oracles")
     if view.comparison is None:
-        st.caption("The oracle is still training: the model's own numbers are shown now, the gaps appear when it is "
-                   "done.")
+        st.caption("The oracles are still training: the model's own numbers are shown now, the gaps appear when the "
+                   "first is done.")
+    else:
+        st.caption(f"oracle: the mean of the {view.comparison.k} finished oracles; oracle sd: their spread (for PG "
+                   "and KL, how far one oracle lies from another).")
     jobs, references = [], []
     for ref in get_model_kind(shown.kind).reference_oracles:  # e.g. MUNKEY's plain ViT retrained on D_r
         wanted = st.checkbox(f"Also compare with the {ref} oracle", key=f"pred-ref-{ref}",
@@ -66,14 +79,12 @@ def metrics_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, reques
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={c: st.column_config.NumberColumn(format="%.2f") for c in table.columns
                                 if c not in ("metric", "meaning")})
-    cols, seconds, comparison = st.columns(3), view.seconds, view.comparison
+    cols, seconds, comparison = st.columns(2), view.seconds, view.comparison
     cols[0].metric("Unlearning time", f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.1f} s",
                    help=M.EXPLANATIONS["seconds"])
     if comparison is not None and "speedup" in comparison.metrics:
         cols[1].metric("Speed-up over retraining", f"{comparison.metrics['speedup']:,.0f}x",
                        help=M.EXPLANATIONS["speedup"])
-    if comparison is not None and comparison.noise_floor is None:
-        cols[2].caption("Noise floor: waiting for the second oracle.")
     st.download_button("Export this table (CSV)", table.to_csv(index=False),
                        f"metrics-{request.key()}-{shown.name}.csv", "text/csv")
     return jobs
@@ -112,23 +123,26 @@ def main() -> None:
     shown = shown_ui(dataset, session, done_runs)
     if shown is None:
         return
-    oracles = [oracle_job(shown.kind, dataset, request), oracle_job(shown.kind, dataset, request, 1)]
-    job_status_ui(oracles[0], "oracle")
-    job_status_ui(oracles[1], "second oracle (noise floor)")
-    oracle, second = (j.result if j.finished_ok else None for j in oracles)
-    with st.spinner(f"Predicting every training and test image with {shown.name} before and after the deletion "
-                    "and with the oracle (once per model; MUNKEY retrieves and runs K passes per image: up to a "
-                    "minute)"):
-        view = prediction_view(shown.before, shown.after, dataset, request, shown.seconds,
-                               oracle.classifier if oracle else None, second.classifier if oracle and second else None,
-                               workflow.train_seconds(oracle) if oracle else None)
-    jobs += oracles + metrics_ui(view, shown, dataset, request)
+    oracle_work = oracle_jobs(shown.kind, dataset, request)
+    oracles_ui(oracle_work)
+    oracles = workflow.finished(oracle_work)
+    try:
+        with st.spinner(f"Predicting every training and test image with {shown.name} before and after the deletion "
+                        "and with each oracle, then weighing the evidence (once per model and oracle; MUNKEY "
+                        "retrieves and runs K passes per image: up to a minute)"):
+            view = prediction_view(shown.before, shown.after, dataset, request, shown.seconds, shown.original, oracles)
+    except ValueError as err:  # a request the evidence cannot judge (e.g. nothing left to train an attack on)
+        st.error(f"No comparison for this request: {err}")
+        return
+    ev = verdict_ui(view)
+    jobs += oracle_work + metrics_ui(view, shown, dataset, request)
+    evidence_ui(ev, shown, oracles, dataset, request)
     changes_ui(view, dataset, request)
     runs_ui(view, shown, done_runs, dataset, request)
-    audit_ui(view, shown, oracle, dataset, request)
+    audit_ui(view, shown, dataset, request)
     if shown.run is not None:
         method_ui(shown, request)
-    if request.classes and (done_runs or oracle is not None):
+    if request.classes and (done_runs or oracles):
         probes_ui(dataset, request, done_runs)
     poll_while_active(jobs)
 

@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core import bundle, charts
+from core import charts, workflow
 from core.configs import config_to_dict
 from core.data import Dataset, ForgetRequest
 from core.eval import audit, probes
@@ -30,22 +30,22 @@ def runs_ui(view: PredictionView, shown: ShownModel, done_runs: list, dataset: D
     table = pd.DataFrame(rows)
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={c: st.column_config.NumberColumn(format="%.2f") for c in table.columns
-                                if c not in ("run", "kind")})
+                                if c not in ("run", "kind", "verdict", "oracles")})
     st.caption(f"selectivity: {M.EXPLANATIONS['selectivity']}")
     st.download_button("Export all runs (CSV)", table.to_csv(index=False), f"runs-{request.key()}.csv", "text/csv")
 
 
-def audit_ui(view: PredictionView, shown: ShownModel, oracle: bundle.TrainedModel | None, dataset: Dataset,
-             request: ForgetRequest) -> None:
+def audit_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, request: ForgetRequest) -> None:
     """The audit report of the shown model: memory check, membership exposure, and its downloads."""
     st.subheader("Audit report")
-    st.caption("One file to keep with the deletion request: the ids' hash, model and method with their hashes and "
-               "configs, what the memory still holds (by-design models, read from the model), the metrics against "
-               "the oracle and the noise floor, and each forgotten sample's membership exposure.")
+    st.caption("One file to keep with the deletion request: the verdict with its rule and evidence, the ids' hash, "
+               "the original's and the unlearned weights' hashes (post-hoc weights are stored to re-check), method "
+               "and config, the oracles and their seeds, what the memory still holds (by-design models, read from "
+               "the model), every metric against the oracle spread, and the per-sample membership table.")
     config = config_to_dict(shown.run.config) if shown.run is not None else {}
+    stored = workflow.store_unlearned(shown.run) if shown.run is not None else None
     report = audit.audit_report(dataset, request, shown.before, shown.after, shown.original.meta, shown.method, config,
-                                view.seconds, oracle.classifier if oracle else None, oracle.meta if oracle else None,
-                                view.comparison.noise_floor if view.comparison is not None else None)
+                                view.seconds, view.comparison, stored)
     if "memory" in report:
         memory = report["memory"]
         (st.success if memory["forgotten_in_memory"] == 0 else st.error)(
@@ -53,7 +53,7 @@ def audit_ui(view: PredictionView, shown: ShownModel, oracle: bundle.TrainedMode
             f"are still in {shown.name}'s memory ({memory['memory_entries']:,} entries).")
     exposure = report["exposure"]
     st.markdown(f"Mean membership exposure of the forgotten samples **{exposure['mean']:.1f}** (the MIA AUROC)"
-                + (f"; the oracle's **{exposure['oracle_mean']:.1f}**" if "oracle_mean" in exposure else "")
+                + (f"; the oracles' **{exposure['oracle_mean']:.1f}**" if "oracle_mean" in exposure else "")
                 + f". {audit.EXPOSURE_EXPLANATION}")
     most = exposure["most_exposed"][:8]
     image_grid_ui([dataset.x_train[r["id"]] for r in most], exposure_captions(most, dataset.class_names))
@@ -83,7 +83,7 @@ def probes_ui(dataset: Dataset, request: ForgetRequest, done_runs: list) -> None
     st.caption(M.EXPLANATIONS["decodability"])
     original = ready_model("parametric", dataset)
     models = {"original": original.classifier} if original is not None else {}
-    oracle = oracle_job("parametric", dataset, request, start=False)
+    oracle = oracle_job("parametric", dataset, request, start=False)  # the first of the K oracles
     if oracle is not None and oracle.finished_ok:
         models["oracle"] = oracle.result.classifier
     models.update({r.method: r.model for r in done_runs if r.kind == "parametric"})

@@ -28,6 +28,11 @@ def app(spm_model, parametric_model):
     return started_app()
 
 
+def verdicts(at: AppTest) -> list[str]:
+    """The verdict sentences the page shows (each drawn as a success, error, warning or info box)."""
+    return [e.value for e in [*at.success, *at.error, *at.warning, *at.info] if e.value.startswith("**Verdict:")]
+
+
 def forget_class(at: AppTest, label: str) -> AppTest:
     at.switch_page("pages/forget.py").run()
     at.radio(key="forget-kind").set_value("classes").run()
@@ -68,11 +73,27 @@ def test_forget_then_predictions_against_oracle_and_undo():
     table = at.dataframe[0].value
     fa = table.set_index("metric").loc["FA"]
     assert fa["after"] == 0.0 and fa["before"] > 80
-    assert "oracle" in table.columns and "noise floor (oracle vs oracle)" in table.columns
+    assert "oracle" in table.columns and "oracle sd" in table.columns
+    # the verdict in one sentence, against the 3 oracles (none on the original's seed), with its evidence
+    (sentence,) = verdicts(at)
+    assert "3 oracles" in sentence, sentence
+    assert any(c.value.startswith("Oracles: 3 of 3 finished (seeds 1, 2, 3)") for c in at.caption)
+    criteria = next(d.value for d in at.dataframe if "measure" in d.value.columns)
+    assert {"forget accuracy", "forgotten class's test accuracy"} <= set(criteria["measure"])
+    assert {"band low", "band high", "original", "method lies"} <= set(criteria.columns)
+    assert any(m.value.startswith("**Which rule applies.** Class request") for m in at.markdown)
+    assert any(e.label == "The verdict rule" for e in at.expander)
+    spread = next(d.value for d in at.dataframe if "oracle-to-oracle mean" in d.value.columns)
+    assert {"TA", "FA", "MIA", "PG", "KL"} <= set(spread["metric"])
+    klom = next(d.value for d in at.dataframe if "KLoM-Gauss P95" in d.value.columns)
+    assert len(klom) == 3  # forget, retain, validation
+    attacks = next(d.value for d in at.dataframe if "TPR at 1% FPR %" in d.value.columns)
+    assert list(attacks["model"][:2]) == ["method", "original"] and "TPR at 5% FPR %" in attacks.columns
+    assert any("SVC MIA-efficacy %" in d.value.columns for d in at.dataframe)
     # the audit section reads SPM's memory and offers the report
     assert any(s.value.startswith("Memory check: 0 of the") for s in at.success)
     assert any("Mean membership exposure" in m.value for m in at.markdown)
-    assert len(at.get("download_button")) >= 4  # table, changed predictions, audit Markdown and JSON
+    assert len(at.get("download_button")) >= 5  # table, per-sample CSV, changed predictions, audit Markdown and JSON
     at.switch_page("pages/forget.py").run()
     at.button(key="forget-undo").click().run()
     assert any("Nothing is forgotten" in i.value for i in at.info)
@@ -122,6 +143,13 @@ def test_method_forms_run_in_background_and_show_in_predictions():
     damp_row = runs.set_index("run").loc["damp"]  # DAMP's own quality is tested in test_damp/test_posthoc
     assert damp_row["FA"] < 90 and damp_row["speedup"] > 1 and damp_row["selectivity"] > 0
     assert any("layer" in d.value.columns and "alpha" in d.value.columns for d in at.dataframe)
+    assert damp_row["oracles"] == 3 and damp_row["verdict"].capitalize() in verdicts(at)[0]
+    # relearn time is measured on demand, for the unlearned network and each oracle
+    at.button(key="pred-relearn").click().run()
+    assert not at.exception, at.exception
+    relearn = next(d.value for d in at.dataframe if "steps" in d.value.columns)
+    assert len(relearn) == 4 and relearn["model"][0] == "unlearned"
+    assert any(m.value.startswith("Target: the forgotten classes' test accuracy") for m in at.markdown)
 
 
 def test_a_dataset_that_cannot_load_leaves_a_clear_message_and_the_upload(monkeypatch):

@@ -1,4 +1,5 @@
-"""The audit report: computed from the models, consistent with the metrics, and readable without the app."""
+"""The audit report: computed from the models, consistent with the metrics, the verdict and the stored weights,
+and readable without the app."""
 
 import hashlib
 import json
@@ -13,8 +14,9 @@ from core.eval import metrics as M
 
 
 @pytest.fixture(scope="module")
-def spm_oracle(digits):
-    return workflow.oracle("spm", digits, request_random(digits, 0.1, 7))
+def spm_oracles(digits):
+    """Two SPM oracles (seeds 1 and 2): enough for a verdict, and cheaper to train than the default three."""
+    return workflow.oracles("spm", digits, request_random(digits, 0.1, 7), 2)
 
 
 def test_mean_exposure_is_the_mia_auroc(spm_model, digits):
@@ -33,13 +35,21 @@ def test_exposure_counts_ties_half(digits):
     np.testing.assert_allclose(audit.sample_exposure(uniform, test, digits, request), 50.0)
 
 
-def test_report_of_an_spm_deletion(spm_model, spm_oracle, digits):
+def test_report_of_an_spm_deletion(spm_oracles, digits):
     request = request_random(digits, 0.1, 7)
+    original = workflow.original("spm", digits)
+    spm_model = original.classifier
     unlearned = spm_model.forget(request.ids)
-    meta = {"kind": "spm", "key": "spm-test", "weights_sha256": "abc", "config": {}, "train_config": {}}
-    report = audit.audit_report(digits, request, spm_model, unlearned, meta, "spm-delete", {}, 0.002,
-                                spm_oracle.classifier, spm_oracle.meta)
+    comparison = workflow.compare(unlearned, original, spm_oracles, digits, request, 0.002)
+    report = audit.audit_report(digits, request, spm_model, unlearned, original.meta, "spm-delete", {}, 0.002,
+                                comparison)
     json.dumps(report)  # JSON-ready throughout
+    assert report["oracles"]["k"] == 2 and report["oracles"]["seeds"] == [1, 2] and report["original"]["seed"] == 0
+    assert report["verdict"]["verdict"] == comparison.verdict and report["verdict"]["rule"] == comparison.rule
+    assert report["verdict"]["criteria"] and "Sample request" in report["verdict"]["scenario_rule"]
+    # a deletion from the memory moves no weight: the unlearned network is the original's
+    weights = report["unlearned"]["weights_sha256"]
+    assert weights == original.meta["weights_sha256"] == report["original"]["weights_sha256"]
     memory = report["memory"]
     assert memory["forgotten_in_memory"] == 0 and memory["counts_match_rebuilt"]
     assert memory["memory_entries"] == digits.num_train - len(request)
@@ -49,17 +59,39 @@ def test_report_of_an_spm_deletion(spm_model, spm_oracle, digits):
     assert report["request"]["ids_sha256"] == expected
     rows = {r["metric"]: r for r in report["comparison"]}
     assert rows["FA"]["after"] == pytest.approx(report["metrics"]["after"]["FA"])
-    assert rows["FA"]["gap"] == pytest.approx(abs(rows["FA"]["after"] - rows["FA"]["oracle"]))
+    assert rows["FA"]["gap"] == pytest.approx(abs(rows["FA"]["after"] - rows["FA"]["oracle_mean"]))
+    fa = [M.split_metrics(o.classifier, digits, request)["FA"] for o in spm_oracles]
+    assert rows["FA"]["oracle_mean"] == pytest.approx(np.mean(fa)) and rows["FA"]["pairs_mean"] == abs(fa[0] - fa[1])
     top = report["exposure"]["most_exposed"]
     assert len(top) == 20 and all(a["exposure"] >= b["exposure"] for a, b in zip(top, top[1:]))
     assert {r["id"] for r in top} <= set(request.ids)
     text = audit.report_markdown(report, digits.class_names)
     assert expected in text and "| FA |" in text and "forgotten samples still among them: **0**" in text
+    assert comparison.sentence in text and "seeds 1, 2" in text
+
+
+@pytest.mark.slow
+def test_report_hashes_the_stored_unlearned_weights_of_a_post_hoc_run(digits, parametric_model):
+    """The report names the unlearned model by the SHA-256 of its stored weights file, not the original's."""
+    request = request_classes(digits, [3])
+    original = workflow.original("parametric", digits)
+    run = workflow.execute("ga", original, digits, request)
+    oracles = workflow.oracles("parametric", digits, request, 3)
+    workflow.record(workflow.score(run, original, oracles, digits), digits)
+    stored = workflow.store_unlearned(run)
+    report = audit.audit_report(digits, request, original.classifier, run.model, original.meta, "ga", {}, run.seconds,
+                                run.comparison, stored)
+    file_hash = hashlib.sha256((stored.path / "weights.safetensors").read_bytes()).hexdigest()
+    assert report["unlearned"]["weights_sha256"] == file_hash == run.weights_sha256
+    assert report["unlearned"]["weights_sha256"] != report["original"]["weights_sha256"]
+    assert report["oracles"]["seeds"] == [1, 2, 3] and len(report["membership"]["rows"]) == len(request)
+    text = audit.report_markdown(report)
+    assert file_hash in text and f"**{run.comparison.verdict}**" in text
 
 
 def test_report_without_an_oracle_says_so(parametric_model, digits):
     request = request_classes(digits, [2])
     meta = {"kind": "parametric", "key": "p", "weights_sha256": "x"}
     report = audit.audit_report(digits, request, parametric_model, parametric_model, meta, "none", None, 0.0)
-    assert "memory" not in report and "comparison" not in report
-    assert "not trained yet" in audit.report_markdown(report)
+    assert "memory" not in report and "comparison" not in report and "verdict" not in report
+    assert "there is no verdict" in audit.report_markdown(report)

@@ -101,7 +101,7 @@ def test_a_killed_worker_is_retried_once_then_the_job_fails_with_the_cause(ray_b
 def test_a_method_run_on_a_worker_is_scored_and_recorded_here(ray_backend, digits, parametric_model):
     request = request_classes(digits, [1])
     original = workflow.original("parametric", digits, allow_train=False)
-    oracle = ray_backend.submit("oracle-1", "oracle", workflow.train_remote("parametric", digits, request))
+    oracle = ray_backend.submit("oracle-1", "oracle", workflow.train_remote("parametric", digits, request, 1))
     run_job = ray_backend.submit("ft-1", "ft", workflow.method_remote("ft", original, digits, request))
     run, oracle_model = run_job.wait(300), oracle.wait(300)
     assert run_job.state == "done" and oracle.state == "done", (run_job.error, oracle.error)
@@ -109,10 +109,11 @@ def test_a_method_run_on_a_worker_is_scored_and_recorded_here(ray_backend, digit
     for model in (run.model, oracle_model.classifier):  # evaluated on the worker, the same as predicting here
         worker_probs = model.__dict__["_split_proba"][(digits.fingerprint(), "test")]
         np.testing.assert_allclose(worker_probs, model.predict_proba(digits.x_test), atol=1e-5)
-    key = workflow.record(workflow.score(run, oracle_model, digits), digits, seed=0)
+    key = workflow.record(workflow.score(run, original, [oracle_model], digits), digits, seed=0)
     row = runs_db.get(key)
     assert row.method == "ft" and row.request_kind == "class" and row.metrics["RA"] > 80
     assert row.weights_sha256 == run.weights_sha256
+    assert row.oracle_k == 1 and row.oracle_seeds == [1] and row.verdict == "inconclusive"  # one oracle: no spread
 
 
 def test_an_unreachable_cluster_address_is_named_within_seconds():

@@ -307,3 +307,97 @@ def test_relearn_time_oracle_needs_steps_original_none(class_case):
     assert R.relearn_time(oracles[0], x, y, target, lr=1e-6, max_steps=3)["steps"] is None
     with pytest.raises(TypeError, match="parametric"):
         R.relearn_time(object(), x, y, target)
+
+
+# ---- the product: K oracles per comparison, scored again as each finishes ---------------------------------------
+
+def test_oracle_count_and_offsets(monkeypatch):
+    from core import workflow
+    from core.errors import InputError
+
+    monkeypatch.delenv("UE_ORACLES", raising=False)
+    assert workflow.oracle_count() == workflow.DEFAULT_ORACLES
+    assert workflow.oracle_offsets(4) == [1, 2, 3, 4]  # never offset 0: the original's own seed
+    monkeypatch.setenv("UE_ORACLES", "5")
+    assert workflow.oracle_offsets() == [1, 2, 3, 4, 5]
+    for bad in ("0", "three", "2.5", "-1"):
+        monkeypatch.setenv("UE_ORACLES", bad)
+        with pytest.raises(InputError, match="UE_ORACLES"):
+            workflow.oracle_count()
+
+
+def test_cli_refuses_a_bad_oracle_count_before_anything_starts(capsys):
+    import json
+
+    from core import cli
+
+    code = cli.main(["forget", "--dataset", "digits", "--classes", "0", "--model", "parametric", "--method", "ft",
+                     "--oracles", "0"])
+    assert code == 2 and "oracle count" in json.loads(capsys.readouterr().out)["error"]
+
+
+@pytest.fixture(scope="module")
+def class_run(digits, parametric_model):
+    """An FT run on class 5 (parametric, digits' own recipe) and the first 3 of its oracles, trained here. Class 5:
+    no sweep in the tests runs it, so the run this module records is never one a sweep expects to make."""
+    from core import workflow
+
+    request = request_classes(digits, [5])
+    original = workflow.original("parametric", digits)
+    run = workflow.execute("ft", original, digits, request)
+    return run, original, workflow.oracles("parametric", digits, request, 3)
+
+
+@pytest.mark.slow
+def test_a_comparison_says_k_and_is_redone_when_another_oracle_finishes(class_run, digits):
+    from core import workflow
+
+    run, original, oracles = class_run
+    assert [workflow.train_seed(o) for o in oracles] == [1, 2, 3] and workflow.train_seed(original) == 0
+    assert workflow.rescore(run, original, [], digits) is False and run.comparison is None  # none finished yet
+    assert workflow.rescore(run, original, oracles[:2], digits) is True
+    two = run.comparison
+    assert two.k == 2 and two.oracle_seeds == [1, 2] and "(with 2 oracles)" in two.sentence
+    assert two.membership is None  # per-sample evidence waits for a third oracle
+    assert workflow.rescore(run, original, oracles[:2], digits) is False and run.comparison is two  # nothing new
+    assert workflow.rescore(run, original, oracles, digits) is True  # the third oracle finished
+    three = run.comparison
+    assert three.k == 3 and three.oracle_seeds == [1, 2, 3] and "(with 3 oracles)" in three.sentence
+    assert len(three.membership["rows"]) == len(run.request.ids) and set(three.klom) == {"forget", "retain", "val"}
+    assert {c["name"] for c in three.criteria} > {c["name"] for c in two.criteria}
+    assert three.spread["k"] == 3 and three.spread["metrics"]["FA"]["n_pairs"] == 3
+    assert set(three.attacks) == {"method", "original", "oracle 1", "oracle 2", "oracle 3"}
+    # measured: FT at its defaults leaves class 5's forget accuracy at 100% on digits; the verdict must say so
+    assert three.verdict == "not forgotten" and three.metrics["FA"] > 90
+
+
+@pytest.mark.slow
+def test_a_comparison_refuses_what_it_cannot_judge(class_run, digits):
+    from core import workflow
+
+    run, original, oracles = class_run
+    with pytest.raises(ValueError, match="no oracle has finished"):
+        workflow.compare(run.model, original, [], digits, run.request)
+    same_seed = workflow.oracle("parametric", digits, run.request, seed_offset=0)
+    with pytest.raises(ValueError, match="original's seed"):
+        workflow.compare(run.model, original, [same_seed, *oracles], digits, run.request)
+    # bench/posthoc.py's call, one oracle and no original: the metrics against it, and no verdict without a spread
+    one = workflow.score(workflow.execute("ft", original, digits, run.request), same_seed, digits).comparison
+    assert one.k == 1 and one.verdict == "inconclusive" and "AvgGap" in one.metrics and one.spread is None
+
+
+@pytest.mark.slow
+def test_a_recorded_run_keeps_its_unlearned_weights_k_seeds_and_verdict(class_run, digits):
+    from core import runs_db, store, workflow
+
+    run, original, oracles = class_run
+    workflow.score(run, original, oracles, digits)
+    key = workflow.record(run, digits)
+    row = runs_db.get(key)
+    assert row.oracle_k == 3 and row.oracle_seeds == [1, 2, 3] and row.verdict == run.comparison.verdict
+    assert {"FA", "forgotten_TA", "mean_z", "klom_p95", "svc_efficacy", "AvgGap"} <= set(row.metrics)
+    stored = store.find_model(workflow.unlearned_key(run))
+    assert store.file_sha256(stored.path / "weights.safetensors") == run.weights_sha256 == row.weights_sha256
+    reloaded = bundle.from_weights("parametric", digits, (stored.path / "weights.safetensors").read_bytes())
+    np.testing.assert_allclose(reloaded.predict_proba(digits.x_test[:50]), run.model.predict_proba(digits.x_test[:50]),
+                               atol=1e-6)

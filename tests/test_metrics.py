@@ -55,22 +55,30 @@ def test_gap_metrics_average_over_four():
     assert gap["PG"] == 50.0
 
 
-def test_noise_floor_is_how_far_a_reseed_moves_each_metric(spm_model, parametric_model, digits):
-    """Per-metric distances, never a model's raw scores: 0 between an oracle and itself, |b - a| otherwise."""
-    from core.data import request_random
+def test_gaps_to_oracles_average_over_the_oracles():
+    model = {"TA": 90, "RA": 95, "FA": 80, "MIA": 60}
+    oracles = [{"TA": 91, "RA": 94, "FA": 70, "MIA": 50, "per_class": [1.0, float("nan")]},
+               {"TA": 93, "RA": 96, "FA": 74, "MIA": 54, "per_class": [3.0, float("nan")]}]
+    mean = M.mean_metrics(oracles)
+    assert mean["TA"] == 92 and mean["FA"] == 72 and mean["per_class"][0] == 2.0 and math.isnan(mean["per_class"][1])
+    gap = M.gaps_to_oracles(model, onehot([0, 1]), oracles, [onehot([0, 2]), onehot([0, 1])])
+    assert gap["AvgGap"] == pytest.approx((2 + 0 + 8 + 8) / 4)  # against the oracles' mean, not each oracle
+    assert gap["PG"] == 25.0  # 50% against the first oracle, 0% against the second
+    assert gap["KL"] == pytest.approx(M.kl_divergence(onehot([0, 2]), onehot([0, 1])) / 2)
+    with pytest.raises(ValueError, match="no metrics"):
+        M.mean_metrics([])
 
-    request = request_random(digits, 0.1, 0)
-    same = M.noise_floor(spm_model, spm_model, digits, request)
-    assert set(("TA", "RA", "FA", "MIA", "PG", "KL", "AvgGap")) <= set(same)
-    assert all(abs(v) < 1e-9 for v in same.values())
-    floor = M.noise_floor(spm_model, parametric_model, digits, request)
 
-    def own(model):
-        return M.model_metrics(model.split_proba(digits, "test"), model.split_proba(digits, "train"), digits, request)
+def test_the_attack_compares_listed_ids_with_test_samples_of_their_classes(digits):
+    """A lasso or id file is often a few classes: its held-out set copies their mix, so the MIA reads membership
+    rather than class; a class request takes its classes' test images, a random share the whole test set."""
+    from core.data import request_classes, request_ids, request_random
 
-    a, b = own(spm_model), own(parametric_model)
-    for name in ("TA", "RA", "FA", "MIA"):
-        assert floor[name] == pytest.approx(abs(b[name] - a[name]))
-    assert floor["AvgGap"] == pytest.approx(np.mean([floor[k] for k in ("TA", "RA", "FA", "MIA")]))
-    assert floor["PG"] == M.prediction_gap(parametric_model.split_proba(digits, "test"),
-                                           spm_model.split_proba(digits, "test"))
+    ids = np.flatnonzero(np.isin(digits.y_train, [3, 7]))[:30]
+    held = M.heldout_for(request_ids(digits, ids.tolist()), digits)
+    assert set(digits.y_test[held]) == {3, 7}
+    share = np.bincount(digits.y_train[ids], minlength=10)[[3, 7]] / len(ids)
+    got = np.bincount(digits.y_test[held], minlength=10)[[3, 7]] / len(held)
+    assert np.abs(got - share).max() < 0.05
+    assert np.array_equal(M.heldout_for(request_classes(digits, [4]), digits), np.flatnonzero(digits.y_test == 4))
+    assert len(M.heldout_for(request_random(digits, 0.1, 0), digits)) == len(digits.y_test)

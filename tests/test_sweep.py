@@ -30,7 +30,9 @@ def test_a_bad_spec_is_refused_naming_the_entry_before_any_task_starts(digits, m
     assert entry in str(err.value)
 
 
-def test_a_sweep_runs_every_cell_records_it_and_a_rerun_reuses_it(ray_backend, digits, parametric_model):
+def test_a_sweep_runs_every_cell_records_it_and_a_rerun_reuses_it(ray_backend, digits, parametric_model,
+                                                                    monkeypatch):
+    monkeypatch.delenv("UE_ORACLES", raising=False)  # the default K
     items = sweep.plan(digits, "parametric", ["ft", "ga"], ["class:0", "random:0.05"], [0, 1])
     assert len(items) == 8 and {i.config.seed for i in items} == {0, 1}
     first = sweep.run_sweep(ray_backend, digits, "parametric", items)
@@ -41,7 +43,10 @@ def test_a_sweep_runs_every_cell_records_it_and_a_rerun_reuses_it(ray_backend, d
     assert len(rows) == 8 and set(rows.seed) == {0, 1}
     assert rows.RA.gt(50).all() and rows.AvgGap.notna().all()  # scored against the oracle, not collapsed
     assert set(rows.request_kind) == {"class", "random"}
-    assert all(json.loads(s) for s in rows.oracle_seeds)  # the oracle seeds each gap was measured against
+    # every gap was measured against the K oracles, each on its own seed and none on the original's (seed 0)
+    assert all(json.loads(s) == [1, 2, 3] for s in rows.oracle_seeds) and rows.oracle_k.eq(3).all()
+    assert set(rows.verdict) <= {"looks unseen", "not forgotten", "over-forgotten", "inconclusive"}
+    assert rows[rows.request_kind == "class"].mean_z.notna().all()  # per-sample evidence with 3 oracles
     again = sweep.run_sweep(ray_backend, digits, "parametric", items)
     assert sorted(again.reused) == sorted(first.done) and not again.done and again.task_s == 0
 

@@ -1,9 +1,11 @@
-"""An audit of one deletion that a person can file: what was asked, what was done, how it compares.
+"""An audit of one deletion that a person can file: what was asked, what was done, and whether it was forgotten.
 
-The report holds the request (ids and a content hash), the model and method with their configs and weight
-hashes, the metrics after unlearning next to the retrained oracle and the oracle-vs-oracle noise floor,
-what a by-design model's memory still holds of the forgotten samples (read from the memory, not assumed),
-and each forgotten sample's membership exposure. Everything in it is computed here from the models.
+The report holds the request (ids and a content hash), the original and the unlearned model with their weight
+hashes (post-hoc unlearned weights are stored, so the hash can be checked against the file), the method and its
+config, the K oracles it was judged against with their seeds and hashes, the verdict with its rule and every
+criterion it rests on, each metric against the oracle spread, KLoM, the per-sample membership table, what a
+by-design model's memory still holds (read from the memory, not assumed), and each forgotten sample's loss
+exposure. Everything in it is computed from the models (issue 14 item 8; EVIDENCE.md).
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from core.data.requests import ForgetRequest
 from core.eval import metrics as M
 from core.models.base import Classifier
 
-COMPARED = ("TA", "RA", "FA", "MIA")
 EXPOSURE_EXPLANATION = (
-    "Exposure of a forgotten sample: % of unseen images (the test set; for a class request, the test images of "
-    "those classes) whose loss is higher than the sample's own. 50 = as typical as an unseen image; near 100 = "
+    "Exposure of a forgotten sample: % of unseen images (test images of the same classes: for a class request "
+    "those classes', for listed ids a class-matched set, for a random share the whole test set) whose loss is "
+    "higher than the sample's own. 50 = as typical as an unseen image; near 100 = "
     "it looks like a training member. The mean exposure over the forgotten samples equals the MIA AUROC.")
 
 
@@ -45,12 +47,37 @@ def sample_exposure(train_probs: np.ndarray, test_probs: np.ndarray, dataset: Da
     return (higher + 0.5 * ties) / max(len(held_loss), 1) * 100
 
 
+def _unlearned(model_meta: dict, stored) -> dict:
+    """The unlearned model's weights: the stored file of a post-hoc run (``store.StoredModel``), or for a by-design
+    deletion the original's network, which the deletion does not change."""
+    if stored is None:
+        return {"weights_sha256": model_meta.get("weights_sha256"), "stored_key": model_meta.get("key"),
+                "note": "a by-design deletion edits the model's memory and moves no weight: the network is the "
+                        "original's; the memory check below reads what the memory still holds"}
+    return {"weights_sha256": stored.meta.get("weights_sha256"), "stored_key": stored.key,
+            "stored_file": str(stored.path / "weights.safetensors")}
+
+
+def _spread_rows(comparison) -> list[dict]:
+    """Each metric of the comparison against the oracle spread (``evidence.oracle_spread``)."""
+    rows = []
+    for name, e in (comparison.spread or {}).get("metrics", {}).items():
+        rows.append({"metric": name, "after": e["method"], "oracle_mean": e.get("oracle_mean"),
+                     "oracle_sd": e.get("oracle_sd"), "gap": e.get("gap"),
+                     "to_oracles": e.get("to_oracles", e["method"]), "pairs_mean": e["pairs_mean"],
+                     "pairs_sd": e["pairs_sd"], "n_pairs": e["n_pairs"], "percentile": e["percentile"],
+                     "position": e.get("position", "inside" if e["within"] else "above" if e["within"] is False
+                                       else "unknown")})
+    return rows
+
+
 def audit_report(dataset: Dataset, request: ForgetRequest, original: Classifier, unlearned: Classifier,
-                 model_meta: dict, method: str, method_config: dict | None, seconds: float,
-                 oracle: Classifier | None = None, oracle_meta: dict | None = None,
-                 noise_floor: dict | None = None, top: int = 20) -> dict:
-    """The whole report as JSON-ready values; ``report_markdown`` renders it for people. ``noise_floor`` is
-    ``metrics.noise_floor`` of the oracle and a reseeded one, as the caller's comparison already holds it."""
+                 model_meta: dict, method: str, method_config: dict | None, seconds: float, comparison=None,
+                 unlearned_weights=None, top: int = 20) -> dict:
+    """The whole report as JSON-ready values; ``report_markdown`` renders it for people. ``model_meta``: the
+    original's stored metadata; ``comparison``: the ``workflow.Comparison`` of ``unlearned`` against the finished
+    oracles (None: none has finished, and the report says so); ``unlearned_weights``: the ``store.StoredModel``
+    of a post-hoc run's unlearned weights (None for a by-design deletion)."""
     from core import store  # versions of the software that computed the report
 
     test_p, train_p = unlearned.split_proba(dataset, "test"), unlearned.split_proba(dataset, "train")
@@ -61,9 +88,11 @@ def audit_report(dataset: Dataset, request: ForgetRequest, original: Classifier,
         "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(), "train_size": int(dataset.num_train)},
         "request": {"description": request.description, "kind": request.kind, "key": request.key(),
                     "samples": len(request), "classes": list(request.classes), "ids_sha256": ids_sha256(request)},
-        "model": {"kind": model_meta.get("kind"), "key": model_meta.get("key"),
-                  "weights_sha256": model_meta.get("weights_sha256"), "config": model_meta.get("config"),
-                  "train_config": model_meta.get("train_config")},
+        "original": {"kind": model_meta.get("kind"), "key": model_meta.get("key"),
+                     "weights_sha256": model_meta.get("weights_sha256"), "config": model_meta.get("config"),
+                     "train_config": model_meta.get("train_config"),
+                     "seed": (model_meta.get("train_config") or {}).get("seed")},
+        "unlearned": _unlearned(model_meta, unlearned_weights),
         "method": {"name": method, "config": method_config, "seconds": float(seconds)},
         "metrics": {"before": _plain(before), "after": _plain(after)},
     }
@@ -71,60 +100,116 @@ def audit_report(dataset: Dataset, request: ForgetRequest, original: Classifier,
     if callable(check):
         report["memory"] = check(request.ids)
     exposure = sample_exposure(train_p, test_p, dataset, request)
-    rows = {"id": np.asarray(request.ids), "label": dataset.y_train[list(request.ids)], "exposure": exposure}
-    if oracle is not None:
-        o_test, o_train = oracle.split_proba(dataset, "test"), oracle.split_proba(dataset, "train")
-        oracle_metrics = M.model_metrics(o_test, o_train, dataset, request)
-        report["metrics"]["oracle"] = _plain(oracle_metrics)
-        report["metrics"]["gaps"] = M.gap_metrics(after, test_p, oracle_metrics, o_test)
-        report["oracle"] = {"key": (oracle_meta or {}).get("key"),
-                            "weights_sha256": (oracle_meta or {}).get("weights_sha256"),
-                            "train_s": ((oracle_meta or {}).get("train_log") or {}).get("train_s")}
-        rows["oracle_exposure"] = sample_exposure(o_train, o_test, dataset, request)
-        if noise_floor is not None:
-            report["metrics"]["noise_floor"] = {k: noise_floor[k] for k in (*COMPARED, "PG") if k in noise_floor}
-        report["comparison"] = [
-            {"metric": k, "after": after[k], "oracle": oracle_metrics[k], "gap": abs(after[k] - oracle_metrics[k]),
-             "noise_floor": report["metrics"].get("noise_floor", {}).get(k)} for k in COMPARED]
+    if comparison is not None:
+        report["oracles"] = {"k": comparison.k, "seeds": comparison.oracle_seeds, "models": comparison.oracles}
+        report["verdict"] = _plain({"verdict": comparison.verdict, "sentence": comparison.sentence,
+                                    "scenario": comparison.scenario, "scenario_rule": comparison.scenario_rule,
+                                    "rule": comparison.rule, "criteria": comparison.criteria})
+        report["metrics"]["oracle_mean"] = _plain(comparison.oracle_metrics)
+        report["metrics"]["gaps"] = {k: comparison.metrics[k] for k in ("PG", "KL", "AvgGap")}
+        report["comparison"] = _plain(_spread_rows(comparison))
+        report["klom"] = _plain(comparison.klom)
+        report["membership"] = _plain(comparison.membership)
+        report["attacks"] = _plain(comparison.attacks)
     order = np.argsort(-exposure, kind="stable")[:top]
+    ids, labels = np.asarray(request.ids), dataset.y_train[list(request.ids)]
     report["exposure"] = {
         "explanation": EXPOSURE_EXPLANATION, "mean": float(exposure.mean()),
         "share_above_90": float((exposure > 90).mean() * 100),
-        "most_exposed": [{k: _scalar(v[i]) for k, v in rows.items()} for i in order],
+        "most_exposed": [{"id": int(ids[i]), "label": int(labels[i]), "exposure": float(exposure[i])} for i in order],
     }
-    if "oracle_exposure" in rows:
-        report["exposure"]["oracle_mean"] = float(rows["oracle_exposure"].mean())
-        report["exposure"]["oracle_share_above_90"] = float((rows["oracle_exposure"] > 90).mean() * 100)
+    oracle_auroc = [a["loss_auroc"] for name, a in (comparison.attacks if comparison else {}).items()
+                    if name.startswith("oracle")]
+    if oracle_auroc:  # the mean exposure is the loss-attack AUROC: the oracles' is what never seen looks like
+        report["exposure"]["oracle_mean"] = float(np.mean(oracle_auroc))
     return report
-
-
-def _scalar(value):
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _plain(metrics: dict) -> dict:
     return json.loads(json.dumps(metrics, default=float))
 
 
+def _num(value, digits: int = 2) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.{digits}f}"
+
+
+def _verdict_lines(r: dict) -> list[str]:
+    if "verdict" not in r:
+        return ["No oracle had finished when this report was made: there is no verdict, only the model's own "
+                "numbers."]
+    v, o = r["verdict"], r["oracles"]
+    lines = [f"**{v['verdict']}**: {v['sentence']}", "",
+             f"- Judged against {o['k']} oracle(s), retrained without the request on seeds "
+             f"{', '.join(map(str, o['seeds']))} (the original's seed: {r['original']['seed']}).",
+             f"- Which rule applies: {v['scenario_rule']}", "",
+             "| measure | method | oracles' band | oracle mean ± sd (m) | original | method lies | original lies |",
+             "|---|---|---|---|---|---|---|"]
+    for c in v["criteria"]:
+        b = c["band"]
+        lines.append(f"| {c['label']} | {_num(c['value'])} | {_num(b['lo'])} – {_num(b['hi'])} | {_num(b['mean'])} ± "
+                     f"{_num(b['sd'])} ({b['m']}) | {_num(c['original'])} | {c['effective']} | "
+                     f"{c['original_position']} |")
+    return lines + ["", f"The rule: {v['rule']}"]
+
+
+def _evidence_lines(r: dict) -> list[str]:
+    if "comparison" not in r:
+        return []
+    lines = ["", "## Against the oracle spread",
+             "| metric | after | oracle mean ± sd | distance to oracle mean | oracle-to-oracle mean ± sd (pairs) | "
+             "percentile | lies |", "|---|---|---|---|---|---|---|"]
+    for row in r["comparison"]:
+        lines.append(f"| {row['metric']} | {_num(row['after'], 3)} | {_num(row['oracle_mean'])} ± "
+                     f"{_num(row['oracle_sd'])} | {_num(row['gap'])} | {_num(row['pairs_mean'], 3)} ± "
+                     f"{_num(row['pairs_sd'], 3)} ({row['n_pairs']}) | {_num(row['percentile'], 0)} | "
+                     f"{row['position']} |")
+    if r.get("klom"):
+        lines += ["", "## KLoM per split (P50 / P95)", "| split | KLoM-Gauss | its P95 if no difference | KLoM | "
+                  "indicative |", "|---|---|---|---|---|"]
+        for split, e in r["klom"].items():
+            g = e.get("klom_gauss", {})
+            lines.append(f"| {split} | {_num(g.get('p50'))} / {_num(g.get('p95'))} | {_num(g.get('null_p95'))} | "
+                         f"{_num(e['klom']['p50'])} / {_num(e['klom']['p95'])} | {e['indicative']} |")
+    lines += ["", "## Membership attacks", "| model | loss-attack AUROC | SVC MIA-efficacy |", "|---|---|---|"]
+    lines += [f"| {name} | {_num(a['loss_auroc'])} | {_num(a['svc_efficacy'])} |" for name, a in r["attacks"].items()]
+    mem = r.get("membership")
+    if mem:
+        lines += ["", "Offline LiRA against the oracles (D_f vs class-matched held-out samples):", "",
+                  "| model | AUC | TPR at 1% FPR | TPR at 5% FPR | mean z |", "|---|---|---|---|---|"]
+        models = [("method", mem["method"]), ("original", mem["original"])]
+        models += [(f"oracle {i} left out", s) for i, s in enumerate(mem["oracles_loo"], 1)]
+        for name, s in models:
+            lines.append(f"| {name} | {_num(s['auc'])} | {_num(s['tpr_at']['1%']['tpr'])} | "
+                         f"{_num(s['tpr_at']['5%']['tpr'])} | {_num(s['mean_z'])} |")
+        lines += ["", f"Per-sample table (JSON: membership.rows, {len(mem['rows']):,} rows); the most member-like:", "",
+                  "| rank | id | label | margin | oracles' margin | z | flag |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {w['rank']} | {w['train_id']} | {w['label']} | {_num(w['margin'])} | {_num(w['oracle_margin'])} "
+                  f"| {_num(w['z'])} | {w['flag']} |" for w in mem["rows"][:10]]
+    return lines
+
+
 def report_markdown(report: dict, class_names: tuple[str, ...] | None = None) -> str:
     """The report as Markdown a person can read, print or attach to a ticket."""
     r, req = report, report["request"]
+    orig, unl = r["original"], r["unlearned"]
     lines = [f"# Unlearning audit: {req['description']}", "",
              f"Created {r['created']} with Unlearning Explorer (python {r['versions']['python']}, "
-             f"torch {r['versions']['torch']}).", "", "## Request",
+             f"torch {r['versions']['torch']}).", "", "## Verdict", *_verdict_lines(r), "", "## Request",
              f"- Dataset: {r['dataset']['name']} (data fingerprint `{r['dataset']['fingerprint']}`, "
              f"{r['dataset']['train_size']:,} training samples)",
              f"- Forgotten: {req['samples']:,} samples ({req['kind']} request"
              + (f", classes {', '.join(map(str, req['classes']))}" if req["classes"] else "") + ")",
              f"- Request key `{req['key']}`; SHA-256 of the sorted ids, one per line: `{req['ids_sha256']}`",
-             "", "## Model and method",
-             f"- Model: {r['model']['kind']} `{r['model']['key']}`, weights SHA-256 `{r['model']['weights_sha256']}`",
+             "", "## Models and method",
+             f"- Original: {orig['kind']} `{orig['key']}`, seed {orig['seed']}, weights SHA-256 "
+             f"`{orig['weights_sha256']}`",
+             f"- Unlearned: weights SHA-256 `{unl['weights_sha256']}`"
+             + (f", stored as `{unl['stored_file']}`" if "stored_file" in unl else f" ({unl.get('note', '')})"),
              f"- Method: {r['method']['name']}, {r['method']['seconds'] * 1000:.1f} ms; config "
              f"`{json.dumps(r['method']['config'])}`"]
-    if "oracle" in r:
-        train_s = r["oracle"]["train_s"]
-        lines.append(f"- Oracle (retrained without the request): `{r['oracle']['key']}`"
-                     + (f", trained in {train_s:.0f} s" if train_s else ""))
+    for i, o in enumerate(r.get("oracles", {}).get("models", []), 1):
+        lines.append(f"- Oracle {i}: `{o['key']}`, seed {o['seed']}, weights SHA-256 `{o['weights_sha256']}`"
+                     + (f", trained in {o['train_s']:.0f} s" if o["train_s"] else ""))
     if "memory" in r:
         mem = r["memory"]
         lines += ["", "## What the memory still holds (read from the model)",
@@ -139,25 +224,13 @@ def report_markdown(report: dict, class_names: tuple[str, ...] | None = None) ->
         if "forgotten_in_knn_index" in mem:
             lines.append("- Forgotten samples the kNN-mode index still returns: "
                          f"**{mem['forgotten_in_knn_index']:,}**")
-    lines += ["", "## Against the oracle"]
-    if "comparison" in r:
-        lines += ["| metric | after | oracle | gap | noise floor (oracle vs oracle) |", "|---|---|---|---|---|"]
-        for row in r["comparison"]:
-            floor = "n/a" if row["noise_floor"] is None else f"{row['noise_floor']:.2f}"
-            lines.append(f"| {row['metric']} | {row['after']:.2f} | {row['oracle']:.2f} | {row['gap']:.2f} | {floor} |")
-        gaps = r["metrics"]["gaps"]
-        lines.append(f"\nPG {gaps['PG']:.2f} (test images predicted differently from the oracle, %), "
-                     f"KL {gaps['KL']:.4f}, AvgGap {gaps['AvgGap']:.2f}.")
-    else:
-        lines.append("The oracle was not trained yet: only the model's own numbers are in this report.")
+    lines += _evidence_lines(r)
     exp = r["exposure"]
-    lines += ["", "## Membership exposure of the forgotten samples", exp["explanation"], "",
-              f"- Mean exposure {exp['mean']:.2f} (MIA AUROC); share above 90: {exp['share_above_90']:.2f}%"
-              + (f"; the oracle: {exp['oracle_mean']:.2f} and {exp['oracle_share_above_90']:.2f}%"
-                 if "oracle_mean" in exp else ""), "",
-              "| id | label | exposure | oracle's exposure |", "|---|---|---|---|"]
+    lines += ["", "## Loss exposure of the forgotten samples", exp["explanation"], "",
+              f"- Mean exposure {exp['mean']:.2f} (the loss-attack AUROC); share above 90: {exp['share_above_90']:.2f}%"
+              + (f"; the oracles' mean exposure: {exp['oracle_mean']:.2f}" if "oracle_mean" in exp else ""), "",
+              "| id | label | exposure |", "|---|---|---|"]
     for row in exp["most_exposed"]:
         label = class_names[row["label"]] if class_names else row["label"]
-        oracle = f"{row['oracle_exposure']:.1f}" if "oracle_exposure" in row else "n/a"
-        lines.append(f"| {row['id']} | {label} | {row['exposure']:.1f} | {oracle} |")
+        lines.append(f"| {row['id']} | {label} | {row['exposure']:.1f} |")
     return "\n".join(lines) + "\n"

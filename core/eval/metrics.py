@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy.stats import rankdata
 
@@ -13,20 +15,23 @@ EXPLANATIONS = {
     "TA": "Test accuracy: % of held-out test images classified correctly.",
     "RA": "Retain accuracy: % of the training images that were kept that are classified correctly.",
     "FA": "Forget accuracy: % of the forgotten training images still classified correctly; "
-          "compare with the oracle, which never saw them.",
+          "compare with the oracles, which never saw them.",
     "retained_TA": "Test accuracy on the classes that were not forgotten (class requests).",
     "forgotten_TA": "Test accuracy on test images of the forgotten classes (class requests): "
                     "0 means the class can no longer be recognised.",
-    "PG": "Prediction gap: % of test images where this model's predicted class differs from the oracle's.",
-    "KL": "KL(oracle || model): how far this model's test probabilities are from the oracle's, in nats.",
+    "PG": "Prediction gap: % of test images where this model's predicted class differs from an oracle's, "
+          "averaged over the oracles.",
+    "KL": "KL(oracle || model): how far this model's test probabilities are from an oracle's, in nats, averaged "
+          "over the oracles.",
     "MIA": "Membership-inference AUROC (%): how well the per-sample loss tells forgotten training images "
-           "from unseen images; 50 means they look unseen.",
-    "AvgGap": "Mean absolute difference from the oracle over TA, RA, FA and MIA, in points.",
+           "from unseen images of the same classes; 50 means they look unseen.",
+    "AvgGap": "Mean absolute difference from the oracles' mean over TA, RA, FA and MIA, in points.",
     "seconds": "Wall-clock time of the unlearning step itself.",
     "selectivity": "Forget drop minus retain drop, in points: high when only the forgotten data lost accuracy.",
     "decodability": "Per layer, how well a linear probe still tells the forgotten classes from the rest; "
                     "compare with the oracle's curve (a model that never saw a class can still separate it).",
-    "speedup": "Oracle retrain time divided by this method's time, measured on this machine.",
+    "speedup": "Oracle retrain time (mean over the oracles) divided by this method's time, measured on this "
+               "machine.",
 }
 
 
@@ -82,10 +87,17 @@ def mia_auroc(member_probs: np.ndarray, member_labels: np.ndarray, heldout_probs
 
 
 def heldout_for(request: ForgetRequest, dataset: Dataset) -> np.ndarray:
-    """Test rows the attack compares D_f with: the forgotten classes' test images for a class request
-    (same distribution as D_f), else the whole test set."""
+    """Test rows the attack compares D_f with, drawn from D_f's own class distribution so that the attack
+    reads membership rather than class (EVIDENCE §2a): the forgotten classes' test images for a class
+    request; for listed ids (a lasso or a file, often a few classes) test rows matched to D_f's class mix
+    (``membership.matched_heldout``, seed 0); for a random share, whose class mix is the training set's,
+    the whole test set."""
     if request.classes:
         return np.flatnonzero(np.isin(dataset.y_test, request.classes))
+    if request.kind == "ids":
+        from core.eval.membership import matched_heldout  # membership imports this module's AUROC
+
+        return matched_heldout(dataset.y_train[list(request.ids)], dataset.y_test, seed=0)
     return np.arange(len(dataset.y_test))
 
 
@@ -108,12 +120,43 @@ def model_metrics(test_probs: np.ndarray, train_probs: np.ndarray, dataset: Data
     return out
 
 
+AVG_GAP_METRICS = ("TA", "RA", "FA", "MIA")
+
+
 def gap_metrics(metrics: dict, test_probs: np.ndarray, oracle_metrics: dict, oracle_test_probs: np.ndarray) -> dict:
-    """The model against the oracle: PG, KL and AvgGap over TA, RA, FA, MIA."""
+    """The model against one oracle: PG, KL and AvgGap over TA, RA, FA, MIA."""
     return {
         "PG": prediction_gap(test_probs, oracle_test_probs),
         "KL": kl_divergence(oracle_test_probs, test_probs),
-        "AvgGap": float(np.mean([abs(metrics[k] - oracle_metrics[k]) for k in ("TA", "RA", "FA", "MIA")])),
+        "AvgGap": float(np.mean([abs(metrics[k] - oracle_metrics[k]) for k in AVG_GAP_METRICS])),
+    }
+
+
+def mean_metrics(metrics_list: list[dict]) -> dict:
+    """Each metric's mean over several models (the oracles): every number, and the per-class list element-wise."""
+    if not metrics_list:
+        raise ValueError("no metrics to average")
+    out = {}
+    for name, value in metrics_list[0].items():
+        values = [m[name] for m in metrics_list]
+        if isinstance(value, list):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a class without test images stays NaN
+                out[name] = np.nanmean(np.asarray(values, np.float64), 0).tolist()
+        elif isinstance(value, (int, float)):
+            out[name] = float(np.mean(values))
+    return out
+
+
+def gaps_to_oracles(metrics: dict, test_probs: np.ndarray, oracle_metrics: list[dict],
+                    oracle_test_probs: list[np.ndarray]) -> dict:
+    """The model against K oracles: PG and KL averaged over the oracles, AvgGap over TA, RA, FA, MIA against the
+    oracles' mean (the method values of ``evidence.oracle_spread``)."""
+    mean = mean_metrics(oracle_metrics)
+    return {
+        "PG": float(np.mean([prediction_gap(test_probs, q) for q in oracle_test_probs])),
+        "KL": float(np.mean([kl_divergence(q, test_probs) for q in oracle_test_probs])),
+        "AvgGap": float(np.mean([abs(metrics[k] - mean[k]) for k in AVG_GAP_METRICS])),
     }
 
 
@@ -134,16 +177,3 @@ def evaluate(model: Classifier, oracle: Classifier, dataset: Dataset, request: F
         if oracle_seconds:
             metrics["speedup"] = oracle_seconds / max(seconds, 1e-9)
     return metrics
-
-
-GAP_METRICS = ("PG", "KL", "AvgGap")
-
-
-def noise_floor(oracle_a: Classifier, oracle_b: Classifier, dataset: Dataset, request: ForgetRequest) -> dict:
-    """How far a reseed alone moves each metric, from two oracles that differ only in their seed: the gap
-    metrics (PG, KL, AvgGap) between them, and |metric(b) - metric(a)| for each of the model's own metrics
-    (TA, RA, FA, MIA, ...), the scale against which a method's gap to the oracle is read."""
-    a, b = split_metrics(oracle_a, dataset, request), split_metrics(oracle_b, dataset, request)
-    floor = {k: abs(v - a[k]) for k, v in b.items() if isinstance(v, (int, float))}  # not the per-class list
-    floor.update(gap_metrics(b, oracle_b.split_proba(dataset, "test"), a, oracle_a.split_proba(dataset, "test")))
-    return floor

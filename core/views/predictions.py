@@ -1,4 +1,4 @@
-"""What changed after forgetting, as the Predictions page shows it: metrics against the oracle, per-class
+"""What changed after forgetting, as the Predictions page shows it: metrics against the oracles, per-class
 accuracy, class transitions, the test images whose prediction changed, and every run of one request."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from core.models.base import Classifier
 
 METRICS = ("TA", "RA", "FA", "retained_TA", "forgotten_TA", "MIA", "PG", "KL", "AvgGap")
 RUN_METRICS = ("TA", "RA", "FA", "MIA", "PG", "AvgGap", "speedup")
-NOISE_FLOOR = "noise floor (oracle vs oracle)"
+ORACLE, ORACLE_SD = "oracle", "oracle sd"  # the table's columns: mean and sd over the finished oracles
 
 
 @dataclass
@@ -39,33 +39,36 @@ class ShownModel:
 
 @dataclass
 class PredictionView:
-    """A model before and after forgetting, and the oracle once it is trained (test-set predictions)."""
+    """A model before and after forgetting, and the finished oracles (test-set predictions)."""
 
-    before: dict  # the original's metrics, with its gaps to the oracle once the oracle is ready
+    before: dict  # the original's metrics, with its gaps to the oracles once one is ready
     after: dict  # the unlearned model's own metrics
-    comparison: workflow.Comparison | None  # the unlearned model against the oracle (None: still training)
+    comparison: workflow.Comparison | None  # the unlearned model against the oracles (None: none finished)
     seconds: float  # how long unlearning took
     p_before: np.ndarray
     p_after: np.ndarray
-    p_oracle: np.ndarray | None
+    p_oracle: np.ndarray | None  # the finished oracles' mean probabilities
     per_class: dict[str, np.ndarray]  # model -> test accuracy % per class
     transitions: np.ndarray  # [i, j]: test images predicted i before and j after
     changed: list[dict]  # test images whose predicted class changed, largest confidence shift first
 
 
 def prediction_view(before: Classifier, after: Classifier, dataset: Dataset, request: ForgetRequest, seconds: float,
-                    oracle: Classifier | None = None, second_oracle: Classifier | None = None,
-                    oracle_seconds: float | None = None) -> PredictionView:
-    """Every number of the page; predictions come from the models' memoised whole-split arrays."""
+                    original: bundle.TrainedModel | None = None, oracles: Sequence[bundle.TrainedModel] = ()
+                    ) -> PredictionView:
+    """Every number of the page, against every finished oracle (``original``: the stored model ``before`` is,
+    the untouched reference of the verdict); predictions come from the models' memoised whole-split arrays."""
     p_before, p_after = before.split_proba(dataset, "test"), after.split_proba(dataset, "test")
     m_before, m_after = M.split_metrics(before, dataset, request), M.split_metrics(after, dataset, request)
-    p_oracle = oracle.split_proba(dataset, "test") if oracle is not None else None
-    comparison = None
+    comparison = p_oracle = None
     per_class = {"original": m_before["per_class"], "unlearned": m_after["per_class"]}
-    if oracle is not None:
-        comparison = workflow.compare(after, oracle, dataset, request, second_oracle, seconds, oracle_seconds)
-        m_before.update(M.gap_metrics(m_before, p_before, comparison.oracle_metrics, p_oracle))
-        per_class["oracle"] = M.per_class_accuracy(p_oracle, dataset.y_test, dataset.num_classes)
+    if oracles and original is not None:
+        comparison = workflow.compare(after, original, oracles, dataset, request, seconds)
+        probs = [o.classifier.split_proba(dataset, "test") for o in oracles]
+        p_oracle = np.mean(probs, 0)
+        m_before.update(M.gaps_to_oracles(m_before, p_before, [M.split_metrics(o.classifier, dataset, request)
+                                                               for o in oracles], probs))
+        per_class[f"oracles (mean of {len(oracles)})"] = comparison.oracle_metrics["per_class"]
     return PredictionView(m_before, m_after, comparison, seconds, p_before, p_after, p_oracle, per_class,
                           workflow.transition_matrix(p_before, p_after, dataset.num_classes),
                           workflow.changed_predictions(p_before, p_after, p_oracle, dataset.y_test))
@@ -92,18 +95,21 @@ def reference_gaps(name: str, view: PredictionView, reference: Classifier, datas
 
 
 def metrics_table(view: PredictionView, references: Sequence[ReferenceGaps] = ()) -> list[dict]:
-    """One row per metric: before, after, the oracle and the noise floor, each reference oracle (its own
-    TA/RA/FA/MIA; the unlearned model's gaps to it in the PG/KL/AvgGap rows), and what the metric means."""
+    """One row per metric: before, after, the finished oracles' mean and sd (for PG and KL, between oracle
+    pairs: how far one oracle lies from another), each reference oracle (its own TA/RA/FA/MIA; the unlearned
+    model's gaps to it in the PG/KL/AvgGap rows), and what the metric means."""
     comparison = view.comparison
     after = comparison.metrics if comparison is not None else view.after
+    spread = (comparison.spread or {}).get("metrics", {}) if comparison is not None else {}
     rows = []
     for name in METRICS:
         if name not in view.after and name not in after:
             continue
         row = {"metric": name, "before": view.before.get(name), "after": after.get(name)}
         if comparison is not None:
-            row["oracle"] = comparison.oracle_metrics.get(name)
-            row[NOISE_FLOOR] = (comparison.noise_floor or {}).get(name)
+            entry = spread.get(name, {})
+            row[ORACLE] = entry.get("pairs_mean") if name in ("PG", "KL") else comparison.oracle_metrics.get(name)
+            row[ORACLE_SD] = entry.get("pairs_sd" if name in ("PG", "KL") else "oracle_sd")
         for ref in references:
             row[ref.column] = ref.gaps[name] if name in ref.gaps else ref.metrics.get(name)
         row["meaning"] = M.EXPLANATIONS[name]
@@ -121,7 +127,7 @@ def changed_caption(row: dict, class_names: Sequence[str]) -> str:
 
 
 def run_row(run: str, kind: str, seconds: float, before: dict, comparison: workflow.Comparison) -> dict:
-    return {"run": run, "kind": kind, "seconds": seconds,
+    return {"run": run, "kind": kind, "verdict": comparison.verdict, "oracles": comparison.k, "seconds": seconds,
             "selectivity": probes.selectivity(before, comparison.metrics),
             **{k: comparison.metrics.get(k) for k in RUN_METRICS}}
 
@@ -135,5 +141,4 @@ def runs_table(runs: Sequence[workflow.MethodRun], originals: Mapping[str, Class
 
 def exposure_captions(most_exposed: Sequence[dict], class_names: Sequence[str]) -> list[str]:
     """Captions of the audit's most exposed forgotten samples (``audit_report``'s ``most_exposed``)."""
-    return [f"#{r['id']} {class_names[r['label']]} | exposure {r['exposure']:.0f}"
-            + (f" | oracle {r['oracle_exposure']:.0f}" if "oracle_exposure" in r else "") for r in most_exposed]
+    return [f"#{r['id']} {class_names[r['label']]} | exposure {r['exposure']:.0f}" for r in most_exposed]
