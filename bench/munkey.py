@@ -7,14 +7,14 @@
     python bench/munkey.py --levers 'retrieval_reg=self-drop,retrieval_reg=neighbour-noise' --lever-oracles
 
 For each self-retrieval setting (a training query may / may not retrieve its own entry) it trains or
-loads MUNKEY, the MUNKEY oracle retrained on D_r (and a second-seed oracle for the noise floor on random
-requests), and a plain ViT of the same size with the same budget (original and oracle); both kinds train
-with their own recipe (AdamW + warm-up, core.models.vit.VIT_RECIPES; --epochs shortens it). It prints TA,
-RA, FA and MIA AUROC after deletion, of the MUNKEY oracle and of the ViT oracle, the AvgGap to each
-oracle next to the noise floor, AvgGap before deletion, deletion time against oracle retrain time, A_img
-on the test and forget sets (and the oracle's A_img on the forget set), and the inference cost of K
-passes against one. The last line is one JSON object for the default setting (the one with the smaller
-AvgGap to the MUNKEY oracle on random 10%).
+loads MUNKEY, K MUNKEY oracles retrained on D_r (seed offsets 1..K, never the original's seed; --oracles),
+and a plain ViT of the same size with the same budget (original and oracle); both kinds train with their
+own recipe (AdamW + warm-up, core.models.vit.VIT_RECIPES; --epochs shortens it). It prints TA, RA, FA and
+MIA AUROC after deletion, of the MUNKEY oracles (mean) and of the ViT oracle, the AvgGap to each next to
+the oracle-to-oracle AvgGap (mean ± sd over pairs), the verdict, AvgGap before deletion, deletion time
+against oracle retrain time, A_img on the test and forget sets (and the first oracle's A_img on the
+forget set), and the inference cost of K passes against one. The last line is one JSON object for the
+default setting (the one with the smaller AvgGap to the MUNKEY oracles on random 10%).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import json
 import sys
 import time
 from dataclasses import replace
+from itertools import combinations
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -61,7 +62,8 @@ def avg_gap(a: dict, b: dict) -> float:
     return float(np.mean([abs(a[k] - b[k]) for k in KEYS]))
 
 
-def bench_setting(ds, tc, self_retrieval: bool, requests, vit_models: dict, token_lr: float | None) -> dict:
+def bench_setting(ds, tc, self_retrieval: bool, requests, vit_models: dict, token_lr: float | None,
+                  k: int | None = None) -> dict:
     config = MunkeyConfig(self_retrieval=self_retrieval)
     if token_lr is not None:
         config = replace(config, token_lr=token_lr)
@@ -80,10 +82,14 @@ def bench_setting(ds, tc, self_retrieval: bool, requests, vit_models: dict, toke
     print(f"inference per image: K passes {cost['ensemble'] * 1e6:.1f} us, one pass {cost['single_pass'] * 1e6:.1f} us "
           f"({cost['ensemble_over_single']:.2f}x), image only {cost['image_only'] * 1e6:.1f} us", flush=True)
     for label, request in requests:
-        oracle = train("munkey", ds, config, tc, request)
+        oracles = [train("munkey", ds, config, tc, request, offset) for offset in workflow.oracle_offsets(k)]
+        oracle = oracles[0]
         result = workflow.run_method("munkey-delete", model, ds, request)
         deleted = result.model
-        mk_o = M.split_metrics(oracle.classifier, ds, request)
+        each = [M.split_metrics(o.classifier, ds, request) for o in oracles]
+        mk_o = M.mean_metrics(each)
+        pairs = [avg_gap(a, b) for a, b in combinations(each, 2)]
+        verdict = workflow.compare(deleted, original, oracles, ds, request, result.seconds)
         after = M.split_metrics(deleted, ds, request)
         before = M.split_metrics(model, ds, request)
         vit_o = vit_models[label]
@@ -91,12 +97,12 @@ def bench_setting(ds, tc, self_retrieval: bool, requests, vit_models: dict, toke
         row = {"after": after, "before": before, "oracle": mk_o, "vit_oracle": vit_m,
                "avg_gap": avg_gap(after, mk_o), "avg_gap_before": avg_gap(before, mk_o),
                "avg_gap_vit": avg_gap(after, vit_m), "delete_s": result.seconds,
-               "oracle_train_s": workflow.train_seconds(oracle)}
+               "oracle_train_s": float(np.mean([workflow.train_seconds(o) or np.nan for o in oracles])),
+               "oracle_k": len(oracles), "verdict": verdict.verdict, "sentence": verdict.sentence}
         row["speedup"] = (row["oracle_train_s"] or float("nan")) / max(result.seconds, 1e-9)
-        if not request.classes:
-            oracle2 = train("munkey", ds, config, tc, request, seed_offset=workflow.NOISE_FLOOR_SEED_OFFSET)
-            o2 = M.split_metrics(oracle2.classifier, ds, request)
-            row["noise_floor"] = avg_gap(o2, mk_o)
+        if pairs:
+            row["oracle_pairs_avg_gap"] = float(np.mean(pairs))
+            row["oracle_pairs_avg_gap_sd"] = float(np.std(pairs, ddof=1)) if len(pairs) > 1 else float("nan")
         d_after = munkey_diag.diagnostics(deleted, ds, request)
         d_oracle = munkey_diag.diagnostics(oracle.classifier, ds, request)
         row.update(a_img_forget=d_after["A_img_forget"], a_img_forget_oracle=d_oracle["A_img_forget"],
@@ -104,14 +110,16 @@ def bench_setting(ds, tc, self_retrieval: bool, requests, vit_models: dict, toke
         out["requests"][label] = row
         print(f"\n-- {request.description} ({len(request)} samples), self_retrieval={self_retrieval}", flush=True)
         print(f"MUNKEY before deletion : {fmt(before)}   AvgGap {row['avg_gap_before']:.2f}")
-        print(f"MUNKEY after deletion  : {fmt(after)}   AvgGap {row['avg_gap']:.2f} (MUNKEY oracle)  "
+        print(f"MUNKEY after deletion  : {fmt(after)}   AvgGap {row['avg_gap']:.2f} (MUNKEY oracles)  "
               f"{row['avg_gap_vit']:.2f} (ViT oracle)")
-        print(f"MUNKEY oracle          : {fmt(mk_o)}"
-              + (f"   noise floor AvgGap {row['noise_floor']:.2f}" if "noise_floor" in row else ""))
+        print(f"MUNKEY oracles (mean)  : {fmt(mk_o)}"
+              + (f"   oracle-to-oracle AvgGap {row['oracle_pairs_avg_gap']:.2f} ± {row['oracle_pairs_avg_gap_sd']:.2f}"
+                 if "oracle_pairs_avg_gap" in row else ""))
+        print(f"verdict with {verdict.k} oracles: {verdict.sentence}")
         print(f"ViT oracle             : {fmt(vit_m)}")
         print(f"A_img: test {diag['A_img_test']:.2f}, forget set {row['a_img_forget']:.2f} "
               f"(oracle: test {row['a_img_test_oracle']:.2f}, forget set {row['a_img_forget_oracle']:.2f})")
-        print(f"deletion {row['delete_s'] * 1e3:.2f} ms, oracle retrain {row['oracle_train_s']:.1f} s: "
+        print(f"deletion {row['delete_s'] * 1e3:.2f} ms, oracle retrain (mean) {row['oracle_train_s']:.1f} s: "
               f"speed-up {row['speedup']:.0f}x", flush=True)
     out["name"] = name
     return out
@@ -183,6 +191,7 @@ def main() -> None:
     ap.add_argument("--levers", default="", help="comma-separated levers, each field=value[;field=value] over "
                     "MunkeyConfig fields or epochs: train each variant, print its A_img gap between D_f and test, "
                     "FA and AvgGap after deleting random 10%% (first seed), then stop")
+    ap.add_argument("--oracles", type=int, help="MUNKEY oracles per request (default $UE_ORACLES or 3)")
     ap.add_argument("--lever-oracles", action="store_true",
                     help="also train each lever's own MUNKEY oracle and print AvgGap before / after deletion")
     args = ap.parse_args()
@@ -207,7 +216,7 @@ def main() -> None:
     print(f"ViT test acc {vit_acc:.2f}  (train {workflow.train_seconds(vit):.1f}s)", flush=True)
     vit_models = {label: train("vit", ds, PlainViTConfig(), tc, r) for label, r in requests}
     settings = {"both": (True, False), "self": (True,), "no-self": (False,)}[args.settings]
-    results = [bench_setting(ds, tc, s, requests, vit_models, args.token_lr) for s in settings]
+    results = [bench_setting(ds, tc, s, requests, vit_models, args.token_lr, args.oracles) for s in settings]
 
     def random_gap(r):
         return float(np.mean([v["avg_gap"] for k, v in r["requests"].items() if k.startswith("random10")]))
@@ -229,7 +238,8 @@ def main() -> None:
         "munkey_test_acc": best["test_acc"], "vit_test_acc": vit_acc,
         "avg_gap_random10": mean("avg_gap"), "avg_gap_random10_before": mean("avg_gap_before"),
         "avg_gap_random10_vit_oracle": mean("avg_gap_vit"),
-        "noise_floor_avg_gap_random10": mean("noise_floor"),
+        "oracle_pairs_avg_gap_random10": mean("oracle_pairs_avg_gap"), "oracle_k": rand[0]["oracle_k"],
+        "verdict_random10": [v["verdict"] for v in rand], "verdict_class0": best["requests"]["class0"]["verdict"],
         "fa_deleted": mean("FA", "after"), "fa_oracle": mean("FA", "oracle"),
         "mia_auroc_deleted": mean("MIA", "after"), "mia_auroc_oracle": mean("MIA", "oracle"),
         "speedup_oracle_over_delete": mean("speedup"),
