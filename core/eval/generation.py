@@ -138,28 +138,34 @@ def class_forgetting_report(classifier: Classifier, dataset: Dataset, q: int, be
            "retained_acc_before": float(np.mean([acc_before[c] for c in retained])),
            "retained_acc_after": float(np.mean([acc_after[c] for c in retained]))}
     out["retained_acc_drop"] = out["retained_acc_before"] - out["retained_acc_after"]
-    real = dataset.x_test[np.isin(dataset.y_test, retained)]
-    gen_after = np.concatenate([after[c] for c in retained])
-    out["fd"] = feature_fd(classifier, gen_after, real)
-    out["fd_before"] = feature_fd(classifier, np.concatenate([before[c] for c in retained]), real)
+
+    def features(samples: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        return {c: classifier.embed(x) for c, x in samples.items()}
+
+    def stacked(feats: dict[int, np.ndarray], classes) -> np.ndarray:
+        return np.concatenate([feats[c] for c in classes])
+
+    real = classifier.embed(dataset.x_test[np.isin(dataset.y_test, retained)])
+    f_before, f_after, f_oracles = features(before), features(after), [features(o) for o in oracles]
+    out["fd"] = frechet_distance(stacked(f_after, retained), real)
+    out["fd_before"] = frechet_distance(stacked(f_before, retained), real)
     rng = np.random.default_rng(seed)
     real_train = np.concatenate([
         dataset.x_train[rng.choice(np.flatnonzero(dataset.y_train == c), len(after[c]), replace=False)]
         for c in retained])
-    out["fd_floor"] = feature_fd(classifier, real_train, real)
-    all_after = np.concatenate([after[c] for c in sorted(after)])
+    out["fd_floor"] = frechet_distance(classifier.embed(real_train), real)
+    everything = sorted(after)
     if oracles:
         oracle_acc = [class_accuracy(classifier, o) for o in oracles]
         out["oracle_ua"] = float(np.mean([100 - a[q] for a in oracle_acc]))
         out["oracle_retained_acc"] = float(np.mean([np.mean([a[c] for c in retained]) for a in oracle_acc]))
-        out["oracle_fd"] = float(np.mean([feature_fd(classifier, np.concatenate([o[c] for c in retained]), real)
-                                          for o in oracles]))
-        out["fd_o"] = float(np.mean([feature_fd(classifier, all_after, np.concatenate([o[c] for c in sorted(o)]))
-                                     for o in oracles]))
-        out["fd_o_forgotten_class"] = float(np.mean([feature_fd(classifier, after[q], o[q]) for o in oracles]))
+        out["oracle_fd"] = float(np.mean([frechet_distance(stacked(f, retained), real) for f in f_oracles]))
+        out["fd_o"] = float(np.mean([frechet_distance(stacked(f_after, everything), stacked(f, everything))
+                                     for f in f_oracles]))
+        out["fd_o_forgotten_class"] = float(np.mean([frechet_distance(f_after[q], f[q]) for f in f_oracles]))
         if len(oracles) > 1:  # the oracle-vs-oracle floor: what retraining with another seed alone gives
-            first, second = (np.concatenate([o[c] for c in sorted(o)]) for o in oracles[:2])
-            out["fd_o_seed_floor"] = feature_fd(classifier, first, second)
+            out["fd_o_seed_floor"] = frechet_distance(stacked(f_oracles[0], everything),
+                                                      stacked(f_oracles[1], everything))
     if neighbours is not None:
         forgotten = np.flatnonzero(dataset.y_train == q)
         out["memorisation_before"] = memorisation(neighbours, before[q]).summary(forgotten)

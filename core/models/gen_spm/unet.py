@@ -116,7 +116,7 @@ class Level(nn.Module):
 class SupportMiddleBlock(nn.Module):
     """The semi-parametric middle block (reference ``SemiParametricMiddleBlock`` + ``PairwiseRelationSpatial``)."""
 
-    CHUNK = 1 << 24  # elements of the (queries, P, support, P, hidden) tensor built at once: bounds memory
+    CHUNK = 1 << 18  # elements of the (queries, P, support x P, hidden) tensor made at once: small enough for cache
 
     def __init__(self, channels: int, emb: int, cfg: UNetConfig):
         super().__init__()
