@@ -313,18 +313,9 @@ def _check_unreadable(skipped: list[tuple[str, str]], total: int, where: str) ->
                         fix="remove or re-save the broken files")
 
 
-def load_image_folder(
-    path: str | Path,
-    test_fraction: float = 0.2,
-    seed: int = 0,
-    max_images: int | None = None,
-    resize_to: tuple[int, int] | None = None,
-    name: str | None = None,
-    source_name: str | None = None,
-) -> Dataset:
-    """A dataset from a folder with one sub-folder per class; see ``read_image_folder``, which also says which
-    unreadable files were skipped."""
-    return read_image_folder(path, test_fraction, seed, max_images, resize_to, name, source_name).dataset
+def load_image_folder(path: str | Path, *args, **kwargs) -> Dataset:
+    """The dataset of ``read_image_folder`` (same arguments), without the list of skipped files."""
+    return read_image_folder(path, *args, **kwargs).dataset
 
 
 def read_image_folder(
