@@ -36,6 +36,19 @@ def test_registered_as_a_by_design_kind():
     assert spec.by_design and spec.config_cls is GenSPMConfig
 
 
+def test_named_configs_are_the_cpu_model_and_the_authors_cifar_network():
+    from core.models.gen_spm import NAMED_CONFIGS
+
+    cpu, gpu = NAMED_CONFIGS["cpu-28"], NAMED_CONFIGS["gpu-32"]
+    assert cpu == GenSPMConfig() and bundle.recipe("fashion-mnist", "gen-spm").epochs == 4
+    assert (gpu.unet.channels, gpu.unet.multipliers, gpu.unet.attention_resolutions) == (128, (1, 2, 2, 2), (16,))
+    assert (gpu.support_t_max, gpu.support_time, gpu.loss_weight) == (1.0, "query", "simple")
+    assert (gpu.diffusion.guidance, gpu.guide_support, gpu.train_support) == (0.3, False, 256)
+    params = sum(p.numel() for p in SupportUNet((3, 32, 32), 10, gpu.unet).parameters())
+    assert 38e6 < params < 39e6  # the note closing the authors' nets/unet_spm.py: 38.6M for their CIFAR-10 UNet
+    assert sum(p.numel() for p in SupportUNet((1, 28, 28), 10, cpu.unet).parameters()) * 4 < 10e6  # ships in 10 MB
+
+
 def test_support_of_one_class_changes_no_output_for_another_label():
     torch.manual_seed(0)
     net = SupportUNet((1, 8, 8), 10, replace(TINY.unet, dropout=0.0)).eval()

@@ -200,12 +200,13 @@ class GenerativeSPM:
         return np.full((len(x), self.num_classes), 1.0 / self.num_classes, np.float32)
 
     def split_proba(self, dataset: Dataset, split: str) -> np.ndarray:
-        return self.predict_proba(getattr(dataset, f"y_{split}"))
+        return self.predict_proba(getattr(dataset, f"x_{split}"))
 
 
 def wrap_gen_spm(net: SupportUNet, dataset: Dataset, train_ids: np.ndarray, config: GenSPMConfig,
                  device: torch.device | None = None, train_features=None) -> GenerativeSPM:
-    """The trained network with one pool per class of ``train_ids`` (all of D, or D_r for an oracle)."""
+    """The trained network with one pool per class of ``train_ids`` (all of D, or D_r for an oracle).
+    ``train_features`` is in the signature the bundle calls by-design wrappers with; this kind caches none."""
     device = device or torch.device("cpu")
     shared = _Shared(net.to(device).eval(), config, dataset.x_train, dataset.y_train, dataset.num_classes, device)
     train_ids = np.sort(np.asarray(train_ids, np.int64))
