@@ -1,0 +1,629 @@
+"""Classroom benchmark (issue 16, items 5 and 6): N browser sessions on one Streamlit server, and the teacher's
+first comparison on a fresh home.
+
+    .venv/bin/python bench/classroom.py                     # 20 sessions on Fashion-MNIST, then the first comparison
+    .venv/bin/python bench/classroom.py --dataset digits --sessions 3 --skip-first-comparison   # quick check (CI)
+    .venv/bin/python bench/classroom.py --dataset digits --sessions 3 --first-comparison-timeout 300
+
+Classroom: a fresh UE_HOME; a fresh process makes sure the SPM original exists and computes every session's request
+alone (``spm-delete`` on the stored original, ``metrics.split_metrics`` as the Predictions page shows them). Then
+``streamlit run app.py`` (127.0.0.1, headless, UE_NO_DOWNLOAD=1, UE_DATASET=--dataset) and one chromium with one
+browser context per session. Session i forgets class i/2 (even i) or a random 10% with seed i (odd i): every set
+differs. Session 0 runs alone first (it loads what sessions share), then sessions 1..N-1 run at once. Each session:
+Forget page -> pick -> click "Forget", timed to the SPM result ("Deleted N samples from the memory in X ms"); then
+the Predictions page, timed to its metrics table, whose CSV export is compared with the request computed alone.
+
+    errors       Streamlit exception / error boxes seen, plus interactions that never settled within --timeout
+    crosstalk    sessions whose description, sample count or before/after numbers differ from the request alone
+    p50_s/p95_s  click "Forget" -> SPM result on the page, over every session (the issue asks p95 <= 2 s)
+    rss_mb_per_session  (RSS after N - RSS after 1) / (N - 1) of the streamlit process (Ray's processes not counted)
+    first_comparison_s  fresh UE_HOME with only the shipped assets: forget one class, open Predictions, until
+                 "Verdict:" shows (the comparison with the finished oracles); null when --first-comparison-timeout
+                 is reached (first_comparison_cap_s then says the cap)
+
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+VIEWPORT = {"width": 1400, "height": 1000}
+FRACTION_PCT = 10  # the Forget page's fraction slider default (%)
+CHECKED = ("TA", "RA", "FA", "retained_TA", "forgotten_TA", "MIA")  # the model's own numbers in the metrics table
+TOLERANCE = 1e-6  # percentage points
+MAIN = "[data-testid='stMain']"
+ERRORS = "[data-testid='stException'], [data-testid='stAlertContentError']"
+DELETED_JS = r"Deleted [\d,]+ samples from the memory in"
+SPM_DELETED = re.compile(r"(?:^|\n)\s*spm\s*\n\s*Deleted ([\d,]+) samples from the memory in ([\d.]+) ms")
+ANY_DELETED = re.compile(r"Deleted ([\d,]+) samples from the memory in ([\d.]+) ms")
+NOW_FORGETTING = re.compile(r"Now forgetting: (.+)")
+PRED_FORGETTING = re.compile(r"Forgetting (.+) \(([\d,]+) training samples?\)")
+EXPORT = "Export this table (CSV)"
+VERDICT = "Verdict:"
+ORACLES_DONE = re.compile(r"Oracles?: (\d+) of (\d+) finished")
+
+
+def log(message: str) -> None:
+    print(f"[classroom {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ---- the requests, computed alone in a fresh process ------------------------------------------------------
+def session_specs(n: int, num_classes: int) -> list[dict]:
+    """Session i: class i/2 for even i (while classes last), else a random FRACTION_PCT% with seed i."""
+    return [{"kind": "classes", "cls": i // 2} if i % 2 == 0 and i // 2 < num_classes
+            else {"kind": "random fraction", "seed": i} for i in range(n)]
+
+
+def reference(dataset_name: str, n: int) -> None:
+    """Internal (--reference): make sure the SPM original exists (trains it when neither stored nor shipped) and
+    print, as JSON, each session's request computed alone: description, size, and the numbers the page shows."""
+    sys.path.insert(0, str(ROOT))
+    from core import bundle, workflow
+    from core.data import load_dataset
+    from core.data.requests import request_classes, request_random
+    from core.eval import metrics as M
+    from core.unlearn import get_method
+
+    dataset = load_dataset(dataset_name)
+    was_available = bundle.is_available("spm", dataset)
+    start = time.perf_counter()
+    original = workflow.original("spm", dataset)
+    ready_s = time.perf_counter() - start
+    out = []
+    for spec in session_specs(n, dataset.num_classes):
+        request = request_classes(dataset, [spec["cls"]]) if spec["kind"] == "classes" else \
+            request_random(dataset, FRACTION_PCT / 100, spec["seed"])
+        result = get_method("spm-delete").run(original.classifier, dataset, request)
+        before = M.split_metrics(original.classifier, dataset, request)
+        after = M.split_metrics(result.model, dataset, request)
+        out.append({**spec, "label": f"{spec['cls']}: {dataset.class_names[spec['cls']]}" if "cls" in spec else None,
+                    "description": request.description, "n": len(request),
+                    "before": {k: before[k] for k in CHECKED if k in before},
+                    "after": {k: after[k] for k in CHECKED if k in after}})
+    print(json.dumps({"spm_was_available": was_available, "spm_ready_s": ready_s, "spm_key": original.key,
+                      "num_classes": dataset.num_classes, "class_names": list(dataset.class_names), "specs": out}))
+
+
+def run_reference(env: dict, dataset: str, n: int, timeout: float) -> dict:
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--reference", "--dataset", dataset,
+                           "--sessions", str(n)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the reference process failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---- the server ---------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def app_env(home: Path, dataset: str) -> dict:
+    return {**os.environ, "UE_HOME": str(home), "UE_DATASET": dataset, "UE_NO_DOWNLOAD": "1",
+            "PYTHONPATH": str(ROOT)}
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of one process (psutil when installed, else /proc/<pid>/status VmRSS)."""
+    try:
+        import psutil
+
+        return psutil.Process(pid).memory_info().rss / 2**20
+    except ImportError:
+        pass
+    except Exception:  # the process is gone
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def session_members(sid: int) -> list[int]:
+    """Live (not zombie) processes of session ``sid``: the server started with its own session, and what it
+    started (Ray's processes), never anything else."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()  # state, ppid, pgrp, session, ...
+        if int(fields[3]) == sid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+class Server:
+    """``streamlit run app.py`` on a free port of 127.0.0.1, in its own process session."""
+
+    def __init__(self, env: dict, log_path: Path):
+        self.env, self.log_path = env, log_path
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self, timeout: float) -> None:
+        port = free_port()
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+             "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
+             "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"streamlit did not start: {self.log_path.read_text()[-2000:]}")
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def rss_mb(self) -> float | None:
+        return rss_mb(self.proc.pid) if self.alive else None
+
+    def helpers_rss_mb(self) -> float:
+        """Resident memory of the processes the server started (Ray), summed."""
+        return sum(rss_mb(p) or 0.0 for p in session_members(self.proc.pid) if p != self.proc.pid)
+
+    def stop(self) -> None:
+        """SIGTERM the server (Ray stops with it), then end what it left behind in its session."""
+        if self.proc is None:
+            return
+        sid = self.proc.pid
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+            left = session_members(sid)
+            if not left:
+                break
+            for pid in left:
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+            deadline = time.time() + grace
+            while session_members(sid) and time.time() < deadline:
+                time.sleep(0.2)
+        self.log.close()
+
+
+# ---- one browser session ------------------------------------------------------------------------------------
+def chromium_path() -> str:
+    if Path(CHROMIUM).is_file():
+        return CHROMIUM
+    found = shutil.which("chromium")
+    if found is None:
+        raise SystemExit("Debian's chromium is not installed (apt-get install chromium)")
+    return found
+
+
+async def error_texts(page) -> set[str]:
+    try:
+        return {t.strip()[:300] for t in await page.locator(ERRORS).all_inner_texts()}
+    except Exception:  # the page is navigating
+        return set()
+
+
+async def main_text(page) -> str:
+    return await page.locator(MAIN).inner_text()
+
+
+async def wait_text(page, pattern: str, timeout_s: float, polling: int = 50) -> None:
+    """Until the main area's text matches the JS regex ``pattern`` (textContent: no layout per poll)."""
+    await page.wait_for_function(
+        "(re) => { const m = document.querySelector(\"[data-testid='stMain']\");"
+        " return !!m && new RegExp(re).test(m.textContent); }",
+        arg=pattern, timeout=timeout_s * 1000, polling=polling)
+
+
+async def open_forget(page, url: str, timeout_s: float) -> float:
+    start = time.perf_counter()
+    await page.goto(f"{url}/forget", timeout=timeout_s * 1000)
+    await page.locator(".st-key-forget-go button").wait_for(timeout=timeout_s * 1000)
+    return time.perf_counter() - start
+
+
+async def pick(page, spec: dict, timeout_s: float) -> None:
+    """Set the Forget page's widgets to ``spec`` (located by their keys)."""
+    ms = timeout_s * 1000
+    if spec["kind"] == "classes":
+        box = page.locator(".st-key-forget-classes")
+        await box.wait_for(timeout=ms)
+        await box.locator("input").click(timeout=ms)
+        await page.get_by_role("option", name=spec["label"], exact=True).click(timeout=ms)
+        await page.keyboard.press("Escape")
+        await box.get_by_text(spec["label"], exact=True).first.wait_for(timeout=ms)
+    else:
+        await page.locator(".st-key-forget-kind label").filter(has_text="random fraction").first.click(timeout=ms)
+        seed = page.locator(".st-key-forget-seed input")
+        await seed.wait_for(timeout=ms)
+        await seed.fill(str(spec["seed"]), timeout=ms)
+        await seed.press("Enter", timeout=ms)
+        await page.wait_for_function("([sel, v]) => document.querySelector(sel)?.value === v",
+                                     arg=[".st-key-forget-seed input", str(spec["seed"])], timeout=ms)
+    await asyncio.sleep(0.5)  # let the widget's own rerun start before the click (it is not what is timed)
+
+
+async def metrics_csv(page, timeout_s: float) -> dict[str, dict[str, float]]:
+    """The Predictions page's metrics table, through its CSV export: metric -> {before, after}."""
+    last = None
+    for _ in range(4):  # the page reruns as oracles finish: the button may be redrawn under the click
+        try:
+            async with page.expect_download(timeout=timeout_s * 1000) as info:
+                await page.locator(MAIN).get_by_text(EXPORT).first.click(timeout=timeout_s * 1000)
+            path = await (await info.value).path()
+            rows = list(csv.DictReader(io.StringIO(Path(path).read_text())))
+            return {r["metric"]: {c: float(r[c]) for c in ("before", "after") if r.get(c) not in (None, "")}
+                    for r in rows}
+        except Exception as err:
+            last = err
+            await asyncio.sleep(1.0)
+    raise RuntimeError(f"the metrics CSV could not be downloaded: {last}")
+
+
+def mismatches(ref: dict, shown: dict) -> list[str]:
+    """What the page showed that differs from the request computed alone."""
+    out = []
+    if shown.get("forget_description") != ref["description"]:
+        out.append(f"Forget page: {shown.get('forget_description')!r} != {ref['description']!r}")
+    if shown.get("forget_n") != ref["n"]:
+        out.append(f"Forget page: {shown.get('forget_n')} samples deleted != {ref['n']}")
+    if "pred_description" in shown and (shown["pred_description"], shown["pred_n"]) != (ref["description"], ref["n"]):
+        out.append(f"Predictions page: {shown['pred_description']!r} ({shown['pred_n']}) != "
+                   f"{ref['description']!r} ({ref['n']})")
+    table = shown.get("metrics")
+    if table is not None:
+        for column in ("before", "after"):
+            for name, want in ref[column].items():
+                got = table.get(name, {}).get(column)
+                if got is None or abs(got - want) > TOLERANCE:
+                    out.append(f"{name} {column}: page {got} != alone {want}")
+    return out
+
+
+async def run_session(i: int, context, url: str, ref: dict, timeout_s: float) -> dict:
+    """One student: open Forget, pick this session's set, Forget (timed), open Predictions (timed), read."""
+    rec: dict = {"session": i, "request": ref["description"], "errors": set(), "failures": [], "shown": {}}
+    page = await context.new_page()
+    step = "open the Forget page"
+    try:
+        rec["open_s"] = await open_forget(page, url, timeout_s)
+        rec["errors"] |= await error_texts(page)
+        step = f"pick {ref['description']}"
+        await pick(page, ref, timeout_s)
+        step = "click Forget and wait for the SPM result"
+        start = time.perf_counter()
+        await page.locator(".st-key-forget-go button").click(timeout=timeout_s * 1000)
+        await wait_text(page, DELETED_JS, timeout_s)
+        rec["forget_s"] = time.perf_counter() - start
+        text = await main_text(page)
+        found = SPM_DELETED.search(text) or ANY_DELETED.search(text)
+        now = NOW_FORGETTING.search(text)
+        rec["shown"].update(forget_n=int(found.group(1).replace(",", "")), forget_ms=float(found.group(2)),
+                            forget_description=now.group(1).strip() if now else None)
+        if not SPM_DELETED.search(text):
+            rec["failures"].append("the SPM block was not found by name; the first deletion shown was read")
+        rec["errors"] |= await error_texts(page)
+        step = "open Predictions and wait for its metrics table"
+        start = time.perf_counter()
+        await page.get_by_role("link", name="Predictions", exact=True).first.click(timeout=timeout_s * 1000)
+        await wait_text(page, re.escape(EXPORT), timeout_s, polling=100)
+        rec["predictions_s"] = time.perf_counter() - start
+        found = PRED_FORGETTING.search(await main_text(page))
+        if found:
+            rec["shown"].update(pred_description=found.group(1).strip(), pred_n=int(found.group(2).replace(",", "")))
+        step = "download the metrics CSV"
+        rec["shown"]["metrics"] = await metrics_csv(page, timeout_s)
+        rec["errors"] |= await error_texts(page)
+    except Exception as err:
+        rec["failures"].append(f"{step}: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+        rec["errors"] |= await error_texts(page)
+    rec["page"] = page
+    return rec
+
+
+async def classroom(server: Server, refs: list[dict], timeout_s: float) -> dict:
+    from playwright.async_api import async_playwright
+
+    rss = {"before": server.rss_mb()}
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        contexts = [await browser.new_context(viewport=VIEWPORT, accept_downloads=True) for _ in refs]
+        log(f"session 0 alone: {refs[0]['description']}")
+        records = [await run_session(0, contexts[0], server.url, refs[0], timeout_s)]
+        await asyncio.sleep(2.0)
+        rss["after_1"] = server.rss_mb()
+        if len(refs) > 1:
+            log(f"sessions 1..{len(refs) - 1} at once")
+            records += await asyncio.gather(*(run_session(i, contexts[i], server.url, refs[i], timeout_s)
+                                              for i in range(1, len(refs))))
+        await asyncio.sleep(3.0)  # the pages keep polling while oracles train: a last look for error boxes
+        for rec in records:
+            page = rec.pop("page")
+            rec["errors"] |= await error_texts(page)
+            try:  # how many of its oracles had finished (and been loaded into the server) when RSS was read
+                done = ORACLES_DONE.search(await main_text(page))
+                rec["oracles"] = (int(done.group(1)), int(done.group(2))) if done else None
+            except Exception:
+                rec["oracles"] = None
+        rss["after_n"] = server.rss_mb()
+        rss["ray_processes"] = server.helpers_rss_mb()
+        await browser.close()
+    return {"records": records, "rss": rss, "server_alive": server.alive}
+
+
+# ---- the teacher's first comparison ---------------------------------------------------------------------------
+def shipped_spm(dataset: str) -> bool:
+    """Whether assets/models holds an SPM for ``dataset`` (what a fresh clone has)."""
+    for meta in (ROOT / "assets" / "models").glob("spm-*/meta.json"):
+        try:
+            if json.loads(meta.read_text()).get("dataset") == dataset:
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+async def first_comparison_browser(url: str, label: str, cap_s: float, timeout_s: float) -> dict:
+    """Forget ``label`` on the Forget page, open Predictions, and wait (at most ``cap_s`` from the click) for the
+    verdict; ``seconds`` None with no ``failure``: the cap was reached."""
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+    from playwright.async_api import async_playwright
+
+    out: dict = {"errors": set(), "seconds": None, "oracles": None, "verdict": None, "failure": None}
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        page = await (await browser.new_context(viewport=VIEWPORT)).new_page()
+        step = "open the Forget page"
+        try:
+            out["open_s"] = await open_forget(page, url, max(timeout_s, 120))
+            step = f"pick {label}"
+            await pick(page, {"kind": "classes", "label": label}, timeout_s)
+            step = "click Forget and wait for the SPM result"
+            start = time.perf_counter()
+            await page.locator(".st-key-forget-go button").click()
+            await wait_text(page, DELETED_JS, min(cap_s, max(timeout_s, 120)))
+            out["forget_s"] = time.perf_counter() - start
+            step = "open Predictions and wait for the verdict"
+            await page.get_by_role("link", name="Predictions", exact=True).first.click()
+            while (left := cap_s - (time.perf_counter() - start)) > 0:
+                try:
+                    await page.wait_for_function(
+                        "(s) => (document.querySelector(\"[data-testid='stMain']\")?.innerText || '').includes(s)",
+                        arg=VERDICT, timeout=min(left, 60) * 1000, polling=250)
+                    out["seconds"] = time.perf_counter() - start
+                    break
+                except PlaywrightTimeout:
+                    done = ORACLES_DONE.search(await main_text(page))
+                    log(f"first comparison: {time.perf_counter() - start:.0f} s, oracles finished: "
+                        f"{done.group(1) + ' of ' + done.group(2) if done else 'not shown yet'}")
+        except Exception as err:
+            out["failure"] = f"{step}: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        try:
+            text = await main_text(page)
+            done = ORACLES_DONE.search(text)
+            out["oracles"] = f"{done.group(1)} of {done.group(2)}" if done else None
+            verdict = next((line for line in text.splitlines() if line.startswith(VERDICT)), None)
+            out["verdict"] = verdict[:200] if verdict else None
+        except Exception:
+            pass
+        out["errors"] |= await error_texts(page)
+        await browser.close()
+    return out
+
+
+def first_comparison(dataset: str, label: str, cap_s: float, timeout_s: float, notes: list[str]) -> dict:
+    """A fresh UE_HOME, so only the shipped assets: forget the class ``label`` and time until the verdict shows."""
+    home = Path(tempfile.mkdtemp(prefix="ue-first-"))
+    env = app_env(home, dataset)
+    try:
+        if not shipped_spm(dataset):
+            notes.append(f"first comparison: assets/models ships no SPM for {dataset}, so it was trained into the "
+                         "fresh home before the server started (as a shipped bundle would hold it)")
+            run_reference(env, dataset, 0, 3600)
+        server = Server(env, home / "streamlit.log")
+        server.start(120)
+        try:
+            log(f"first comparison: forgetting {label} on a fresh home (cap {cap_s:.0f} s)")
+            out = asyncio.run(first_comparison_browser(server.url, label, cap_s, timeout_s))
+        finally:
+            server.stop()
+    except Exception as err:  # no server or no SPM: say so in the report rather than end without one
+        out = {"errors": set(), "seconds": None, "oracles": None, "verdict": None,
+               "failure": f"{type(err).__name__}: {str(err)[-300:]}"}
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    return out
+
+
+# ---- the report ---------------------------------------------------------------------------------------------
+def percentile(values: list[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        return None
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def secs(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f} s"
+
+
+def mb(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0f} MB"
+
+
+def rounded(x: float | None, digits: int = 3) -> float | None:
+    return None if x is None else round(x, digits)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="fashion-mnist", help="UE_DATASET for the server (digits: a quick run)")
+    ap.add_argument("--sessions", type=int, default=20, help="concurrent browser sessions")
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds one interaction may take to settle")
+    ap.add_argument("--skip-first-comparison", action="store_true", help="skip the fresh-home first comparison")
+    ap.add_argument("--first-comparison-timeout", type=float, default=900.0, help="cap on the first comparison (s)")
+    ap.add_argument("--first-comparison-class", type=int, default=0, help="the class the teacher forgets")
+    ap.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.reference:
+        reference(args.dataset, args.sessions)
+        return
+    if args.sessions < 1:
+        raise SystemExit("--sessions must be at least 1")
+    notes: list[str] = []
+    home = Path(tempfile.mkdtemp(prefix="ue-classroom-"))
+    env = app_env(home, args.dataset)
+    try:
+        log(f"the SPM original on {args.dataset} and {args.sessions} requests computed alone (fresh process)")
+        ref = run_reference(env, args.dataset, args.sessions, 3600)
+        log(f"SPM ready in {ref['spm_ready_s']:.1f} s ({'loaded' if ref['spm_was_available'] else 'trained'})")
+        server = Server(env, home / "streamlit.log")
+        server.start(120)
+        log(f"server at {server.url}, UE_HOME {home}")
+        try:
+            run = asyncio.run(classroom(server, ref["specs"], args.timeout))
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+    records, rss = run["records"], run["rss"]
+    errors = sum(len(r["errors"]) for r in records)
+    failures = [f"session {r['session']}: {f}" for r in records for f in r["failures"]
+                if not f.startswith("the SPM block")]
+    errors += len(failures)
+    if not run["server_alive"]:
+        errors += 1
+        notes.append("the server process died during the run")
+    crosstalk, unchecked = 0, 0
+    for rec, spec in zip(records, ref["specs"]):
+        rec["mismatches"] = mismatches(spec, rec["shown"]) if "forget_n" in rec["shown"] else None
+        if rec["mismatches"] is None or "metrics" not in rec["shown"]:
+            unchecked += 1
+        if rec["mismatches"]:
+            crosstalk += 1
+    forget_s = [r["forget_s"] for r in records if "forget_s" in r]
+    predictions_s = [r["predictions_s"] for r in records if "predictions_s" in r]
+    n = args.sessions
+    per_session = (rss["after_n"] - rss["after_1"]) / (n - 1) if n > 1 and rss["after_n"] and rss["after_1"] \
+        else None
+    if unchecked:
+        notes.append(f"{unchecked} session(s) showed no (complete) numbers to check for cross-talk")
+    notes += failures
+    notes += [f"session {r['session']} error box: {e}" for r in records for e in sorted(r["errors"])]
+    notes += [f"session {r['session']} differs from its request alone: {m}" for r in records
+              for m in (r["mismatches"] or [])]
+    counted = [r["oracles"] for r in records if r.get("oracles")]
+    if counted:
+        notes.append(f"when the last RSS was read, {sum(d for d, _ in counted)} of {sum(k for _, k in counted)} "
+                     "oracles of the sessions had finished (each finished oracle is loaded into the server)")
+    notes.append(f"session 0 ran alone first (it loads what sessions share); sessions 1..{n - 1} ran at once; "
+                 "p50/p95 cover every session's Forget click")
+
+    first = None
+    if not args.skip_first_comparison:
+        cls = args.first_comparison_class
+        first = first_comparison(args.dataset, f"{cls}: {ref['class_names'][cls]}", args.first_comparison_timeout,
+                                 args.timeout, notes)
+        errors += len(first["errors"]) + bool(first["failure"])
+        notes += [f"first comparison error box: {e}" for e in sorted(first["errors"])]
+        if first["failure"]:
+            notes.append(f"first comparison failed: {first['failure']}")
+        elif first["seconds"] is None:
+            notes.append(f"first comparison: no verdict within the {args.first_comparison_timeout:.0f} s cap "
+                         f"(oracles finished: {first['oracles']})")
+        else:
+            notes.append(f"first comparison: {first['verdict']!r} on {first['oracles']} oracles")
+    else:
+        notes.append("first comparison skipped (--skip-first-comparison)")
+
+    print(f"Classroom on {args.dataset}: {n} sessions, one server, one chromium")
+    for r in records:
+        status = "unchecked" if r["mismatches"] is None else "DIFFERS" if r["mismatches"] else \
+            "same as alone" if "metrics" in r["shown"] else "partly checked"
+        bad = len(r["errors"]) + len([f for f in r["failures"] if not f.startswith("the SPM block")])
+        print(f"  session {r['session']:2d} {r['request']:<26} open {secs(r.get('open_s'))}  "
+              f"forget {secs(r.get('forget_s'))}  predictions {secs(r.get('predictions_s'))}  "
+              f"deleted {r['shown'].get('forget_n', '-')}  {status}{f'  errors {bad}' if bad else ''}")
+    print(f"  Forget click -> SPM result: p50 {secs(percentile(forget_s, 50))}, p95 {secs(percentile(forget_s, 95))} "
+          f"over {len(forget_s)} interactions (issue: p95 <= 2 s)")
+    print(f"  Predictions link -> metrics table: p50 {secs(percentile(predictions_s, 50))}, "
+          f"p95 {secs(percentile(predictions_s, 95))}")
+    print(f"  errors {errors}, cross-talk {crosstalk} session(s)")
+    print(f"  streamlit RSS: {mb(rss['before'])} before, {mb(rss['after_1'])} after 1 session, {mb(rss['after_n'])} "
+          f"after {n}" + (f" -> {per_session:.1f} MB per extra session" if per_session is not None else "")
+          + f"; Ray's processes {mb(rss['ray_processes'])}")
+    if first is not None:
+        what = secs(first["seconds"]) if first["seconds"] is not None else "failed" if first["failure"] else \
+            f"cap of {args.first_comparison_timeout:.0f} s reached"
+        print(f"  first comparison: {what} "
+              f"(Forget result after {secs(first.get('forget_s'))}; oracles finished {first['oracles']})")
+    for note in notes:
+        print(f"  note: {note}")
+    summary = {
+        "sessions": n, "errors": errors, "crosstalk": crosstalk,
+        "interactions": len(forget_s),
+        "p50_s": rounded(percentile(forget_s, 50)), "p95_s": rounded(percentile(forget_s, 95)),
+        "rss_mb_per_session": rounded(per_session, 1),
+        "first_comparison_s": rounded(first["seconds"], 2) if first else None,
+        "dataset": args.dataset,
+        "predictions_p50_s": rounded(percentile(predictions_s, 50)),
+        "predictions_p95_s": rounded(percentile(predictions_s, 95)),
+        "rss_mb": {k: rounded(v, 1) for k, v in rss.items()},
+        "notes": notes,
+    }
+    if first is not None and first["seconds"] is None and not first["failure"]:
+        summary["first_comparison_cap_s"] = args.first_comparison_timeout
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
