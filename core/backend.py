@@ -37,6 +37,8 @@ OBJECT_STORE_ENV = "UE_RAY_OBJECT_STORE_MB"
 DEFAULT_OBJECT_STORE_MB = 600  # Fashion-MNIST is ~220 MB as float32; a bounded store, not Ray's 30% of RAM
 ATTACH_TIMEOUT_S = 10.0
 PROGRESS_POLL_S = 0.5
+RELOADABLE_PREFIXES = ("model:", "oracle:", "warm:")  # finished jobs the store (or a cache) can redo cheaply
+KEEP_FINISHED = int(os.environ.get("UE_KEEP_JOBS", "32"))
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -124,7 +126,16 @@ class Backend:
                     self._wake.notify_all()
             if owner:
                 job.owners.add(owner)
+            self._forget_finished()
             return job
+
+    def _forget_finished(self) -> None:
+        """Bound the job table: finished jobs whose result the store can give again (models, oracles, warm-ups)
+        are dropped beyond the newest ``KEEP_FINISHED``, so a long-running server does not hold every model
+        any session ever asked for. Caller holds the lock."""
+        done = [j for j in self._jobs.values() if j.state == "done" and j.key.startswith(RELOADABLE_PREFIXES)]
+        for job in sorted(done, key=lambda j: j.finished)[:max(0, len(done) - KEEP_FINISHED)]:
+            del self._jobs[job.key]
 
     def run_local(self, key: str, title: str, work: Callable[[Progress, CancelToken], Any],
                   owner: str | None = None) -> Job:
@@ -146,6 +157,7 @@ class Backend:
                 self._lane.submit(self._run_here, job, work, token)
             if owner:
                 job.owners.add(owner)
+            self._forget_finished()
             return job
 
     def get(self, key: str) -> Job | None:

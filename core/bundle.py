@@ -7,8 +7,10 @@ model; nothing is trained twice.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -85,9 +87,18 @@ def model_key(kind: str, config, train_config: TrainConfig, dataset: Dataset,
     return f"{kind}-{config_hash(kind, config, tc, dataset.fingerprint(), excluded.key() if excluded else None)}"
 
 
-_MEMO: dict[str, TrainedModel] = {}
+_MEMO: OrderedDict[str, TrainedModel] = OrderedDict()  # originals stay; oracles beyond MEMO_ORACLES leave
+MEMO_ORACLES = int(os.environ.get("UE_MEMO_ORACLES", "12"))
 _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
+
+
+def remember(trained: TrainedModel) -> None:
+    """Memoise a loaded model: originals stay; oracles beyond the ``MEMO_ORACLES`` most recently used leave."""
+    _MEMO[trained.key] = trained
+    oracles = [k for k, m in _MEMO.items() if m.meta.get("excluded")]
+    for old in oracles[:max(0, len(oracles) - MEMO_ORACLES)]:
+        del _MEMO[old]
 
 
 def _lock_for(key: str) -> threading.Lock:
@@ -179,6 +190,7 @@ def train_or_load(kind: str, dataset: Dataset, config=None, train_config: TrainC
     config, train_config, key = resolve(kind, dataset, config, train_config, excluded)
     with _lock_for(key):
         if key in _MEMO:
+            _MEMO.move_to_end(key)
             return _MEMO[key]
         try:
             stored = store.find_model(key)
@@ -202,7 +214,7 @@ def train_or_load(kind: str, dataset: Dataset, config=None, train_config: TrainC
             _cache_features(stored, classifier)
         progress(1.0, f"{kind} ready")
         trained = TrainedModel(key, classifier, stored.meta)
-        _MEMO[key] = trained
+        remember(trained)
         return trained
 
 

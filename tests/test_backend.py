@@ -125,3 +125,31 @@ def test_an_unreachable_cluster_address_is_named_within_seconds():
     assert "127.0.0.1:1" in str(err.value) and "unset UE_RAY_ADDRESS" in str(err.value)
     job = engine.submit("x", "x", Task(counting, (1, 0.0)))
     assert job.state == "failed" and "127.0.0.1:1" in job.error
+
+
+def test_the_job_table_keeps_only_the_newest_finished_model_jobs(monkeypatch):
+    from core import backend as B
+
+    monkeypatch.setattr(B, "KEEP_FINISHED", 2)
+    engine = B.Backend()
+    try:
+        for i in range(4):
+            engine.run_local(f"model:test:{i}", "m", lambda progress, cancel, i=i: i).wait(30)
+        run = engine.run_local("run:test", "a method run", lambda progress, cancel: "kept").wait(30)
+        assert run == "kept"
+        keys = [j.key for j in engine.jobs()]
+        assert "run:test" in keys  # not reloadable from the store: never dropped
+        assert len([k for k in keys if k.startswith("model:")]) <= 2 and "model:test:3" in keys
+    finally:
+        engine.shutdown()
+
+
+def test_the_model_memo_keeps_originals_and_only_recent_oracles(monkeypatch):
+    from core import bundle
+
+    monkeypatch.setattr(bundle, "MEMO_ORACLES", 1)
+    monkeypatch.setattr(bundle, "_MEMO", bundle.OrderedDict())
+    bundle.remember(bundle.TrainedModel("original", None, {"excluded": None}))
+    for i in range(3):
+        bundle.remember(bundle.TrainedModel(f"oracle-{i}", None, {"excluded": {"ids": [i]}}))
+    assert list(bundle._MEMO) == ["original", "oracle-2"]
