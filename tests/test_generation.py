@@ -1,6 +1,7 @@
 """The generation SPM: its support decides what it draws, forgetting edits only the support, the sampler and the
 metrics give known answers, and the Generate page runs (tiny models on digits)."""
 
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +23,20 @@ TINY = GenSPMConfig(unet=UNetConfig(channels=8, multipliers=(1, 2), groups=4),
                     diffusion=DiffusionConfig(sample_steps=4), train_support=16, sample_support=8, sample_chunk=16,
                     train_steps=12)
 TINY_RECIPE = TrainConfig(epochs=1, batch_size=32, lr=1e-3, optimizer="adamw", weight_decay=0.0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_store(tmp_path_factory):
+    """This module's models go to a store of its own and leave the process's memo after it: the classifier pages
+    list every by-design kind, so a stored generator would show among them in later tests."""
+    before = os.environ.get("UE_HOME")
+    os.environ["UE_HOME"] = str(tmp_path_factory.mktemp("gen-spm-store"))
+    yield
+    if before is None:
+        os.environ.pop("UE_HOME", None)
+    else:
+        os.environ["UE_HOME"] = before
+    bundle.forget_memo()
 
 
 @pytest.fixture(scope="module")
