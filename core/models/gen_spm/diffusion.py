@@ -3,8 +3,10 @@
 - Forward process and epsilon-prediction loss: Ho et al., "Denoising Diffusion Probabilistic Models" (NeurIPS
   2020), with their linear betas from 1e-4 to 0.02 over T = 1000 steps.
 - Sampling: Song et al., "Denoising Diffusion Implicit Models" (ICLR 2021), eq. 12, on a sub-sequence of steps.
-- Guidance: Ho & Salimans, "Classifier-Free Diffusion Guidance" (2022): the label is dropped in training with
-  probability ``label_drop``; sampling uses ``eps = (1 + w) eps(x, y) - w eps(x, no label)``.
+- Guidance: Ho & Salimans, "Classifier-Free Diffusion Guidance" (2022): the condition is dropped in training
+  with probability ``label_drop``; sampling uses ``eps = (1 + w) eps(x, c) - w eps(x, dropped)``, where what a
+  dropped row loses is the model's business (the generation SPM: its label, and with ``guide_support`` its
+  support too).
 
 Settings follow the SPM authors' generation config (``config/generation/cifar_ddpm.yaml``: 50 DDIM steps,
 guidance 0.3, predicted x0 clipped to [-1, 1]). Their DDIM schedule has alpha_bar_0 = 1 - beta_1; here

@@ -5,8 +5,12 @@ amberyzheng/spm_unlearning) trains it:
 
 - each batch of queries gets a support set of ``train_support`` training images split evenly over the batch's
   labels, never one of the batch's own images (``core.models.spm.sample_support``, shared with the classifier);
-- query and support are noised to their own random steps t (DDPM, Ho et al. 2020) and the label is dropped
-  with probability ``label_drop`` for both (classifier-free guidance, Ho & Salimans 2022);
+- query and support are noised to their own random steps t (DDPM, Ho et al. 2020; the support's up to
+  ``support_t_max`` T) and the label is dropped with probability ``label_drop`` for both (classifier-free
+  guidance, Ho & Salimans 2022); with ``guide_support`` a dropped query also reads no support;
+- the loss is DDPM's epsilon MSE, uniformly weighted over t ("simple") or by P2's ``1 / (1 + SNR_t)`` (Choi et
+  al., "Perception Prioritized Training of Diffusion Models", CVPR 2022), which weighs the noisy steps where
+  the class is decided, so that the support is learned early (``GenSPMConfig`` says what was measured);
 - labels are permuted at random per batch (``permute_labels``): a label then only says *which support to
   read*, never which class it is, so the class an image shows must come from its support; that is what lets
   a support edit change what the model draws;
