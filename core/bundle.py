@@ -287,3 +287,14 @@ def _cache_features(stored, classifier: Classifier) -> None:
 def forget_memo() -> None:
     """Drop the in-process memo (tests use it to prove that a second start loads instead of training)."""
     _MEMO.clear()
+
+
+def train_seed(model: TrainedModel) -> int | None:
+    """The seed ``model`` was trained with (initial weights and data order), from its metadata."""
+    seed = (model.meta.get("train_config") or {}).get("seed")
+    return None if seed is None else int(seed)
+
+
+def train_seconds(model: TrainedModel) -> float | None:
+    log = model.meta.get("train_log") or {}
+    return log.get("train_s")
