@@ -26,7 +26,7 @@ class TrainConfig:
     momentum: float = 0.9  # as in the SPM paper
     weight_decay: float = 5e-4  # as in the SPM paper
     schedule: str = "cosine"  # "cosine" suits few epochs; "step" = the paper's /10 at 36% and 91% of training
-    seed: int = 0  # the oracle noise floor comes from training the same recipe with another seed
+    seed: int = 0  # initial weights and data order; oracles train the same recipe on seeds moved by 1..K
     device: str = "auto"  # "auto" picks CUDA when present
     optimizer: str = "sgd"  # "sgd" (momentum) suits the CNNs; "adamw" suits transformers, which SGD trains poorly
     warmup_epochs: float = 0.0  # linear lr warm-up before the schedule: AdamW transformers diverge early without it
