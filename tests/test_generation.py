@@ -250,7 +250,7 @@ def test_generate_page_draws_three_grids_from_the_same_noise(digits, parametric_
     from pages.common import backend
 
     for job in backend().jobs():
-        job.wait(120)
+        job.wait(300)
     at.run()
     assert not at.exception, at.exception
     assert any("0 of its" in s.value and "No weight changed" in s.value for s in at.success)
@@ -259,8 +259,9 @@ def test_generate_page_draws_three_grids_from_the_same_noise(digits, parametric_
     at.button(key="gen-go").click().run()
     assert not at.exception, at.exception
     titles = [m.value for m in at.markdown if m.value.startswith("**")]
-    assert [t.split(":")[0] for t in titles] == ["**Before forgetting", "**After forgetting", "**Oracle"]
+    assert [t.split(":")[0] for t in titles] == ["**Before forgetting", "**After forgetting", "**Oracle"], \
+        (titles, [(j.title, j.state, j.error) for j in backend().jobs()])
     captions = [c for image in at.get("image") for c in image.captions]
-    assert sum(" → " in c for c in captions) == 3 * 4  # three grids, each image with its classifier label
+    assert sum(" → " in c for c in captions) == 3 * 4, captions  # three grids, each image with its label
     expected = G.predicted_labels(parametric_model, trained.classifier.sample(0, 4, 0, 10))
     assert captions[:4] == [f"#{i} → {class_label(digits, c)}" for i, c in enumerate(expected)]  # same noise
