@@ -99,6 +99,25 @@ def load_checkpoint(source: bytes | str | Path, kind: str, dataset: Dataset, sou
     return state
 
 
+def checkpoint_model(data: bytes, kind: str, dataset: Dataset, source_name: str):
+    """A user's checked checkpoint as a ready model (``bundle.TrainedModel``) keyed by the file's SHA-256, with the
+    metadata the pages show (test accuracy, the file's name and hash). It is never written to the store: it
+    lives in the uploading browser session only."""
+    import hashlib
+
+    from core import bundle
+    from core.configs import config_to_dict
+
+    load_checkpoint(data, kind, dataset, source_name)
+    sha = hashlib.sha256(data).hexdigest()
+    classifier = bundle.from_weights(kind, dataset, data, where=source_name)
+    test_acc = float((classifier.split_proba(dataset, "test").argmax(1) == dataset.y_test).mean() * 100)
+    meta = {"kind": kind, "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(), "excluded": None,
+            "config": config_to_dict(bundle.default_config(kind, dataset.name)), "weights_sha256": sha,
+            "test_acc": test_acc, "num_train_ids": dataset.num_train, "uploaded_as": source_name}
+    return bundle.TrainedModel(f"{kind}-upload-{sha[:16]}", classifier, meta)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # URL query parameters
 

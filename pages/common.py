@@ -22,7 +22,6 @@ from pages.state import session_state
 DEFAULT_DATASET = os.environ.get("UE_DATASET", "fashion-mnist")
 
 
-# ---- shared by every session ----------------------------------------------------------------------------
 @st.cache_resource
 def backend() -> Backend:
     """One Ray backend per server process, started on the first long job (pages draw while it starts).
@@ -64,9 +63,10 @@ def model_job(kind: str, dataset: Dataset, start: bool = True, asked: bool = Fal
 
 
 def ready_model(kind: str, dataset: Dataset) -> bundle.TrainedModel | None:
-    """The original model when its job has finished or it is stored (loaded here: seconds, no queue behind
-    training jobs), else None. Any page can be the first one opened, so none depends on the Models page.
-    A stored model that cannot be read is not ready (``load_error`` says why)."""
+    """This session's uploaded checkpoint, else the original when its job has finished or it is stored (loaded
+    here, no queue behind training), else None (a stored model that cannot be read: ``load_error`` says why)."""
+    if (own := session_state().checkpoints.get(f"{dataset.fingerprint()}:{kind}")) is not None:
+        return own
     job = model_job(kind, dataset, start=False)
     if job is not None and job.finished_ok:
         return job.result

@@ -10,7 +10,8 @@ from core.models import get_model_kind, list_model_kinds
 from core.views import class_labels, recipe_note
 from pages.common import model_job, warm_job
 from pages.sidebar import page_dataset
-from pages.uploads import own_data_ui
+from pages.state import session_state
+from pages.uploads import checkpoint_ui, own_data_ui
 from pages.widgets import job_status_ui, poll_while_active
 
 FIRST = ("parametric", "spm")  # queued first: the models every page uses
@@ -26,8 +27,9 @@ def trained_ui(trained: bundle.TrainedModel, dataset: Dataset) -> None:
     cols[1].metric("Training time", f"{train_s:.0f} s" if train_s else "n/a",
                    help="Wall-clock time of the training run that produced these weights.")
     cols[2].metric("Training images", f"{meta.get('num_train_ids', dataset.num_train):,}")
-    st.caption(f"Stored as `{trained.key}` (a content hash of kind, configs and data) · "
-               f"data `{meta.get('dataset_fingerprint', '')}`")
+    origin = "your upload, in this session only" if "uploaded_as" in meta else \
+        "a content hash of kind, configs and data"
+    st.caption(f"Stored as `{trained.key}` ({origin}) · data `{meta.get('dataset_fingerprint', '')}`")
     per_class = M.per_class_accuracy(trained.classifier.split_proba(dataset, "test"), dataset.y_test,
                                      dataset.num_classes)
     st.plotly_chart(charts.grouped_bars(class_labels(dataset), {"test accuracy %": per_class}, "test accuracy %",
@@ -40,6 +42,11 @@ def model_ui(kind: str, dataset: Dataset) -> Job | None:
     with st.container(border=True):
         st.subheader(f"{kind} {'· by design' if spec.by_design else ''}")
         st.caption(f"{spec.description} · recipe on *{dataset.name}*: {recipe_note(dataset, kind)}")
+        if (own := session_state().checkpoints.get(f"{dataset.fingerprint()}:{kind}")) is not None:
+            st.info(f"This session uses your weights **{own.meta['uploaded_as']}** (SHA-256 "
+                    f"{own.meta['weights_sha256'][:12]}...) instead of the shared original.")
+            trained_ui(own, dataset)
+            return None
         stored = bundle.is_available(kind, dataset)
         job = model_job(kind, dataset, start=False)
         if job is None and (stored or (dataset.num_train <= 5000 and kind in FIRST)):
@@ -69,6 +76,7 @@ def main() -> None:
     kinds = sorted(list_model_kinds(), key=lambda k: (k not in FIRST, FIRST.index(k) if k in FIRST else 0))
     poll_while_active([model_ui(kind, dataset) for kind in kinds])
     own_data_ui()
+    checkpoint_ui(dataset)
 
 
 main()

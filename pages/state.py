@@ -41,6 +41,7 @@ class SessionState:
     link_read: bool = False  # the URL's query parameters (?dataset=&classes=) were applied once
     link_classes: tuple[str, ...] = ()  # ?classes= entries, resolved once the dataset is loaded
     uploads: dict[str, Dataset] = field(default_factory=dict)  # datasets uploaded in this session, by name
+    checkpoints: dict[str, object] = field(default_factory=dict)  # "fingerprint:kind" -> this session's own model
     deletions: dict[str, ForgetSession] = field(default_factory=dict)  # dataset fingerprint -> request history
     method_runs: dict[str, list[str]] = field(default_factory=dict)  # request key -> this session's run job keys
     embeddings: EmbeddingsState = field(default_factory=EmbeddingsState)

@@ -232,12 +232,14 @@ def test_own_data_upload_loads_a_zip_and_refuses_a_bad_file_by_name(app_url):
         picker.set_input_files(files=[{"name": "notes.npz", "mimeType": "application/octet-stream",
                                        "buffer": b"just some text, not an archive"}])
         page.locator("[data-testid='stFileChipName']").filter(has_text="notes.npz").wait_for(timeout=30_000)
+        time.sleep(2.0)  # the chip shows before the upload has reached the server
         page.get_by_role("button", name="Use this dataset").click()
         main.get_by_text("Nothing was loaded: notes.npz").first.wait_for(timeout=30_000)
 
         picker.set_input_files(files=[{"name": "shapes.zip", "mimeType": "application/zip",
                                        "buffer": _image_folder_zip("broken.png")}])
         page.locator("[data-testid='stFileChipName']").filter(has_text="shapes.zip").wait_for(timeout=30_000)
+        time.sleep(2.0)  # the chip shows before the upload has reached the server
         page.get_by_role("button", name="Use this dataset").click()
         main.get_by_text("1 unreadable image file(s) skipped").first.wait_for(timeout=60_000)
         text = main.inner_text()
@@ -260,4 +262,45 @@ def test_every_page_opens_by_its_own_url(app_url):
             time.sleep(1.0)  # a page opened before app.py ran is sent through it once
             assert "Page not found" not in page.content(), path
             assert heading.inner_text().startswith(header), (path, heading.inner_text())
+        browser.close()
+
+
+def test_own_weights_upload_replaces_the_original_in_this_session_only(app_url):
+    import io as _io
+
+    import torch
+    from safetensors.torch import save
+
+    from core import bundle
+    from core.data import load_dataset
+
+    digits = load_dataset("digits")
+    torch.manual_seed(0)
+    net = bundle.get_model_kind("parametric").build(digits, bundle.default_config("parametric", "digits"))
+    weights = save({k: v.contiguous() for k, v in net.state_dict().items()})
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium"),
+                                    args=CHROMIUM_ARGS)
+        mine, other = browser.new_context().new_page(), browser.new_context().new_page()
+        for page in (mine, other):
+            page.goto(app_url, timeout=STARTUP_S * 1000)
+            page.get_by_text("Use your own weights").first.wait_for(timeout=STARTUP_S * 1000)
+        main = mine.locator("[data-testid='stMain']")
+        main.get_by_text("Use your own weights").first.click()
+        picker = mine.locator(".st-key-own-weights-file [data-testid='stFileUploaderDropzoneInput']")
+        picker.set_input_files(files=[{"name": "bad.safetensors", "mimeType": "application/octet-stream",
+                                       "buffer": _io.BytesIO(b"\x00" * 64).getvalue()}])
+        mine.locator("[data-testid='stFileChipName']").filter(has_text="bad.safetensors").wait_for(timeout=30_000)
+        time.sleep(2.0)
+        mine.get_by_role("button", name="Use these weights").click()
+        main.get_by_text("These weights were not loaded: bad.safetensors").first.wait_for(timeout=30_000)
+        picker.set_input_files(files=[{"name": "mine.safetensors", "mimeType": "application/octet-stream",
+                                       "buffer": weights}])
+        mine.locator("[data-testid='stFileChipName']").filter(has_text="mine.safetensors").wait_for(timeout=30_000)
+        time.sleep(2.0)  # the chip shows before the upload has reached the server
+        mine.get_by_role("button", name="Use these weights").click()
+        main.get_by_text("This session uses your weights mine.safetensors").first.wait_for(timeout=60_000)
+        other.reload()
+        other.get_by_text("Use your own weights").first.wait_for(timeout=STARTUP_S * 1000)
+        assert "uses your weights" not in other.locator("[data-testid='stMain']").inner_text()
         browser.close()

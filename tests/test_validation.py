@@ -27,7 +27,7 @@ from core.data.requests import request_classes, request_ids
 from core.data.user_files import load_npz, load_user_data, read_image_folder, read_image_zip
 from core.errors import InputError
 from core.store import StoreError
-from core.validate import load_checkpoint, parse_query
+from core.validate import checkpoint_model, load_checkpoint, parse_query
 
 PROPERTY = settings(deadline=5000, max_examples=40, suppress_health_check=[HealthCheck.too_slow])
 FEW = settings(deadline=5000, max_examples=15, suppress_health_check=[HealthCheck.too_slow])
@@ -336,6 +336,20 @@ def test_a_checkpoint_is_safetensors_for_a_registered_kind_with_every_shape_chec
     with pytest.raises(StoreError, match=r"^m.safetensors: a truncated safetensors file"):
         load_checkpoint(safetensors_bytes(state)[:500], "parametric", ds, "m.safetensors")
 
+
+
+def test_an_uploaded_checkpoint_becomes_a_session_model_keyed_by_its_hash(ds):
+    import hashlib
+
+    data = safetensors_bytes(_parametric_state(ds))
+    own = checkpoint_model(data, "parametric", ds, "mine.safetensors")
+    sha = hashlib.sha256(data).hexdigest()
+    assert own.key == f"parametric-upload-{sha[:16]}" and own.meta["weights_sha256"] == sha
+    expected = bundle.from_weights("parametric", ds, data).split_proba(ds, "test")
+    np.testing.assert_allclose(own.classifier.split_proba(ds, "test"), expected, atol=1e-6)
+    assert own.meta["test_acc"] == pytest.approx((expected.argmax(1) == ds.y_test).mean() * 100)
+    with pytest.raises(StoreError, match="^mine.safetensors"):
+        checkpoint_model(data, "spm", ds, "mine.safetensors")
 
 def test_query_parameters_are_checked_against_the_registries(ds):
     query = parse_query({"dataset": "digits", "model": "spm", "method": "spm-delete", "classes": "3,0,3",
