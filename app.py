@@ -14,6 +14,7 @@ PAGES = [
     ("pages/predictions.py", "Predictions", ":material/compare_arrows:"),
     ("pages/embeddings.py", "Embeddings", ":material/scatter_plot:"),
     ("pages/retrieval.py", "Retrieval", ":material/manage_search:"),
+    ("pages/generate.py", "Generate", ":material/auto_awesome:"),
     ("pages/runs.py", "Runs", ":material/table_chart:"),
 ]
 

@@ -169,7 +169,8 @@ def train_weights(kind: str, dataset: Dataset, config=None, train_config: TrainC
             "excluded": excluded.to_json() if excluded else None, "train_log": log,
             "num_train_ids": int(len(train_ids)), "wrap_s": time.perf_counter() - start,
             "device": str(device)}
-    meta["test_acc"] = float((classifier.split_proba(dataset, "test").argmax(1) == dataset.y_test).mean() * 100)
+    if not spec.generative:  # a generative model's predictions are not a classifier's
+        meta["test_acc"] = float((classifier.split_proba(dataset, "test").argmax(1) == dataset.y_test).mean() * 100)
     features = getattr(classifier, "train_features", None) if spec.by_design else None
     arrays = {"train_features": features} if isinstance(features, np.ndarray) else {}
     # a weight-based model's predictions, so the process that loads it does not predict both splits again

@@ -48,7 +48,7 @@ def original_index(model_key: str, _model, _dataset: Dataset) -> NB.NeighbourInd
 
 
 def by_design_kinds() -> list[str]:
-    return [k for k in list_model_kinds() if get_model_kind(k).by_design]
+    return [k for k in list_model_kinds() if get_model_kind(k).by_design and not get_model_kind(k).generative]
 
 
 def forget_session(dataset: Dataset) -> ForgetSession:

@@ -73,7 +73,8 @@ def main() -> None:
         "Every model is trained once on the full training set and stored; the next start loads it. "
         "**By-design** models (SPM, MUNKEY) forget by editing a memory of training samples; the **parametric** "
         "network is what post-hoc methods (DAMP, fine-tuning, ...) edit.")
-    kinds = sorted(list_model_kinds(), key=lambda k: (k not in FIRST, FIRST.index(k) if k in FIRST else 0))
+    kinds = sorted((k for k in list_model_kinds() if not get_model_kind(k).generative),  # those: Generate page
+                   key=lambda k: (k not in FIRST, FIRST.index(k) if k in FIRST else 0))
     poll_while_active([model_ui(kind, dataset) for kind in kinds])
     own_data_ui()
     checkpoint_ui(dataset)

@@ -250,7 +250,7 @@ def test_own_data_upload_loads_a_zip_and_refuses_a_bad_file_by_name(app_url):
 
 def test_every_page_opens_by_its_own_url(app_url):
     headers = {"models": "Models", "forget": "Forget", "predictions": "Predictions", "embeddings": "Embeddings",
-               "retrieval": "Retrieval", "runs": "Runs", "": "Models"}
+               "retrieval": "Retrieval", "generate": "Generate", "runs": "Runs", "": "Models"}
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium"),
                                     args=CHROMIUM_ARGS)

@@ -33,6 +33,7 @@ class ModelKind:
     by_design: bool = False  # forgets by editing a memory, not weights
     default_train: Callable[[str], Any] | None = None  # transformers need AdamW + warm-up, not the CNN recipe
     reference_oracles: tuple[str, ...] = ()  # other kinds retrained on D_r to compare with (MUNKEY: the plain ViT)
+    generative: bool = False  # makes images (the Generate page), not predictions: the classifier pages skip it
 
 
 _MODELS: Registry[ModelKind] = Registry("model kind")
@@ -41,12 +42,12 @@ _MODELS: Registry[ModelKind] = Registry("model kind")
 def register_model(name: str, *, config: type, description: str, fit: Callable[..., None],
                    wrap: Callable[..., Classifier], by_design: bool = False,
                    default_train: Callable[[str], Any] | None = None,
-                   reference_oracles: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+                   reference_oracles: tuple[str, ...] = (), generative: bool = False) -> Callable[[Callable], Callable]:
     """Decorator: register the decorated builder under ``name`` with its config, trainer and wrapper."""
 
     def wrap_builder(build: Callable[[Dataset, Any], nn.Module]) -> Callable[[Dataset, Any], nn.Module]:
         _MODELS.add(name, ModelKind(name, description, config, build, fit, wrap, by_design, default_train,
-                                    tuple(reference_oracles)))
+                                    tuple(reference_oracles), generative))
         return build
 
     return wrap_builder

@@ -214,7 +214,7 @@ def wrap_gen_spm(net: SupportUNet, dataset: Dataset, train_ids: np.ndarray, conf
 
 
 @register_model("gen-spm", config=GenSPMConfig, fit=fit_gen_spm, wrap=wrap_gen_spm, by_design=True,
-                default_train=gen_spm_recipe,
+                default_train=gen_spm_recipe, generative=True,
                 description="Generation SPM: class-conditional diffusion whose images come from a support of "
                             "training samples; forgetting edits the support pools only")
 def build_gen_spm(dataset: Dataset, config: GenSPMConfig) -> SupportUNet:
