@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core import bundle, workflow
+from core.comparison import changed_predictions, transition_matrix
 from core.data.dataset import Dataset
 from core.data.requests import ForgetRequest
 from core.eval import metrics as M
@@ -70,8 +71,8 @@ def prediction_view(before: Classifier, after: Classifier, dataset: Dataset, req
                                                                for o in oracles], probs))
         per_class[f"oracles (mean of {len(oracles)})"] = comparison.oracle_metrics["per_class"]
     return PredictionView(m_before, m_after, comparison, seconds, p_before, p_after, p_oracle, per_class,
-                          workflow.transition_matrix(p_before, p_after, dataset.num_classes),
-                          workflow.changed_predictions(p_before, p_after, p_oracle, dataset.y_test))
+                          transition_matrix(p_before, p_after, dataset.num_classes),
+                          changed_predictions(p_before, p_after, p_oracle, dataset.y_test))
 
 
 @dataclass
