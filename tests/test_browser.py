@@ -74,6 +74,19 @@ def app_url(tmp_path_factory):
     log.close()
 
 
+def launch(p):
+    """Debian's chromium under Playwright (no browser is downloaded)."""
+    return p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium"),
+                             args=CHROMIUM_ARGS)
+
+
+def open_app(page, url: str) -> None:
+    """Open the app and wait for its own navigation: before app.py has run once, Streamlit briefly lists the
+    files of pages/ instead."""
+    page.goto(url, timeout=STARTUP_S * 1000)
+    page.get_by_text("Unlearning Explorer").first.wait_for(timeout=STARTUP_S * 1000)
+
+
 POINTS_JS = """
 () => {
   const gd = document.querySelector('.js-plotly-plot');
@@ -119,13 +132,9 @@ def _lasso_polygon(points, centre, radius: float) -> list[tuple[float, float]]:
 def test_lasso_grid_forget_predictions(app_url):
     OUT.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium"),
-                                    args=CHROMIUM_ARGS)
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        page.goto(app_url, timeout=STARTUP_S * 1000)
-        # Wait for the app's own navigation (title-case links): before app.py has run once, Streamlit
-        # briefly lists the files of pages/ instead.
-        page.get_by_text("Unlearning Explorer").first.wait_for(timeout=STARTUP_S * 1000)
+        open_app(page, app_url)
         page.get_by_role("link", name="Embeddings", exact=True).first.click()
         page.get_by_text("Selection:").first.wait_for(timeout=MODEL_S * 1000)
         page.locator("[data-testid='stRadio'] label").filter(has_text="PCA").first.click()
@@ -220,11 +229,9 @@ def _image_folder_zip(bad_name: str | None = None) -> bytes:
 
 def test_own_data_upload_loads_a_zip_and_refuses_a_bad_file_by_name(app_url):
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium"),
-                                    args=CHROMIUM_ARGS)
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(app_url, timeout=STARTUP_S * 1000)
-        page.get_by_text("Unlearning Explorer").first.wait_for(timeout=STARTUP_S * 1000)
+        open_app(page, app_url)
         main = page.locator("[data-testid='stMain']")
         main.get_by_text("Use your own data").first.click()
         picker = page.locator("[data-testid='stFileUploaderDropzoneInput']").first
@@ -252,8 +259,7 @@ def test_every_page_opens_by_its_own_url(app_url):
     headers = {"models": "Models", "forget": "Forget", "predictions": "Predictions", "embeddings": "Embeddings",
                "retrieval": "Retrieval", "generate": "Generate", "runs": "Runs", "": "Models"}
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium"),
-                                    args=CHROMIUM_ARGS)
+        browser = launch(p)
         page = browser.new_page()
         for path, header in headers.items():
             page.goto(f"{app_url}/{path}", timeout=STARTUP_S * 1000)
@@ -279,8 +285,7 @@ def test_own_weights_upload_replaces_the_original_in_this_session_only(app_url):
     net = bundle.get_model_kind("parametric").build(digits, bundle.default_config("parametric", "digits"))
     weights = save({k: v.contiguous() for k, v in net.state_dict().items()})
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium"),
-                                    args=CHROMIUM_ARGS)
+        browser = launch(p)
         mine, other = browser.new_context().new_page(), browser.new_context().new_page()
         for page in (mine, other):
             page.goto(app_url, timeout=STARTUP_S * 1000)
