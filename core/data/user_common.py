@@ -27,9 +27,10 @@ MAX_NPZ_ARRAYS = 64  # members of a .npz (a dataset needs at most 5)
 MAX_CLASSES = 100_000  # label values of a .npz
 UNREADABLE_MAX_FRACTION = 0.05  # share of a folder's images that may be skipped as unreadable
 
-# what zipfile and zlib raise on a damaged or unsupported archive (zipfile itself raises several types)
-ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError,
-              RuntimeError, struct.error)
+# what zipfile and zlib raise on a damaged or unsupported archive (zipfile itself raises several types; an
+# unsupported compression method raises a subclass of RuntimeError)
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError, RuntimeError,
+              struct.error)
 _PIL_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")  # the decoders IMAGE_SUFFIXES need
 _MIB = 2**20
 
