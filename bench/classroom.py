@@ -35,18 +35,17 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+sys.path.insert(0, str(ROOT))
+
+from core.server import CHROMIUM_ARGS, chromium_path, start_app, wait_healthy  # noqa: E402
+
 VIEWPORT = {"width": 1400, "height": 1000}
 FRACTION_PCT = 10  # the Forget page's fraction slider default (%)
 CHECKED = ("TA", "RA", "FA", "retained_TA", "forgotten_TA", "MIA")  # the model's own numbers in the metrics table
@@ -77,7 +76,6 @@ def session_specs(n: int, num_classes: int) -> list[dict]:
 def reference(dataset_name: str, n: int) -> None:
     """Internal (--reference): make sure the SPM original exists (trains it when neither stored nor shipped) and
     print, as JSON, each session's request computed alone: description, size, and the numbers the page shows."""
-    sys.path.insert(0, str(ROOT))
     from core import bundle, workflow
     from core.data import load_dataset
     from core.data.requests import request_classes, request_random
@@ -113,12 +111,6 @@ def run_reference(env: dict, dataset: str, n: int, timeout: float) -> dict:
 
 
 # ---- the server ---------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def app_env(home: Path, dataset: str) -> dict:
     return {**os.environ, "UE_HOME": str(home), "UE_DATASET": dataset, "UE_NO_DOWNLOAD": "1",
             "PYTHONPATH": str(ROOT)}
@@ -167,26 +159,11 @@ class Server:
         self.url = ""
 
     def start(self, timeout: float) -> None:
-        port = free_port()
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
-             "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"streamlit did not start: {self.log_path.read_text()[-2000:]}")
+        self.proc, self.url = start_app(self.env, self.log, own_session=True)
+        if not wait_healthy(self.proc, self.url, timeout):
+            self.stop()
+            raise RuntimeError(f"streamlit did not start: {self.log_path.read_text()[-2000:]}")
 
     @property
     def alive(self) -> bool:
@@ -227,10 +204,8 @@ class Server:
 
 
 # ---- one browser session ------------------------------------------------------------------------------------
-def chromium_path() -> str:
-    if Path(CHROMIUM).is_file():
-        return CHROMIUM
-    found = shutil.which("chromium")
+def chromium() -> str:
+    found = chromium_path()
     if found is None:
         raise SystemExit("Debian's chromium is not installed (apt-get install chromium)")
     return found
@@ -366,7 +341,7 @@ async def classroom(server: Server, refs: list[dict], timeout_s: float) -> dict:
 
     rss = {"before": server.rss_mb()}
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        browser = await p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
         contexts = [await browser.new_context(viewport=VIEWPORT, accept_downloads=True) for _ in refs]
         log(f"session 0 alone: {refs[0]['description']}")
         records = [await run_session(0, contexts[0], server.url, refs[0], timeout_s)]
@@ -411,7 +386,7 @@ async def first_comparison_browser(url: str, label: str, cap_s: float, timeout_s
 
     out: dict = {"errors": set(), "seconds": None, "oracles": None, "verdict": None, "failure": None}
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        browser = await p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
         page = await (await browser.new_context(viewport=VIEWPORT)).new_page()
         step = "open the Forget page"
         try:

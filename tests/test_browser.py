@@ -7,62 +7,38 @@ Screenshots go to test-output/ (ignored by git).
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from core.server import CHROMIUM_ARGS, chromium_path, start_app, wait_healthy
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.flaky(reruns=1, reruns_delay=2)]
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "test-output"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 STARTUP_S = 60
 MODEL_S = 120  # the SPM is trained before the app starts; the page only loads it
 
 sync_api = pytest.importorskip("playwright.sync_api")
-if not Path(CHROMIUM).is_file() and shutil.which("chromium") is None:
+if chromium_path() is None:
     pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     home = tmp_path_factory.mktemp("ue-home")
-    port = _free_port()
     env = {**os.environ, "UE_HOME": str(home), "UE_DATASET": "digits", "UE_NO_DOWNLOAD": "1",
            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     # Train the SPM first: the app then loads it at once instead of queueing it behind every other model.
     subprocess.run([sys.executable, "-c", "from core import workflow; from core.data import load_dataset; "
                     "workflow.original('spm', load_dataset('digits'))"], cwd=ROOT, env=env, check=True, timeout=300)
     log = open(home / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
-         "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + STARTUP_S
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
+    proc, url = start_app(env, log)
+    if not wait_healthy(proc, url, STARTUP_S):
         proc.terminate()
         pytest.fail(f"streamlit did not start: {(home / 'streamlit.log').read_text()[-2000:]}")
     yield url
@@ -76,7 +52,7 @@ def app_url(tmp_path_factory):
 
 def launch(p):
     """Debian's chromium under Playwright (no browser is downloaded)."""
-    return p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium"),
+    return p.chromium.launch(executable_path=chromium_path(),
                              args=CHROMIUM_ARGS)
 
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
-
-from core.unlearn.loop import Pass, ReferenceSGD, UnlearnContext
+from core.unlearn.loop import ReferenceSGD, UnlearnContext
 from core.unlearn.registry import register_method
 
 
@@ -29,10 +27,6 @@ class FTConfig(ReferenceSGD):
                        "setting of SalUn, ICLR 2024")
 def update(ctx: UnlearnContext, c: FTConfig) -> None:
     """Cross-entropy on D_r only."""
-    def loss(b):
-        return F.cross_entropy(ctx.net(ctx.x(b.retain)), ctx.y(b.retain))
-
-    ctx.sgd(loss, ctx.batches(c.epochs, [Pass("retain", c.batch_size, max_steps=c.max_steps_per_epoch or None)]),
-            ctx.optimizer(c.lr, c.momentum, c.weight_decay), label="FT")
+    ctx.sgd_over("retain", lambda b: ctx.cross_entropy(b.retain), c, label="FT")
 
 

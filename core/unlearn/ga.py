@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
-
-from core.unlearn.loop import Pass, ReferenceSGD, UnlearnContext
+from core.unlearn.loop import ReferenceSGD, UnlearnContext
 from core.unlearn.registry import register_method
 
 
@@ -29,10 +27,6 @@ class GAConfig(ReferenceSGD):
                        "setting of Jia et al. (NeurIPS 2023) and SalUn (ICLR 2024)")
 def update(ctx: UnlearnContext, c: GAConfig) -> None:
     """Maximise the cross-entropy on D_f."""
-    def loss(b):
-        return -F.cross_entropy(ctx.net(ctx.x(b.forget)), ctx.y(b.forget))
-
-    ctx.sgd(loss, ctx.batches(c.epochs, [Pass("forget", c.batch_size, max_steps=c.max_steps_per_epoch or None)]),
-            ctx.optimizer(c.lr, c.momentum, c.weight_decay), label="GA")
+    ctx.sgd_over("forget", lambda b: -ctx.cross_entropy(b.forget), c, label="GA")
 
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from core.unlearn.loop import Pass, ReferenceSGD, UnlearnContext
+from core.unlearn.loop import ReferenceSGD, UnlearnContext
 from core.unlearn.registry import register_method
 
 
@@ -38,9 +37,8 @@ def update(ctx: UnlearnContext, c: L1SparseConfig) -> None:
     """Fine-tune on D_r with a linearly decaying L1 penalty."""
     def loss(b):
         gamma = c.l1 * (1 - b.epoch / c.epochs)
-        return F.cross_entropy(ctx.net(ctx.x(b.retain)), ctx.y(b.retain)) + gamma * l1_norm(ctx.net)
+        return ctx.cross_entropy(b.retain) + gamma * l1_norm(ctx.net)
 
-    ctx.sgd(loss, ctx.batches(c.epochs, [Pass("retain", c.batch_size, max_steps=c.max_steps_per_epoch or None)]),
-            ctx.optimizer(c.lr, c.momentum, c.weight_decay), label="l1-sparse")
+    ctx.sgd_over("retain", loss, c, label="l1-sparse")
 
 

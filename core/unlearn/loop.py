@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from core.data.dataset import Dataset
@@ -103,6 +104,10 @@ class UnlearnContext:
         if self._labels is None:
             self._labels = torch.as_tensor(self.dataset.y_train, dtype=torch.long)
         return self._labels[torch.as_tensor(ids, dtype=torch.long)].to(self.device)
+
+    def cross_entropy(self, ids: np.ndarray) -> torch.Tensor:
+        """Mean cross-entropy of ``net`` on training samples ``ids`` against their labels."""
+        return F.cross_entropy(self.net(self.x(ids)), self.y(ids))
 
     def check(self) -> None:
         if self.cancel is not None:
@@ -210,6 +215,13 @@ class UnlearnContext:
         self.net.eval()
         self.log.setdefault("phases", []).append({"phase": label, "steps": steps, "last_loss": last})
         return {"steps": steps, "last_loss": last}
+
+    def sgd_over(self, over: str, loss_fn: Callable[[Batch], torch.Tensor], c, label: str) -> dict:
+        """``c.epochs`` shuffled passes over one set (``"retain"`` or ``"forget"``) with one SGD optimiser made
+        from ``c`` (a :class:`ReferenceSGD` with ``epochs``, ``lr`` and ``max_steps_per_epoch``; 0: full passes)."""
+        passes = [Pass(over, c.batch_size, max_steps=c.max_steps_per_epoch or None)]
+        return self.sgd(loss_fn, self.batches(c.epochs, passes), self.optimizer(c.lr, c.momentum, c.weight_decay),
+                        label=label)
 
     def passes(self, ids: np.ndarray, batch_size: int = 256) -> Iterator[np.ndarray]:
         """Batches of ``ids`` in order for a statistics pass (checks cancel before each)."""

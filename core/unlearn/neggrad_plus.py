@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from core.unlearn.loop import Pass, UnlearnContext
 from core.unlearn.registry import register_method
@@ -44,8 +43,8 @@ def update(ctx: UnlearnContext, c: NegGradPlusConfig) -> None:
     params = list(ctx.net.parameters())
 
     def loss(b):
-        retain = F.cross_entropy(ctx.net(ctx.x(b.retain)), ctx.y(b.retain))
-        forget = F.cross_entropy(ctx.net(ctx.x(b.forget)), ctx.y(b.forget))
+        retain = ctx.cross_entropy(b.retain)
+        forget = ctx.cross_entropy(b.forget)
         pull = c.weight_decay / 2 * torch.stack([(p - p0).pow(2).sum() for p, p0 in zip(params, start)]).sum()
         return c.beta * (retain + pull) - (1 - c.beta) * forget
 

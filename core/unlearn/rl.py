@@ -36,7 +36,7 @@ def rl_loss(ctx: UnlearnContext, exclude_true: bool, b: Batch) -> torch.Tensor:
         else:
             labels = ctx.rng.integers(0, k, size=len(b.forget))
         return F.cross_entropy(ctx.net(ctx.x(b.forget)), torch.as_tensor(labels.astype(np.int64)).to(ctx.device))
-    return F.cross_entropy(ctx.net(ctx.x(b.retain)), ctx.y(b.retain))
+    return ctx.cross_entropy(b.retain)
 
 
 def rl_passes(batch_size: int, max_retain_steps: int) -> list[Pass]:
