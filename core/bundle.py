@@ -221,20 +221,28 @@ def train_or_load(kind: str, dataset: Dataset, config=None, train_config: TrainC
 
 def retrain_command(kind: str, dataset_name: str, train_config: TrainConfig,
                     excluded: ForgetRequest | None = None) -> str:
-    """The CLI command that trains this model again (an oracle: the comparison that needs it)."""
+    """The CLI command that trains this model again. An oracle (``excluded`` set) is retrained by the comparison
+    that needs it: its seed is the original's moved by k, so the command names the original's seed and asks for
+    k oracles (those already stored load; only this one trains)."""
     base = recipe(dataset_name, kind)
     flags = f"--dataset {dataset_name} --model {kind}"
     if train_config.epochs != base.epochs:
         flags += f" --epochs {train_config.epochs}"
-    if train_config.seed != base.seed:
-        flags += f" --train-seed {train_config.seed}"
+    if excluded is None:
+        seed, oracles = train_config.seed, ""
+    else:
+        offset = train_config.seed - base.seed
+        seed, k = (base.seed, offset) if offset >= 1 else (train_config.seed - 1, 1)
+        oracles = f" --oracles {k}"
+    if seed != base.seed:
+        flags += f" --train-seed {seed}"
     if excluded is None:
         return f"python -m core train {flags}"
     from core.unlearn import list_methods
 
     methods = list_methods(kind)
     what = f"--classes {','.join(map(str, excluded.classes))}" if excluded.classes else "--ids-file <the same ids>"
-    return f"python -m core forget {flags} {what}" + (f" --method {methods[0]}" if methods else "")
+    return f"python -m core forget {flags} {what}" + (f" --method {methods[0]}" if methods else "") + oracles
 
 
 def damaged_model_error(kind: str, dataset_name: str, train_config: TrainConfig, excluded: ForgetRequest | None,

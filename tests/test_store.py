@@ -1,6 +1,7 @@
 """Checkpoints load weights only; corrupt, foreign or hostile files give a clear StoreError."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -160,6 +161,14 @@ def test_a_damaged_stored_model_is_named_with_the_command_that_retrains_it(digit
 
 def test_a_damaged_oracle_names_the_comparison_that_retrains_it(digits):
     from core.data import request_classes
+    from core.workflow import oracle_train_config
 
-    command = bundle.retrain_command("parametric", "digits", FAST, request_classes(digits, [0, 3]))
-    assert command.startswith("python -m core forget --dataset digits --model parametric --classes 0,3 --method ")
+    request = request_classes(digits, [0, 3])
+    base = bundle.recipe("digits", "parametric")
+    for k in (1, 3):
+        command = bundle.retrain_command("parametric", "digits", oracle_train_config("parametric", digits, k), request)
+        assert command.startswith("python -m core forget --dataset digits --model parametric --classes 0,3 --method ")
+        assert "--train-seed" not in command and command.endswith(f" --oracles {k}")
+    # An oracle on a seed of its own: the original one below it, with one oracle.
+    command = bundle.retrain_command("parametric", "digits", replace(base, seed=base.seed - 4), request)
+    assert f"--train-seed {base.seed - 5} " in command and command.endswith(" --oracles 1")
