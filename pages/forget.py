@@ -6,7 +6,7 @@ import streamlit as st
 
 from core import workflow
 from core.backend import Job
-from core.data import Dataset, ForgetRequest, ForgetRequestError, parse_ids_text
+from core.data import Dataset, ForgetRequest, ForgetRequestError, parse_ids_bytes, parse_ids_text
 from core.data.requests import request_classes, request_ids, request_random
 from core.session import ForgetSession
 from core.unlearn import get_method, list_methods
@@ -33,8 +33,9 @@ def asked_request_ui(dataset: Dataset) -> Callable[[], ForgetRequest]:
         return lambda: request_random(dataset, fraction, int(seed))
     pasted = st.text_area("Training ids (commas, spaces or one per line)", key="forget-ids", placeholder="12, 40, 913")
     uploaded = st.file_uploader("...or a CSV/TXT file of ids", type=["csv", "txt"], key="forget-ids-file")
-    text = lambda: uploaded.getvalue().decode("utf-8", errors="replace") if uploaded is not None else pasted
-    return lambda: request_ids(dataset, parse_ids_text(text()))
+    if uploaded is not None:  # decoded by core, so that a non-UTF-8 file is named with its line
+        return lambda: request_ids(dataset, parse_ids_bytes(uploaded.getvalue(), uploaded.name))
+    return lambda: request_ids(dataset, parse_ids_text(pasted))
 
 
 def request_ui(dataset: Dataset, session: ForgetSession) -> None:
