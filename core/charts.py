@@ -99,6 +99,24 @@ def relearn_curves(curves: Mapping[str, Sequence[Sequence[float]]], target: floa
     return _compact(fig, 320, xaxis_title="fine-tuning step", yaxis_title=y_title, legend=dict(orientation="h"))
 
 
+def cka_band(rows: Sequence[Mapping]) -> go.Figure:
+    """Per layer, 1 − linear CKA of the unlearned model and of the original to the oracles, over the band of
+    the oracle pairs (shaded, up to its upper bound)."""
+    layers = [r["layer"] for r in rows]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=layers, y=[r["band_hi"] for r in rows], name="oracle pairs' band", mode="lines",
+                             line=dict(width=0), fill="tozeroy", fillcolor="rgba(120,120,120,0.25)"))
+    fig.add_trace(go.Scatter(x=layers, y=[r["pairs_mean"] for r in rows], name="oracle pairs' mean", mode="lines",
+                             line=dict(color="#555", dash="dot")))
+    if all("original_to_oracles" in r for r in rows):
+        fig.add_trace(go.Scatter(x=layers, y=[r["original_to_oracles"] for r in rows], name="original",
+                                 mode="lines+markers", line=dict(color="#888")))
+    fig.add_trace(go.Scatter(x=layers, y=[r["to_oracles"] for r in rows], name="unlearned", mode="lines+markers",
+                             line=dict(width=3)))
+    return _compact(fig, 300, xaxis_title="layer (forward order)", yaxis_title="1 − CKA to the oracles",
+                    legend=dict(orientation="h"))
+
+
 # ---- runs: method against method -------------------------------------------------------------------------
 def runs_scatter(runs, stats, x: str, y: str, by: Sequence[str]) -> go.Figure:
     """One point per run coloured by method and, per group of ``by``, its mean with ± sd bars.

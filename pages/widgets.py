@@ -6,6 +6,7 @@ import dataclasses
 import typing
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 from PIL import Image
 
@@ -87,6 +88,14 @@ def config_form_ui(cls: type, key: str):
 
 
 # ---- images ------------------------------------------------------------------------------------
+def number_table_ui(rows: list[dict], key: str) -> None:
+    """``rows`` as a table with floats shown to 3 significant digits."""
+    frame = pd.DataFrame(rows)
+    st.dataframe(frame, hide_index=True, width="stretch", key=key,
+                 column_config={c: st.column_config.NumberColumn(format="%.3g") for c in frame.columns
+                                if pd.api.types.is_float_dtype(frame[c])})
+
+
 def to_image(x: np.ndarray, scale: int = 3) -> Image.Image:
     """A CHW float image in [0, 1] as a PIL image, enlarged for display."""
     arr = (np.clip(x, 0, 1) * 255).astype(np.uint8)

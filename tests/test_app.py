@@ -94,6 +94,12 @@ def test_forget_then_predictions_against_oracle_and_undo():
     assert any(s.value.startswith("Memory check: 0 of the") for s in at.success)
     assert any("Mean membership exposure" in m.value for m in at.markdown)
     assert len(at.get("download_button")) >= 5  # table, per-sample CSV, changed predictions, audit Markdown and JSON
+    # what SPM's encoder, trained on class 0, still reveals: measured on demand against the oracles
+    at.button(key="pred-residue").click().run()
+    assert not at.exception, at.exception
+    residue = next(d.value for d in at.dataframe if "band high" in d.value.columns and "unlearned" in d.value.columns)
+    assert list(residue["unlearned"]) == list(residue["original"])  # the deletion moved no weight
+    assert any(e.value.startswith("The deletion moved no weight") for e in [*at.success, *at.warning])
     at.switch_page("pages/forget.py").run()
     at.button(key="forget-undo").click().run()
     assert any("Nothing is forgotten" in i.value for i in at.info)
@@ -150,6 +156,10 @@ def test_method_forms_run_in_background_and_show_in_predictions():
     relearn = next(d.value for d in at.dataframe if "steps" in d.value.columns)
     assert len(relearn) == 4 and relearn["model"][0] == "unlearned"
     assert any(m.value.startswith("Target: the forgotten classes' test accuracy") for m in at.markdown)
+    at.button(key="pred-residue").click().run()
+    assert not at.exception, at.exception
+    residue = next(d.value for d in at.dataframe if "band high" in d.value.columns and "unlearned" in d.value.columns)
+    assert list(residue["measure"]) == ["kNN accuracy on weight features (%)"]
 
 
 def test_a_dataset_that_cannot_load_leaves_a_clear_message_and_the_upload(monkeypatch):

@@ -15,6 +15,7 @@ from core.eval import evidence as E
 from core.eval import klom as KL
 from core.eval import membership as MB
 from core.eval import relearn as R
+from core.eval import residue as RS
 from tests.conftest import FAST
 
 # ---- hand-made arrays -----------------------------------------------------------------------------------------
@@ -307,6 +308,44 @@ def test_relearn_time_oracle_needs_steps_original_none(class_case):
     assert R.relearn_time(oracles[0], x, y, target, lr=1e-6, max_steps=3)["steps"] is None
     with pytest.raises(TypeError, match="parametric"):
         R.relearn_time(object(), x, y, target)
+
+
+def test_knn_correct_votes_by_majority_and_leaves_the_query_out():
+    ref = np.array([[1, 0], [0.9, 0.1], [0.8, 0.2], [0, 1], [0.1, 0.9], [0.7, 0.72]], np.float32)
+    labels = np.array([0, 0, 0, 1, 1, 2])  # class 2 has one sample: only itself can vote for it
+    rows = np.arange(len(ref))
+    assert RS.knn_correct(ref, labels, ref, labels, k=1).all()  # each row finds itself
+    out = RS.knn_correct(ref, labels, ref, labels, k=1, query_rows=rows)
+    assert out.tolist() == [True, True, True, True, True, False]
+    assert RS.knn_correct(ref[:3], labels[:3], ref, labels, k=3, query_rows=rows[:3]).all()
+
+
+@pytest.mark.slow
+def test_residue_controls_left_out_oracle_inside_and_original_reads_its_training(class_case, digits):
+    dataset, forget_request, original, oracles = class_case
+    for j in range(K):
+        result = RS.residue(oracles[j], original, oracles[:j] + oracles[j + 1:], dataset, forget_request)
+        assert [m["position"] for m in result["measures"]] == ["inside"], (j, result["measures"])
+        assert result["oracle_k"] == K - 1 and result["cka"][0]["depth"] == 1
+    (knn,) = RS.residue(original, original, oracles, dataset, forget_request)["measures"]
+    assert knn["model"] == knn["original"] > knn["oracle_mean"]  # the original's features still separate class 0
+    with pytest.raises(ValueError, match="at least 2"):
+        RS.residue(original, original, oracles[:1], dataset, forget_request)
+
+
+@pytest.mark.slow
+def test_a_memory_deletion_leaves_the_weights_residue_of_the_original(digits, spm_model):
+    request = request_random(digits, 0.1, 0)
+    oracles = [bundle.train_or_load("spm", digits, train_config=replace(FAST, seed=FAST.seed + s),
+                                    excluded=request).classifier for s in (1, 2)]
+    deleted = spm_model.forget(request.ids)
+    result = RS.residue(deleted, spm_model, oracles, digits, request)
+    assert {m["measure"] for m in result["measures"]} == {"knn_acc", "feature_mia"}
+    for m in result["measures"]:
+        assert m["model"] == m["original"], m  # no weight moved: the same numbers as the original's
+    assert [r["to_oracles"] for r in result["cka"]] == [r["original_to_oracles"] for r in result["cka"]]
+    knn = result["measures"][0]
+    assert knn["model"] > knn["oracle_mean"]  # D_f trained the encoder, and its features still fit D_f
 
 
 # ---- the product: K oracles per comparison, scored again as each finishes ---------------------------------------

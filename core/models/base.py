@@ -84,6 +84,11 @@ class Classifier(abc.ABC):
     def embed(self, x: np.ndarray) -> np.ndarray:
         """Penultimate features, shape (N, d)."""
 
+    def weight_features(self, x: np.ndarray) -> np.ndarray:
+        """Features the weights alone compute, without reading any memory (``embed`` unless a memory model
+        reads its memory there): what a deletion that moves no weight leaves as it was."""
+        return self.embed(x)
+
     @abc.abstractmethod
     def networks(self) -> dict[str, nn.Module]:
         """The torch modules whose weights define the model (for saving and hashing)."""

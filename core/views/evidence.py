@@ -20,6 +20,7 @@ from core.data.dataset import Dataset
 from core.data.requests import ForgetRequest
 from core.eval import metrics as M
 from core.eval import relearn as R
+from core.eval import residue as RS
 from core.eval.klom import INDICATIVE_KLOM_N
 from core.models.base import Classifier
 from core.models.parametric import ParametricClassifier
@@ -250,3 +251,58 @@ def relearn_view(after: Classifier, original: bundle.TrainedModel, oracles: Sequ
     ain = R.anamnesis_index(runs["unlearned"], [r for n, r in runs.items() if n != "unlearned"])
     return RelearnView(setting["metric"], setting["target"], setting["text"], rows, ain,
                        {n: r["curve"] for n, r in runs.items()})
+
+
+# ---- what the weights alone reveal -------------------------------------------------------------------------
+
+@dataclass
+class ResidueView:
+    """``residue.residue`` of the shown model as tables, with a sentence that reads them."""
+
+    k: int
+    sentence: str
+    tone: str  # st.success / st.warning / st.info
+    measures: list[dict]
+    cka: list[dict]
+
+
+def _residue_sentence(measures: list[dict], cka: list[dict], k: int, moved_weights: bool) -> tuple[str, str]:
+    """The measures read in one sentence; CKA layers outside the pairs' band are named after it, as a pointer."""
+    above = [m for m in measures if m["position"] == "above"]
+    far = [r["layer"] for r in cka if r["within"] is False]
+    same = "" if moved_weights else "The deletion moved no weight, so these are the original's own numbers. "
+    if above:
+        sentence, tone = same + "The weights alone still reveal the forgotten data: " + "; ".join(
+            f"{m['label']} {m['model']:.1f} is above the oracles' band (up to {m['band'][1]:.1f})" for m in above
+        ) + ".", "warning"
+    else:
+        sentence, tone = same + f"Within the spread of {k} oracles: the weights alone show no more of the forgotten " \
+            "data than a model retrained without it" + (" (few oracles make a wide band)." if k < 5 else "."), "success"
+    if far:
+        sentence += (f" The representation at {', '.join(far)} lies further from the oracles than they lie from one "
+                     "another (1 − CKA; oracle pairs share models, so read this as a pointer).")
+    return sentence, tone
+
+
+def residue_known(after: Classifier, dataset: Dataset, request: ForgetRequest) -> bool:
+    return (dataset.fingerprint(), request.key()) in after.__dict__.get("_residue", {})
+
+
+def residue_view(after: Classifier, original: bundle.TrainedModel, oracles: Sequence[bundle.TrainedModel],
+                 dataset: Dataset, request: ForgetRequest) -> ResidueView:
+    """What the unlearned model's weights alone still reveal (``core.eval.residue``) against the finished
+    oracles; memoised on the (immutable) model per request and oracle set."""
+    key = (dataset.fingerprint(), request.key())
+    memo = after.__dict__.setdefault("_residue", {})
+    oracle_keys = tuple(o.key for o in oracles)
+    if memo.get(key, (None,))[0] != oracle_keys:
+        memo[key] = (oracle_keys, RS.residue(after, original.classifier, [o.classifier for o in oracles], dataset,
+                                             request))
+    result = memo[key][1]
+    moved = any(m["model"] != m["original"] for m in result["measures"]) or any(
+        r.get("original_to_oracles") != r["to_oracles"] for r in result["cka"])
+    sentence, tone = _residue_sentence(result["measures"], result["cka"], result["oracle_k"], moved)
+    measures = [{"measure": m["label"], "unlearned": m["model"], "original": m["original"],
+                 "oracles (mean)": m["oracle_mean"], "oracles (sd)": m["oracle_sd"], "band low": m["band"][0],
+                 "band high": m["band"][1], "position": m["position"]} for m in result["measures"]]
+    return ResidueView(result["oracle_k"], sentence, tone, measures, result["cka"])

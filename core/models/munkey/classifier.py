@@ -152,6 +152,10 @@ class MunkeyClassifier(MemoryClassifier):
         ids, sims = self.neighbours(self.keys_of(x))
         return self._forward(x, ids, sims)[1]
 
+    def weight_features(self, x: np.ndarray) -> np.ndarray:
+        """Class features of the image-only pass (every exemplar token replaced by the null token)."""
+        return self._forward(x, None, None)[1]
+
     @torch.no_grad()
     def _passes(self, x: np.ndarray, ids: np.ndarray, batch_size: int = 2048) -> tuple[np.ndarray, np.ndarray]:
         """One ensemble pass per (image, retrieved id) pair: probabilities (n, C) and class features (n, d)."""
