@@ -8,9 +8,11 @@ For each request (class 0, random 10% with seed 0) and each model kind the metho
 for DAMP, SCRUB, FT and NegGrad+; SPM for spm-delete) it trains or loads the original and K + 1 oracles on seed
 offsets 1..K+1 (never the original's seed). Controls: each of the K + 1 oracles, left out and judged against the
 other K, must read *looks unseen*; the untouched original judged against oracles 1..K must read *not forgotten*.
-Each method at its defaults is judged against oracles 1..K: its verdict, its gaps against the oracle spread and
-KLoM P95 per split. Beside them, the old single-oracle reading: the AvgGap to one oracle on the original's own
-seed against the "noise floor" of that oracle and a reseed (seed + 1), and which conclusions changed.
+Each method at its defaults is judged against oracles 1..K: its verdict, its gaps against the oracle spread,
+KLoM P95 per split, and what its weights alone still reveal (``core.eval.residue``: kNN accuracy and, for random
+10%, a feature membership AUROC, against the oracles' band). Beside them, the old single-oracle reading: the
+AvgGap to one oracle on the original's own seed against the "noise floor" of that oracle and a reseed
+(seed + 1), and which conclusions changed.
 ``report_s``: building one audit report (JSON and Markdown) once the runs exist. Last line: one JSON object.
 """
 
@@ -30,6 +32,7 @@ from core import bundle, workflow  # noqa: E402
 from core.data import load_dataset, request_classes, request_random  # noqa: E402
 from core.eval import audit  # noqa: E402
 from core.eval import metrics as M  # noqa: E402
+from core.eval import residue as RS  # noqa: E402
 from core.unlearn import get_method  # noqa: E402
 
 REQUESTS = {"class0": lambda ds: request_classes(ds, [0]), "random10": lambda ds: request_random(ds, 0.1, 0)}
@@ -126,6 +129,9 @@ def run_request(ds, rname: str, methods: list[str], k: int, old: bool) -> tuple[
             c = run.comparison
             row = {"kind": kind, "verdict": c.verdict, "sentence": c.sentence, "oracle_k": c.k,
                    "gaps": spread_summary(c), "klom_gauss_p95": klom_p95(c), "seconds": run.seconds}
+            residue = RS.residue(run.model, original.classifier, [o.classifier for o in oracles[:k]], ds, request)
+            row["weights_residue"] = {m["measure"]: {f: m[f] for f in ("model", "oracle_mean", "band", "position")}
+                                      for m in residue["measures"]}
             if seeds is not None:
                 row["single_oracle"] = old_reading(run.model, ds, request, *seeds)
                 note = changed(name, c.verdict, row["single_oracle"])
