@@ -96,7 +96,8 @@ def relearn_curves(curves: Mapping[str, Sequence[Sequence[float]]], target: floa
         fig.add_trace(go.Scatter(x=[c[0] for c in curve], y=[c[1] for c in curve], name=name, mode="lines",
                                  line=dict(width=3 if name == "unlearned" else 1.5)))
     fig.add_hline(y=target, line_dash="dash", line_color="#111", annotation_text="target")
-    return _compact(fig, 320, xaxis_title="fine-tuning step", yaxis_title=y_title, legend=dict(orientation="h"))
+    return _compact(fig, 340, xaxis_title="fine-tuning step", yaxis_title=y_title,
+                    legend=dict(orientation="h", y=-0.3))
 
 
 def cka_band(rows: Sequence[Mapping]) -> go.Figure:
@@ -113,8 +114,8 @@ def cka_band(rows: Sequence[Mapping]) -> go.Figure:
                                  mode="lines+markers", line=dict(color="#888")))
     fig.add_trace(go.Scatter(x=layers, y=[r["to_oracles"] for r in rows], name="unlearned", mode="lines+markers",
                              line=dict(width=3)))
-    return _compact(fig, 300, xaxis_title="layer (forward order)", yaxis_title="1 − CKA to the oracles",
-                    legend=dict(orientation="h"))
+    return _compact(fig, 320, xaxis_title="layer (forward order)", yaxis_title="1 − CKA to the oracles",
+                    legend=dict(orientation="h", y=-0.3))
 
 
 # ---- runs: method against method -------------------------------------------------------------------------

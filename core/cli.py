@@ -6,6 +6,7 @@
     python -m core forget --dataset digits --model spm --classes 0 --method spm-delete
     python -m core forget --dataset digits --model parametric --random 0.1 --seed 0 --method ft --set epochs=2
     python -m core train --dataset digits --model munkey --model-set retrieval_reg=self-drop --model-set vit.depth=2
+    python -m core audit --dataset digits --model parametric --classes 0 --method damp --out audit-damp
     python -m core sweep --dataset digits --model parametric --methods ft,ga --requests class:0,random:0.1 --seeds 0-2
 
 Long work runs on Ray: a local instance started here, or the cluster at --ray-address / $UE_RAY_ADDRESS.
@@ -23,6 +24,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from core import bundle, mlflow_log, runs_db, sweep, workflow
+from core import report as report_files
 from core.backend import Backend, BackendError, Job
 from core.configs import ConfigError, config_from_dict, config_to_dict
 from core.data import (
@@ -37,8 +39,10 @@ from core.data import (
 from core.data.id_lists import read_ids_file
 from core.data.user_files import load_user_data
 from core.errors import InputError
+from core.eval import audit, residue
 from core.models import get_model_kind, list_model_kinds
 from core.unlearn import get_method, list_methods
+from core.views import evidence as EV
 
 
 class _Bar:
@@ -190,12 +194,22 @@ def cmd_train(args) -> dict:
 
 
 def cmd_forget(args) -> dict:
+    return _forget(args)[0]
+
+
+def _forget(args, need_oracles: bool = False):
+    """Unlearn the request of ``args`` and judge it against its oracles: (JSON output, the run, the original, the
+    finished oracles, the dataset, the request)."""
     dataset = _dataset(args)
     request = _request(args, dataset)
     config = _method_config(args.method, args.set or [])
     offsets = [] if args.no_oracle else workflow.oracle_offsets(args.oracles)  # checked before Ray starts
+    if need_oracles and len(offsets) < 2:
+        raise ValueError("an audit judges the request against the oracles' spread: it needs at least 2 oracles "
+                         "(--oracles 2 or more, without --no-oracle)")
     engine = _backend(args)
     bar = _Bar(f"{args.model}")
+    ready = []
     try:
         base = _wait(_model(engine, args, dataset), bar)
         oracles = [_model(engine, args, dataset, request, offset) for offset in offsets]  # beside the run
@@ -208,17 +222,18 @@ def cmd_forget(args) -> dict:
                "config": config_to_dict(config), "seconds": run.seconds, "touched": run.touched,
                "weights_sha256": run.weights_sha256}
         if oracles:
-            out.update(_judged(run, base, oracles, dataset, bar))
+            judged, ready = _judged(run, base, oracles, dataset, bar)
+            out.update(judged)
     finally:
         bar.close()
         engine.shutdown()
     out["log"] = {k: v for k, v in run.log.items() if _jsonable(v)}
-    return out
+    return out, run, base, ready, dataset, request
 
 
-def _judged(run, base, oracles: list[Job], dataset, bar: _Bar) -> dict:
+def _judged(run, base, oracles: list[Job], dataset, bar: _Bar) -> tuple[dict, list]:
     """Wait for every oracle, score the run against those that finished (the verdict and its evidence) and record
-    it; an oracle that failed is reported, and none finishing is an error."""
+    it; an oracle that failed is reported, and none finishing is an error. Also returns the finished oracles."""
     failed = []
     for job in oracles:
         try:
@@ -234,7 +249,34 @@ def _judged(run, base, oracles: list[Job], dataset, bar: _Bar) -> dict:
             "oracle_k": c.k, "oracle_seeds": c.oracle_seeds, "oracles_failed": failed, "criteria": c.criteria,
             "metrics": c.metrics, "oracle_metrics": c.oracle_metrics, "spread": c.spread, "klom": c.klom,
             "membership": membership, "membership_top": (c.membership or {}).get("rows", [])[:10],
-            "attacks": c.attacks, "oracle_train_s": run.oracle_seconds, "run_key": workflow.record(run, dataset)}
+            "attacks": c.attacks, "oracle_train_s": run.oracle_seconds,
+            "run_key": workflow.record(run, dataset)}, ready
+
+
+def cmd_audit(args) -> dict:
+    """``forget`` judged against its oracles, then the audit report written into ``--out``: a self-contained HTML
+    page, JSON, Markdown and the per-sample CSV, with the weights' residue and, with ``--relearn``, relearn time."""
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir}: found a file, expected a folder to write the report into")
+    judged, run, base, ready, dataset, request = _forget(args, need_oracles=True)
+    if len(ready) < 2:
+        raise JobFailed(f"only {len(ready)} oracle finished; the report's evidence needs 2: "
+                        + "; ".join(judged.get("oracles_failed", [])))
+    measured = {"residue": residue.residue(run.model, base.classifier, [o.classifier for o in ready], dataset,
+                                           request)}
+    if args.relearn:
+        if not EV.relearn_applies(run.model):
+            raise ValueError(f"--relearn fine-tunes a parametric network; {args.model} forgets by design")
+        EV.relearn_view(run.model, base, ready, dataset, request)
+        measured["relearn"] = EV.measured_for_report(run.model, dataset, request)["relearn"]
+    report = audit.audit_report(dataset, request, base.classifier, run.model, base.meta, args.method,
+                                judged["config"], run.seconds, run.comparison, workflow.store_unlearned(run),
+                                **measured)
+    paths = report_files.write_audit(report, out_dir, dataset.class_names)
+    return {"verdict": judged["verdict"], "sentence": judged["sentence"], "oracle_k": judged["oracle_k"],
+            "run_key": judged["run_key"], "unlearned_weights_sha256": report["unlearned"]["weights_sha256"],
+            "original_weights_sha256": report["original"]["weights_sha256"], "files": [str(p) for p in paths]}
 
 
 def cmd_sweep(args) -> dict:
@@ -275,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("methods", help="list unlearning methods")
     m.add_argument("--model", choices=list_model_kinds())
     commands = (("train", "train or load a model"), ("forget", "unlearn a request and compare with the oracle"),
+                ("audit", "forget, judge against the oracles and write the audit report (HTML, JSON, CSV)"),
                 ("sweep", "methods x requests x seeds as parallel Ray tasks, into the runs table"))
     for name, fn in commands:
         s = sub.add_parser(name, help=fn)
@@ -289,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--device", choices=["auto", "cpu", "cuda"])
         s.add_argument("--model-set", action="append", metavar="NAME=VALUE",
                        help="model config field, dotted for nested ones (e.g. retrieval_reg=self-drop, vit.width=128)")
-        if name == "forget":
+        if name in ("forget", "audit"):
             s.add_argument("--classes", help="comma-separated class indices, e.g. 0,1")
             s.add_argument("--random", type=float, help="fraction of the training set, e.g. 0.1")
             s.add_argument("--seed", type=int, default=0, help="seed of the random fraction")
@@ -299,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--no-oracle", action="store_true", help="skip the retrained oracles (and the verdict)")
             s.add_argument("--oracles", type=int, help="oracles to retrain without the request, each on its own seed "
                                                        "(default $UE_ORACLES or 3; a verdict needs 2)")
+        if name == "audit":
+            s.add_argument("--out", required=True, help="folder for audit.html, audit.json, audit.md, membership.csv")
+            s.add_argument("--relearn", action="store_true", help="also measure relearn time (parametric models)")
         if name == "sweep":
             s.add_argument("--methods", required=True, help="comma-separated methods, e.g. ft,scrub,damp")
             s.add_argument("--requests", required=True, help="comma-separated: class:0, class:0+2, random:0.1")
@@ -322,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
             out = cmd_train(args)
         elif args.command == "sweep":
             out = cmd_sweep(args)
+        elif args.command == "audit":
+            out = cmd_audit(args)
         else:
             out = cmd_forget(args)
     except KeyboardInterrupt:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import bundle, charts, workflow
+from core import bundle, charts, report, workflow
 from core.backend import Job
 from core.data import Dataset, ForgetRequest
 from core.views import evidence as EV
@@ -88,7 +88,7 @@ def membership_ui(ev: EvidenceView, request: ForgetRequest, name: str) -> None:
                "the oracles.")
     number_table_ui(ev.membership[:200], "ev-members")
     st.download_button(f"Download the per-sample table (CSV, {len(ev.membership):,} rows)",
-                       EV.membership_csv(ev.membership), f"membership-{request.key()}-{name}.csv", "text/csv",
+                       report.membership_csv(ev.membership), f"membership-{request.key()}-{name}.csv", "text/csv",
                        key="ev-members-csv")
 
 

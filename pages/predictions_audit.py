@@ -3,16 +3,16 @@ post-hoc method did, and how decodable the forgotten classes stay layer by layer
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import streamlit as st
 
 from core import charts, workflow
+from core import report as report_files
 from core.configs import config_to_dict
 from core.data import Dataset, ForgetRequest
 from core.eval import audit, probes
 from core.eval import metrics as M
+from core.views import evidence as EV
 from core.views.predictions import PredictionView, ShownModel, exposure_captions, run_row, runs_table
 from pages.common import oracle_job, ready_model
 from pages.widgets import image_grid_ui
@@ -45,7 +45,8 @@ def audit_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, request:
     config = config_to_dict(shown.run.config) if shown.run is not None else {}
     stored = workflow.store_unlearned(shown.run) if shown.run is not None else None
     report = audit.audit_report(dataset, request, shown.before, shown.after, shown.original.meta, shown.method, config,
-                                view.seconds, view.comparison, stored)
+                                view.seconds, view.comparison, stored,
+                                **EV.measured_for_report(shown.after, dataset, request))
     if "memory" in report:
         memory = report["memory"]
         (st.success if memory["forgotten_in_memory"] == 0 else st.error)(
@@ -57,11 +58,15 @@ def audit_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, request:
                 + f". {audit.EXPOSURE_EXPLANATION}")
     most = exposure["most_exposed"][:8]
     image_grid_ui([dataset.x_train[r["id"]] for r in most], exposure_captions(most, dataset.class_names))
-    cols = st.columns(2)
-    cols[0].download_button("Download the audit report (Markdown)", audit.report_markdown(report, dataset.class_names),
-                            f"audit-{request.key()}-{shown.name}.md", "text/markdown", key="pred-audit-md")
-    cols[1].download_button("Download the audit report (JSON)", json.dumps(report, indent=1),
-                            f"audit-{request.key()}-{shown.name}.json", "application/json", key="pred-audit-json")
+    files = report_files.audit_files(report, dataset.class_names)
+    stem = f"audit-{request.key()}-{shown.name}"
+    cols = st.columns(3)
+    cols[0].download_button("Download the audit report (HTML, opens offline)", files["audit.html"], f"{stem}.html",
+                            "text/html", key="pred-audit-html", type="primary",
+                            help="One self-contained page: the report and its figures, no external script. Relearn "
+                                 "time and the weights' residue are included once measured above.")
+    cols[1].download_button("JSON", files["audit.json"], f"{stem}.json", "application/json", key="pred-audit-json")
+    cols[2].download_button("Markdown", files["audit.md"], f"{stem}.md", "text/markdown", key="pred-audit-md")
 
 
 def method_ui(shown: ShownModel, request: ForgetRequest) -> None:

@@ -95,3 +95,45 @@ def test_report_without_an_oracle_says_so(parametric_model, digits):
     report = audit.audit_report(digits, request, parametric_model, parametric_model, meta, "none", None, 0.0)
     assert "memory" not in report and "comparison" not in report and "verdict" not in report
     assert "there is no verdict" in audit.report_markdown(report)
+
+
+@pytest.mark.slow
+def test_cli_audit_writes_an_html_report_that_needs_nothing_outside_it(tmp_path, digits, parametric_model):
+    """``python -m core audit``: the files, the stored weights' hash, the residue and relearn sections, and an HTML
+    page that carries its own plotly.js and loads nothing from outside."""
+    import re
+
+    from core import store
+    from tests.test_cli import cli
+
+    out = tmp_path / "report"
+    code, result = cli("audit", "--dataset", "digits", "--model", "parametric", "--classes", "3", "--method", "ga",
+                       "--oracles", "3", "--relearn", "--out", str(out))
+    assert code == 0, result
+    assert sorted(p.name for p in out.iterdir()) == ["audit.html", "audit.json", "audit.md", "membership.csv"]
+    report = json.loads((out / "audit.json").read_text())
+    key = f"unlearned-{result['run_key']}-{result['unlearned_weights_sha256'][:16]}"
+    stored = next(p for p in store.model_dirs(key) if p.exists())
+    file_hash = hashlib.sha256((stored / "weights.safetensors").read_bytes()).hexdigest()
+    assert report["unlearned"]["weights_sha256"] == result["unlearned_weights_sha256"] == file_hash
+    assert report["oracles"]["seeds"] == [1, 2, 3] and report["verdict"]["verdict"] == result["verdict"]
+    assert [m["measure"] for m in report["weights_residue"]["measures"]] == ["knn_acc"]
+    assert [r["model"] for r in report["relearn"]["rows"]][:2] == ["unlearned", "oracle 1 (seed 1)"]
+    page = (out / "audit.html").read_text()
+    assert page.count('class="plotly-graph-div"') == 3  # verdict bands, relearn curves, CKA per layer
+    assert not re.search(r"<script[^>]+src=", page) and "<link" not in page  # plotly.js is inlined
+    assert file_hash in page and report["request"]["ids_sha256"] in page
+    assert (out / "membership.csv").read_text().count("\n") == len(request_classes(digits, [3])) + 1
+
+
+def test_the_html_report_escapes_what_it_quotes(parametric_model, digits):
+    from core import report as R
+
+    request = request_classes(digits, [2])
+    meta = {"kind": "parametric", "key": "p", "weights_sha256": "x"}
+    report = audit.audit_report(digits, request, parametric_model, parametric_model, meta, "<script>alert(1)</script>",
+                                None, 0.0)
+    page = R.report_html(report, digits.class_names)
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "plotly-graph-div" not in page  # no oracle: no figure, and no plotly.js either
+    assert set(R.audit_files(report)) == {"audit.html", "audit.json", "audit.md"}

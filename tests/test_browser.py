@@ -169,7 +169,7 @@ def test_lasso_grid_forget_predictions(app_url):
         # the audit report a user downloads names exactly the lassoed ids, and the memory holds none of them
         import hashlib
 
-        label = "Download the audit report (Markdown)"
+        label = "Download the audit report (HTML, opens offline)"
         deadline = time.time() + 120  # the page reruns while the oracles train: poll the settled text
         while label not in main.inner_text() and time.time() < deadline:
             time.sleep(0.5)
@@ -177,10 +177,20 @@ def test_lasso_grid_forget_predictions(app_url):
         button = page.get_by_text(label).first
         with page.expect_download(timeout=60_000) as download:
             button.click()
-        report = Path(download.value.path()).read_text()
-        (OUT / "audit-report.md").write_text(report)
-        assert hashlib.sha256("\n".join(map(str, train_ids)).encode()).hexdigest() in report
-        assert f"forgotten samples still among them: **0** of {len(train_ids)}" in report
+        saved = OUT / "audit-report.html"
+        download.value.save_as(saved)
+        # the downloaded page opens with the network cut: nothing it shows comes from outside the file
+        offline = browser.new_context(offline=True)
+        report_page = offline.new_page()
+        outside = []
+        report_page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(("file:", "data:")) else None)
+        report_page.goto(saved.resolve().as_uri())
+        text = report_page.locator("body").inner_text()
+        assert hashlib.sha256("\n".join(map(str, train_ids)).encode()).hexdigest() in text
+        assert f"forgotten samples still among them: 0 of {len(train_ids)}" in text
+        assert report_page.locator(".js-plotly-plot").count() == report_page.locator(".plotly-graph-div").count()
+        assert not outside, outside
+        report_page.screenshot(path=str(OUT / "audit-report.png"), full_page=True)
         browser.close()
 
 

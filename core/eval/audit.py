@@ -73,11 +73,14 @@ def _spread_rows(comparison) -> list[dict]:
 
 def audit_report(dataset: Dataset, request: ForgetRequest, original: Classifier, unlearned: Classifier,
                  model_meta: dict, method: str, method_config: dict | None, seconds: float, comparison=None,
-                 unlearned_weights=None, top: int = 20) -> dict:
+                 unlearned_weights=None, top: int = 20, residue: dict | None = None,
+                 relearn: dict | None = None) -> dict:
     """The whole report as JSON-ready values; ``report_markdown`` renders it for people. ``model_meta``: the
     original's stored metadata; ``comparison``: the ``workflow.Comparison`` of ``unlearned`` against the finished
     oracles (None: none has finished, and the report says so); ``unlearned_weights``: the ``store.StoredModel``
-    of a post-hoc run's unlearned weights (None for a by-design deletion)."""
+    of a post-hoc run's unlearned weights (None for a by-design deletion); ``residue``: ``residue.residue`` of the
+    unlearned model and ``relearn``: the relearn-time reading (metric, target, target_text, rows, ain, curves),
+    each included when it was measured."""
     from core import store  # versions of the software that computed the report
 
     test_p, train_p = unlearned.split_proba(dataset, "test"), unlearned.split_proba(dataset, "train")
@@ -111,6 +114,10 @@ def audit_report(dataset: Dataset, request: ForgetRequest, original: Classifier,
         report["klom"] = _plain(comparison.klom)
         report["membership"] = _plain(comparison.membership)
         report["attacks"] = _plain(comparison.attacks)
+    if residue is not None:
+        report["weights_residue"] = _plain(residue)
+    if relearn is not None:
+        report["relearn"] = _plain(relearn)
     order = np.argsort(-exposure, kind="stable")[:top]
     ids, labels = np.asarray(request.ids), dataset.y_train[list(request.ids)]
     report["exposure"] = {
@@ -188,6 +195,32 @@ def _evidence_lines(r: dict) -> list[str]:
     return lines
 
 
+def _weights_lines(r: dict) -> list[str]:
+    lines = []
+    res = r.get("weights_residue")
+    if res:
+        lines += ["", f"## What the weights alone still reveal ({res['oracle_k']} oracles)",
+                  "| measure | unlearned | original | oracles mean ± sd | oracles' band | lies |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {m['label']} | {_num(m['model'])} | {_num(m['original'])} | {_num(m['oracle_mean'])} ± "
+                  f"{_num(m['oracle_sd'])} | {_num(m['band'][0])} to {_num(m['band'][1])} | {m['position']} |"
+                  for m in res["measures"]]
+        lines += ["", "| layer | 1 − CKA to the oracles | original's | oracle pairs mean ± sd | within their band |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {c['layer']} | {_num(c['to_oracles'], 3)} | {_num(c.get('original_to_oracles'), 3)} | "
+                  f"{_num(c['pairs_mean'], 3)} ± {_num(c['pairs_sd'], 3)} | {c['within']} |" for c in res["cka"]]
+    rl = r.get("relearn")
+    if rl:
+        ain = rl["ain"].get("ain")
+        lines += ["", "## Relearn time", f"Target: {rl['target_text']}. Anamnesis Index: "
+                  + (f"{ain:.2f} (≈ 1 ideal, ≪ 1 residual knowledge)" if ain is not None else "not defined"), "",
+                  "| model | steps | reached |", "|---|---|---|"]
+        for w in rl["rows"]:
+            steps = w["steps"] if w["steps"] is not None else f"more than {w['cap']}"
+            lines.append(f"| {w['model']} | {steps} | {w['reached']} |")
+    return lines
+
+
 def report_markdown(report: dict, class_names: tuple[str, ...] | None = None) -> str:
     """The report as Markdown a person can read, print or attach to a ticket."""
     r, req = report, report["request"]
@@ -225,6 +258,7 @@ def report_markdown(report: dict, class_names: tuple[str, ...] | None = None) ->
             lines.append("- Forgotten samples the kNN-mode index still returns: "
                          f"**{mem['forgotten_in_knn_index']:,}**")
     lines += _evidence_lines(r)
+    lines += _weights_lines(r)
     exp = r["exposure"]
     lines += ["", "## Loss exposure of the forgotten samples", exp["explanation"], "",
               f"- Mean exposure {exp['mean']:.2f} (the loss-attack AUROC); share above 90: {exp['share_above_90']:.2f}%"

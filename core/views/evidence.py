@@ -8,8 +8,6 @@ method's and the original's value), each metric's oracle spread, KLoM per split,
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,6 +22,7 @@ from core.eval import residue as RS
 from core.eval.klom import INDICATIVE_KLOM_N
 from core.models.base import Classifier
 from core.models.parametric import ParametricClassifier
+from core.report import criteria_band_rows
 
 PER_SAMPLE_SIGMA_K = 64  # EVIDENCE §2a: a per-sample variance needs K ≳ 64 oracles; fewer use one global σ
 SPLITS = {"forget": "forget (D_f)", "retain": "retain (D_r)", "val": "validation (test set)"}
@@ -158,26 +157,13 @@ def _notes(comparison: workflow.Comparison) -> list[str]:
 
 def evidence_view(comparison: workflow.Comparison) -> EvidenceView:
     """Everything the verdict panel draws, from one comparison."""
-    bands = [{"label": c["label"], "unit": c["unit"], "value": c["value"], "original": c["original"],
-              "oracle_values": c["oracle_values"], "lo": c["band"]["lo"], "hi": c["band"]["hi"],
-              "log": bool(c["band"].get("log"))} for c in comparison.criteria]
+    bands = criteria_band_rows(comparison.criteria)
     membership = comparison.membership or {}
     return EvidenceView(comparison.verdict, comparison.sentence, TONES[comparison.verdict], comparison.k,
                         comparison.oracle_seeds, comparison.scenario, comparison.scenario_rule, comparison.rule,
                         criteria_rows(comparison.criteria), bands, spread_rows(comparison.spread),
                         klom_rows(comparison.klom), attack_rows(comparison.membership),
                         population_rows(comparison.attacks), list(membership.get("rows", [])), _notes(comparison))
-
-
-def membership_csv(rows: Sequence[dict]) -> str:
-    """The per-sample table as CSV text (header from the first row)."""
-    if not rows:
-        return ""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
 
 
 # ---- relearn time ---------------------------------------------------------------------------------------------
@@ -249,8 +235,24 @@ def relearn_view(after: Classifier, original: bundle.TrainedModel, oracles: Sequ
         runs[name] = memo[key]
     rows = [{"model": n, "steps": r["steps"], "reached": r["reached"], "cap": r["cap"]} for n, r in runs.items()]
     ain = R.anamnesis_index(runs["unlearned"], [r for n, r in runs.items() if n != "unlearned"])
-    return RelearnView(setting["metric"], setting["target"], setting["text"], rows, ain,
+    view = RelearnView(setting["metric"], setting["target"], setting["text"], rows, ain,
                        {n: r["curve"] for n, r in runs.items()})
+    after.__dict__.setdefault("_relearn_view", {})[key] = view
+    return view
+
+
+def measured_for_report(after: Classifier, dataset: Dataset, request: ForgetRequest) -> dict:
+    """What was measured on demand for ``after`` and ``request``, as ``audit.audit_report`` takes it: ``residue``
+    and ``relearn`` (absent when not measured)."""
+    key = (dataset.fingerprint(), request.key())
+    out = {}
+    if key in after.__dict__.get("_residue", {}):
+        out["residue"] = after.__dict__["_residue"][key][1]
+    view = after.__dict__.get("_relearn_view", {}).get(key)
+    if view is not None:
+        out["relearn"] = {"metric": view.metric, "target": view.target, "target_text": view.target_text,
+                          "rows": view.rows, "ain": view.ain, "curves": view.curves}
+    return out
 
 
 # ---- what the weights alone reveal -------------------------------------------------------------------------
