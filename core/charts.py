@@ -53,13 +53,14 @@ def transition_heatmap(matrix: np.ndarray, labels: Sequence[str]) -> go.Figure:
 
 
 def probe_curves(curves: Mapping[str, Sequence[Mapping]]) -> go.Figure:
-    """Probe accuracy per layer for each model; the oracle's curve is drawn thick and dashed (the target)."""
+    """Probe accuracy per layer for each model; the oracles' curves (names starting "oracle") are grey and
+    dashed: together they are the target and its spread."""
     fig = go.Figure()
     for name, curve in curves.items():
-        oracle = name == "oracle"
+        oracle = name.startswith("oracle")
         fig.add_trace(go.Scatter(x=[r["layer"] for r in curve], y=[r["probe_acc"] for r in curve], name=name,
-                                 mode="lines+markers",
-                                 line=dict(width=4 if oracle else 2, dash="dash" if oracle else "solid")))
+                                 mode="lines+markers", line=dict(width=2, dash="dash" if oracle else "solid",
+                                                                 **({"color": GREY} if oracle else {}))))
     return _compact(fig, 340, yaxis_title="probe accuracy %", xaxis_title="layer")
 
 

@@ -14,7 +14,7 @@ from core.eval import audit, probes
 from core.eval import metrics as M
 from core.views import evidence as EV
 from core.views.predictions import PredictionView, ShownModel, exposure_captions, run_row, runs_table
-from pages.common import oracle_job, ready_model
+from pages.common import oracle_jobs, ready_model
 from pages.widgets import image_grid_ui
 
 
@@ -83,14 +83,14 @@ def method_ui(shown: ShownModel, request: ForgetRequest) -> None:
 
 
 def probes_ui(dataset: Dataset, request: ForgetRequest, done_runs: list) -> None:
-    """Layer-wise probe curves of the forgotten classes for the parametric original, its oracle and runs."""
+    """Layer-wise probe curves of the forgotten classes for the parametric original, each finished oracle (their
+    spread is what retraining varies) and the runs."""
     st.subheader("Layer-wise decodability of the forgotten classes")
     st.caption(M.EXPLANATIONS["decodability"])
     original = ready_model("parametric", dataset)
     models = {"original": original.classifier} if original is not None else {}
-    oracle = oracle_job("parametric", dataset, request, start=False)  # the first of the K oracles
-    if oracle is not None and oracle.finished_ok:
-        models["oracle"] = oracle.result.classifier
+    for i, oracle in enumerate(workflow.finished(oracle_jobs("parametric", dataset, request, start=False)), 1):
+        models[f"oracle {i} (seed {workflow.train_seed(oracle)})"] = oracle.classifier
     models.update({r.method: r.model for r in done_runs if r.kind == "parametric"})
     known = all(probes.decodability_known(m, dataset, request) for m in models.values())
     if not known and not st.button("Compute the probe curves", key="pred-probes",
@@ -99,5 +99,5 @@ def probes_ui(dataset: Dataset, request: ForgetRequest, done_runs: list) -> None
     with st.spinner("Probing every layer of every model"):
         curves = {name: probes.memoised_decodability(m, dataset, request) for name, m in models.items()}
     st.plotly_chart(charts.probe_curves(curves), width="stretch")
-    if "oracle" not in curves:
-        st.caption("The parametric oracle is not trained yet: run a post-hoc method to train it, then recompute.")
+    if not any(name.startswith("oracle") for name in curves):
+        st.caption("No parametric oracle is trained yet: run a post-hoc method to train them, then recompute.")

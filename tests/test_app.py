@@ -1,6 +1,7 @@
 """AppTest runs of the pages on digits (Runs: test_runs_page; Retrieval: test_munkey), and two browser sessions
 that must not see each other's deletions."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -160,6 +161,12 @@ def test_method_forms_run_in_background_and_show_in_predictions():
     assert not at.exception, at.exception
     residue = next(d.value for d in at.dataframe if "band high" in d.value.columns and "unlearned" in d.value.columns)
     assert list(residue["measure"]) == ["kNN accuracy on weight features (%)"]
+    # probe decodability per layer: the original, each of the K oracles and the run
+    at.button(key="pred-probes").click().run()
+    assert not at.exception, at.exception
+    traces = [[t.get("name") for t in json.loads(c.proto.spec)["data"]] for c in at.get("plotly_chart")]
+    probe = next(names for names in traces if "damp" in names)
+    assert "original" in probe and sum(n.startswith("oracle ") for n in probe) == 3
 
 
 def test_a_dataset_that_cannot_load_leaves_a_clear_message_and_the_upload(monkeypatch):
