@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from core import bundle, mlflow_log, runs_db, sweep, workflow
+from core import bundle, mlflow_log, purge, runs_db, sweep, workflow
 from core import report as report_files
 from core.backend import Backend, BackendError, Job
 from core.configs import ConfigError, config_from_dict, config_to_dict
@@ -41,6 +41,7 @@ from core.data.user_files import load_user_data
 from core.errors import InputError
 from core.eval import audit, residue
 from core.models import get_model_kind, list_model_kinds
+from core.models.base import MemoryClassifier
 from core.unlearn import get_method, list_methods
 from core.views import evidence as EV
 
@@ -274,6 +275,10 @@ def cmd_audit(args) -> dict:
                                 judged["config"], run.seconds, run.comparison, workflow.store_unlearned(run),
                                 **measured)
     paths = report_files.write_audit(report, out_dir, dataset.class_names)
+    if args.purged_copy:
+        if not isinstance(run.model, MemoryClassifier):
+            raise ValueError(f"--purged-copy writes a by-design model's memory without D_f; {args.model} has none")
+        paths.append(purge.write_purged(run.model, request.ids, out_dir / "purged", base.key))
     return {"verdict": judged["verdict"], "sentence": judged["sentence"], "oracle_k": judged["oracle_k"],
             "run_key": judged["run_key"], "unlearned_weights_sha256": report["unlearned"]["weights_sha256"],
             "original_weights_sha256": report["original"]["weights_sha256"], "files": [str(p) for p in paths]}
@@ -345,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "audit":
             s.add_argument("--out", required=True, help="folder for audit.html, audit.json, audit.md, membership.csv")
             s.add_argument("--relearn", action="store_true", help="also measure relearn time (parametric models)")
+            s.add_argument("--purged-copy", action="store_true", help="also write a copy of the forgotten by-design "
+                                                                      "model that holds no row or id of D_f (purged/)")
         if name == "sweep":
             s.add_argument("--methods", required=True, help="comma-separated methods, e.g. ft,scrub,damp")
             s.add_argument("--requests", required=True, help="comma-separated: class:0, class:0+2, random:0.1")

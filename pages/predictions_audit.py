@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import charts, workflow
+from core import charts, purge, workflow
 from core import report as report_files
 from core.configs import config_to_dict
 from core.data import Dataset, ForgetRequest
@@ -15,6 +15,7 @@ from core.eval import metrics as M
 from core.views import evidence as EV
 from core.views.predictions import PredictionView, ShownModel, exposure_captions, run_row, runs_table
 from pages.common import oracle_jobs, ready_model
+from pages.state import session_state
 from pages.widgets import image_grid_ui
 
 
@@ -52,6 +53,7 @@ def audit_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, request:
         (st.success if memory["forgotten_in_memory"] == 0 else st.error)(
             f"Memory check: {memory['forgotten_in_memory']:,} of the {memory['forgotten_ids']:,} forgotten samples "
             f"are still in {shown.name}'s memory ({memory['memory_entries']:,} entries).")
+        purged_copy_ui(shown, request, memory["artifacts"])
     exposure = report["exposure"]
     st.markdown(f"Mean membership exposure of the forgotten samples **{exposure['mean']:.1f}** (the MIA AUROC)"
                 + (f"; the oracles' **{exposure['oracle_mean']:.1f}**" if "oracle_mean" in exposure else "")
@@ -67,6 +69,20 @@ def audit_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, request:
                                  "time and the weights' residue are included once measured above.")
     cols[1].download_button("JSON", files["audit.json"], f"{stem}.json", "application/json", key="pred-audit-json")
     cols[2].download_button("Markdown", files["audit.md"], f"{stem}.md", "text/markdown", key="pred-audit-md")
+
+
+def purged_copy_ui(shown: ShownModel, request: ForgetRequest, artifacts: list[dict]) -> None:
+    """What the forgotten model object still carries, and a copy that carries none of it, on demand."""
+    with st.expander("What else the model carries, and a purged copy"):
+        st.dataframe(pd.DataFrame(artifacts), hide_index=True, width="stretch")
+        copies, key = session_state().purged_copies, f"{request.key()}:{shown.name}"
+        if st.button("Prepare a purged copy", key="pred-purge", help="Weights and memory without any row or id of "
+                     "the forgotten samples; loads with core.purge.load_purged and predicts as this model does."):
+            copies.clear()  # one copy at a time: each is the size of the model
+            copies[key] = purge.purged_zip(shown.after, request.ids, shown.original.key)
+        if key in copies:
+            st.download_button("Download the purged copy (zip)", copies[key], f"purged-{key.replace(':', '-')}.zip",
+                               "application/zip", key="pred-purge-zip")
 
 
 def method_ui(shown: ShownModel, request: ForgetRequest) -> None:

@@ -101,6 +101,12 @@ def test_forget_then_predictions_against_oracle_and_undo():
     residue = next(d.value for d in at.dataframe if "band high" in d.value.columns and "unlearned" in d.value.columns)
     assert list(residue["unlearned"]) == list(residue["original"])  # the deletion moved no weight
     assert any(e.value.startswith("The deletion moved no weight") for e in [*at.success, *at.warning])
+    # what else the model object carries, and a purged copy that carries none of it
+    artifacts = next(d.value for d in at.dataframe if "in_purged_copy" in d.value.columns)
+    assert artifacts.set_index("artifact").loc["memory entries", "forgotten_rows"] == 0
+    at.button(key="pred-purge").click().run()
+    assert not at.exception, at.exception
+    assert any(b.proto.label == "Download the purged copy (zip)" for b in at.get("download_button"))
     at.switch_page("pages/forget.py").run()
     at.button(key="forget-undo").click().run()
     assert any("Nothing is forgotten" in i.value for i in at.info)

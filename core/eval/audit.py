@@ -101,7 +101,9 @@ def audit_report(dataset: Dataset, request: ForgetRequest, original: Classifier,
     }
     check = getattr(unlearned, "memory_check", None)
     if callable(check):
-        report["memory"] = check(request.ids)
+        from core.purge import remaining
+
+        report["memory"] = {**check(request.ids), "artifacts": remaining(unlearned, request.ids)}
     exposure = sample_exposure(train_p, test_p, dataset, request)
     if comparison is not None:
         report["oracles"] = {"k": comparison.k, "seeds": comparison.oracle_seeds, "models": comparison.oracles}
@@ -257,6 +259,12 @@ def report_markdown(report: dict, class_names: tuple[str, ...] | None = None) ->
         if "forgotten_in_knn_index" in mem:
             lines.append("- Forgotten samples the kNN-mode index still returns: "
                          f"**{mem['forgotten_in_knn_index']:,}**")
+        if mem.get("artifacts"):
+            lines += ["", "Everything the model object carries, and how many rows of the forgotten samples each holds "
+                      "(a purged copy, `python -m core audit --purged-copy`, keeps none of them):", "",
+                      "| artifact | forgotten rows | in a purged copy |", "|---|---|---|"]
+            lines += [f"| {a['artifact']} | {a['forgotten_rows']:,} | {a['in_purged_copy']} |"
+                      for a in mem["artifacts"]]
     lines += _evidence_lines(r)
     lines += _weights_lines(r)
     exp = r["exposure"]

@@ -6,6 +6,7 @@ import abc
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -120,6 +121,10 @@ class Classifier(abc.ABC):
 @dataclass
 class SharedMemory:
     """Read-only state of a by-design model, shared by it and every copy ``forget`` makes."""
+
+    # False for a purged copy (core.purge): train_features is zero for ids it does not hold, so the training
+    # split's vectors are computed from the images instead of read from it
+    complete: ClassVar[bool] = True
 
     net: nn.Module
     train_features: np.ndarray  # one vector per training id, float32 (N, d): what the memory is built from

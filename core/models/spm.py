@@ -186,6 +186,9 @@ class SPMClassifier(MemoryClassifier):
         the authors' code does."""
         shared = self._shared
         if mode == "reencode":
+            if shared.train_images is None:
+                raise ValueError("this copy holds no training images (a purged copy): re-encoding needs them; "
+                                 "forget with mode 'incremental'")
             retained = np.flatnonzero(active)
             feats = batched(shared.net.encoder, shared.train_images[retained], shared.device).astype(np.float64)
             sums = np.zeros_like(self.sums)
@@ -222,7 +225,7 @@ class SPMClassifier(MemoryClassifier):
         """Encoder features of a whole split, cached for this network (deletion never changes them)."""
         key = (dataset.fingerprint(), split)
         if key not in self._shared.features:
-            if split == "train" and len(dataset.y_train) == len(self._shared.train_features):
+            if split == "train" and self._shared.complete and len(dataset.y_train) == len(self._shared.train_features):
                 self._shared.features[key] = self._shared.train_features
             else:
                 self._shared.features[key] = self.embed(getattr(dataset, f"x_{split}"))
