@@ -2,7 +2,7 @@
 
 Layout under ``home()`` (``$UE_HOME`` or ``~/.cache/unlearning-explorer``)::
 
-    models/<key>/weights.safetensors, meta.json, train_features.npy (cache)
+    models/<key>/weights.safetensors, meta.json, train_features-<weights sha256[:16]>.npy (cache)
     runs/<key>/run.json, arrays.npz
 
 ``assets/models`` in the repository is a read-only second place to find models (the shipped bundle).
@@ -141,10 +141,11 @@ def save_model_bytes(key: str, weights: bytes, meta: dict, arrays: dict[str, np.
     final = home() / "models" / key
     tmp = _atomic_dir(final)
     (tmp / "weights.safetensors").write_bytes(weights)
+    digest = hashlib.sha256(weights).hexdigest()
     for name, array in (arrays or {}).items():
-        np.save(tmp / f"{name}.npy", np.asarray(array), allow_pickle=False)
+        np.save(tmp / f"{name}-{digest[:16]}.npy", np.asarray(array), allow_pickle=False)
     meta = {**meta, "key": key, "versions": versions(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "weights_sha256": hashlib.sha256(weights).hexdigest()}
+            "weights_sha256": digest}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     _commit_dir(tmp, final)
     return StoredModel(key, final, read_meta(final))
@@ -192,8 +193,15 @@ def config_of(meta: dict, cls: type):
         raise StoreError(f"stored config does not fit {cls.__name__}: {err}") from err
 
 
+def _array_path(stored: StoredModel, name: str) -> Path:
+    """Where ``name`` is cached for ``stored``: beside its weights, named by their SHA-256, so an array computed
+    from other weights (a file replaced by hand, a damaged copy restored) is never read for these."""
+    digest = (stored.meta or {}).get("weights_sha256", "")[:16] or "unhashed"
+    return home() / "models" / stored.key / f"{name}-{digest}.npy"
+
+
 def cached_array(stored: StoredModel, name: str) -> np.ndarray | None:
-    path = home() / "models" / stored.key / f"{name}.npy"
+    path = _array_path(stored, name)
     if path.is_file():
         try:
             return np.load(path, allow_pickle=False)
@@ -203,12 +211,12 @@ def cached_array(stored: StoredModel, name: str) -> np.ndarray | None:
 
 
 def cache_array(stored: StoredModel, name: str, array: np.ndarray) -> None:
-    folder = home() / "models" / stored.key
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npy")
+    path = _array_path(stored, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy")
     with os.fdopen(fd, "wb") as f:
         np.save(f, array, allow_pickle=False)
-    os.replace(tmp, folder / f"{name}.npy")
+    os.replace(tmp, path)
 
 
 def load_computed(name: str) -> dict[str, np.ndarray] | None:

@@ -172,3 +172,16 @@ def test_a_damaged_oracle_names_the_comparison_that_retrains_it(digits):
     # An oracle on a seed of its own: the original one below it, with one oracle.
     command = bundle.retrain_command("parametric", "digits", replace(base, seed=base.seed - 4), request)
     assert f"--train-seed {base.seed - 5} " in command and command.endswith(" --oracles 1")
+
+
+def test_cached_arrays_are_named_by_the_weights_hash():
+    from safetensors.torch import save as save_bytes
+
+    weights = save_bytes({"w": torch.zeros(2)})
+    saved = store.save_model_bytes("cache-keyed", weights, {"kind": "parametric", "config": {}},
+                                   {"train_features": np.ones((3, 2), np.float32)})
+    assert store.cached_array(saved, "train_features").shape == (3, 2)
+    other = store.StoredModel(saved.key, saved.path, {**saved.meta, "weights_sha256": "f" * 64})
+    assert store.cached_array(other, "train_features") is None  # other weights never read this cache
+    store.cache_array(other, "train_features", np.zeros((3, 2), np.float32))
+    assert store.cached_array(saved, "train_features").sum() == 6  # and never overwrite it
