@@ -7,6 +7,7 @@ Screenshots go to test-output/ (ignored by git).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -34,8 +35,11 @@ def app_url(tmp_path_factory):
     env = {**os.environ, "UE_HOME": str(home), "UE_DATASET": "digits", "UE_NO_DOWNLOAD": "1",
            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     # Train the SPM first: the app then loads it at once instead of queueing it behind every other model.
-    subprocess.run([sys.executable, "-c", "from core import workflow; from core.data import load_dataset; "
-                    "workflow.original('spm', load_dataset('digits'))"], cwd=ROOT, env=env, check=True, timeout=300)
+    # The generation SPM and its oracle without class 0 too, for the Generate page (seconds each on digits).
+    subprocess.run([sys.executable, "-c", "from core import workflow; from core.data import load_dataset, "
+                    "request_classes; d = load_dataset('digits'); workflow.original('spm', d); "
+                    "workflow.original('gen-spm', d); workflow.oracle('gen-spm', d, request_classes(d, [0]), 1)"],
+                   cwd=ROOT, env=env, check=True, timeout=600)
     log = open(home / "streamlit.log", "w")
     proc, url = start_app(env, log)
     if not wait_healthy(proc, url, STARTUP_S):
@@ -191,6 +195,36 @@ def test_lasso_grid_forget_predictions(app_url):
         assert report_page.locator(".js-plotly-plot").count() == report_page.locator(".plotly-graph-div").count()
         assert not outside, outside
         report_page.screenshot(path=str(OUT / "audit-report.png"), full_page=True)
+        browser.close()
+
+
+def test_generate_page_shows_three_grids_from_the_same_noise(app_url):
+    """The Generate page in a browser: before forgetting, after forgetting and the oracle, side by side, each
+    image captioned with the classifier's label (the three grids AppTest cannot see laid out)."""
+    OUT.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        open_app(page, app_url)
+        page.get_by_role("link", name="Generate", exact=True).first.click()
+        main = page.locator("[data-testid='stMain']")
+        main.get_by_role("button", name="Generate", exact=True).wait_for(timeout=MODEL_S * 1000)
+        main.get_by_text("No weight changed").first.wait_for(timeout=MODEL_S * 1000)
+        main.get_by_role("button", name="Generate", exact=True).click()
+        titles = [main.get_by_text(re.compile(f"^{t}: class ")) for t in ("Before forgetting", "After forgetting",
+                                                                          "Oracle")]
+        for title in titles:
+            title.first.wait_for(timeout=MODEL_S * 1000)
+        captions = main.get_by_text(re.compile(r"^#\d+( → .+)?$"))  # "#i", with the label once a classifier exists
+        deadline = time.time() + 60
+        while captions.count() < 3 * 8 and time.time() < deadline:  # 8 images per grid by default
+            time.sleep(0.5)
+        page.screenshot(path=str(OUT / "generate-three-grids.png"), full_page=True)
+        assert captions.count() == 3 * 8
+        boxes = [title.first.bounding_box() for title in titles]
+        assert boxes[0]["x"] < boxes[1]["x"] < boxes[2]["x"]  # side by side, in this order
+        firsts = [c.bounding_box() for c in captions.filter(has_text=re.compile(r"^#0\b")).all()]
+        assert len(firsts) == 3 and firsts[0]["x"] < firsts[1]["x"] < firsts[2]["x"]  # image 0 heads each grid
         browser.close()
 
 
