@@ -95,8 +95,8 @@ def residue_rows(dataset: Dataset, request: ForgetRequest) -> dict:
 
 def model_residue(model: Classifier, dataset: Dataset, request: ForgetRequest, rows: dict | None = None) -> dict:
     """The measures above for one model: ``knn_acc`` (with each query's ``knn_correct``) and, for sample
-    requests, ``feature_mia``. The kNN
-    reference is the whole test set (a class request's queries leave themselves out)."""
+    requests, ``feature_mia``. The kNN reference is the whole test set (a class request's queries leave
+    themselves out)."""
     rows = rows or residue_rows(dataset, request)
     feats = model.weight_features
     ref = feats(dataset.x_test)
