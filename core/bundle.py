@@ -135,6 +135,23 @@ def is_available(kind: str, dataset: Dataset, config=None, train_config: TrainCo
         return True
 
 
+def expected_train_seconds(kind: str, dataset: Dataset, config=None, train_config: TrainConfig | None = None,
+                           excluded: ForgetRequest | None = None) -> float | None:
+    """How long training a model without ``excluded`` should take, from the stored original of this config and
+    recipe (``train_config``: the original's, before an oracle's seed is moved): its measured training time,
+    scaled by the share of the training set kept. None when no original is stored. The machine that trained
+    the original may not be the one that trains this: an estimate, and said to be one."""
+    try:
+        stored = store.find_model(resolve(kind, dataset, config, train_config)[2])
+    except store.StoreError:
+        return None
+    seconds = ((stored.meta.get("train_log") or {}).get("train_s")) if stored is not None else None
+    if not seconds:
+        return None
+    kept = 1.0 if excluded is None else 1.0 - len(excluded.ids) / max(dataset.num_train, 1)
+    return float(seconds) * kept
+
+
 def _train_ids(dataset: Dataset, excluded: ForgetRequest | None) -> np.ndarray:
     return dataset.train_ids if excluded is None else np.flatnonzero(~excluded.mask(dataset.num_train))
 

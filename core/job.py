@@ -46,6 +46,7 @@ class Job:
     started: float = 0.0
     finished: float = 0.0
     local: bool = False  # ran in this process's lane, not on a Ray worker
+    expected_s: float | None = None  # how long the work should take once started (an estimate), when known
     done_event: threading.Event = field(default_factory=threading.Event, repr=False)
     _cancel: Callable[[], None] = field(default=lambda: None, repr=False)
 
@@ -65,10 +66,13 @@ class Job:
 
     @property
     def eta(self) -> float | None:
-        """Seconds left, extrapolated from the progress so far; None until there is enough to go on."""
-        if self.state != "running" or self.progress < 0.02 or self.elapsed < 1.0:
-            return None
-        return self.elapsed * (1 - self.progress) / self.progress
+        """Seconds left: extrapolated from the progress so far once there is enough to go on, else the
+        estimate ``expected_s`` less the time run; None when neither is known."""
+        if self.state == "running" and self.progress >= 0.02 and self.elapsed >= 1.0:
+            return self.elapsed * (1 - self.progress) / self.progress
+        if self.active and self.expected_s:
+            return max(self.expected_s - self.elapsed, 0.0)
+        return None
 
     def report(self, fraction: float, message: str) -> None:
         self.progress = max(0.0, min(1.0, float(fraction)))

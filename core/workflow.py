@@ -89,7 +89,7 @@ def model_job(engine: Backend, kind: str, dataset: Dataset, request: ForgetReque
     moved by ``seed_offset``): a stored model loads in this process (seconds, never behind training), any
     other trains on Ray. Keyed by the model's store key, so every caller asking for it shares one job.
     With ``start`` False, only an existing job is returned."""
-    tc = train_config or bundle.recipe(dataset.name, kind)
+    base_tc = tc = train_config or bundle.recipe(dataset.name, kind)
     if seed_offset:
         tc = oracle_train_config(kind, dataset, seed_offset, tc)
     store_key = bundle.resolve(kind, dataset, config, tc, request)[2]
@@ -108,7 +108,10 @@ def model_job(engine: Backend, kind: str, dataset: Dataset, request: ForgetReque
             return bundle.train_or_load(kind, dataset, config, tc, request, progress=progress, allow_train=False)
 
         return engine.run_local(key, f"loading {title}", load, owner)
-    return engine.submit(key, title, train_remote(kind, dataset, request, 0, config, tc, gpu=gpu), owner)
+    job = engine.submit(key, title, train_remote(kind, dataset, request, 0, config, tc, gpu=gpu), owner)
+    if job.expected_s is None and request is not None:
+        job.expected_s = bundle.expected_train_seconds(kind, dataset, config, base_tc, request)
+    return job
 
 
 def oracle_jobs(engine: Backend, kind: str, dataset: Dataset, request: ForgetRequest, k: int | None = None,

@@ -13,7 +13,7 @@ from PIL import Image
 from core.backend import Job
 from core.configs import field_help
 from core.data import Dataset
-from core.views import recipe_note
+from core.views import duration, recipe_note
 from pages import common
 
 
@@ -26,7 +26,11 @@ def job_status_ui(job: Job | None, label: str = "") -> bool:
         return True
     if job.active:
         cols = st.columns([5, 1])
-        cols[0].progress(job.progress, text=f"{label or job.title}: {job.message}")
+        if job.state == "queued" and job.expected_s:
+            left = f" (about {duration(job.expected_s)} once it starts, judging by the original's training)"
+        else:
+            left = f" (about {duration(job.eta)} left)" if job.eta is not None else ""
+        cols[0].progress(job.progress, text=f"{label or job.title}: {job.message}{left}")
         if cols[1].button("Cancel", key=f"cancel-{job.key}"):
             job.cancel()
             st.rerun()

@@ -4,6 +4,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -153,3 +154,26 @@ def test_the_model_memo_keeps_originals_and_only_recent_oracles(monkeypatch):
     for i in range(3):
         bundle.remember(bundle.TrainedModel(f"oracle-{i}", None, {"excluded": {"ids": [i]}}))
     assert list(bundle._MEMO) == ["original", "oracle-2"]
+
+
+def test_eta_extrapolates_progress_or_falls_back_on_the_estimate():
+    from core.job import Job
+
+    job = Job("k", "oracle", expected_s=120.0)
+    assert job.eta == 120.0  # queued: the estimate
+    job.report(0.01, "step 1")  # running, too little progress to extrapolate
+    job.started -= 30
+    assert 89 <= job.eta <= 91
+    job.report(0.5, "half")
+    assert 29 <= job.eta <= 31  # extrapolated from its own progress
+    assert Job("k", "no estimate").eta is None
+
+
+def test_an_oracle_job_is_estimated_from_the_stored_original(digits, parametric_model):
+    request = request_classes(digits, [0])
+    original = bundle.train_or_load("parametric", digits)
+    expected = bundle.expected_train_seconds("parametric", digits, excluded=request)
+    kept = 1 - len(request.ids) / digits.num_train
+    assert expected == pytest.approx(original.meta["train_log"]["train_s"] * kept)
+    assert bundle.expected_train_seconds("parametric", digits, train_config=replace(bundle.recipe("digits"),
+                                                                                   epochs=99)) is None
