@@ -24,7 +24,7 @@ from core.bundle import train_seconds, train_seed  # noqa: F401  (callers read t
 from core.comparison import Comparison, compare, compare_one_oracle  # noqa: F401  (re-exported)
 from core.configs import config_hash, config_to_dict
 from core.data.dataset import Dataset
-from core.data.requests import ForgetRequest
+from core.data.requests import ForgetRequest, request_classes
 from core.errors import InputError
 from core.models import get_model_kind
 from core.models.base import CancelToken, Classifier, Progress, no_progress
@@ -121,6 +121,13 @@ def oracle_jobs(engine: Backend, kind: str, dataset: Dataset, request: ForgetReq
     ``start`` False, the jobs that exist (None for the others)."""
     return [model_job(engine, kind, dataset, request, offset, config, train_config, owner, start, gpu)
             for offset in oracle_offsets(k)]
+
+
+def first_class_with_oracle(kind: str, dataset: Dataset) -> int:
+    """The first class whose first oracle (seed + 1) loads without training (stored or shipped), else 0."""
+    tc = oracle_train_config(kind, dataset, 1)
+    return next((c for c in range(dataset.num_classes)
+                 if bundle.is_available(kind, dataset, train_config=tc, excluded=request_classes(dataset, [c]))), 0)
 
 
 def finished(jobs: Sequence[Job | None]) -> list[bundle.TrainedModel]:

@@ -34,12 +34,13 @@ def settings_ui(dataset: Dataset, steps: int) -> dict:
     """The class to forget, its donor, the noise seed, how many images and how many DDIM steps."""
     cols = st.columns(5)
     classes = list(range(dataset.num_classes))
-    q = cols[0].selectbox("Class to forget", classes, format_func=lambda c: class_label(dataset, c), key="gen-class")
+    q = cols[0].selectbox("Class to forget", classes, index=workflow.first_class_with_oracle(KIND, dataset),
+                          format_func=lambda c: class_label(dataset, c), key="gen-class",
+                          help="Preselected: the first class whose oracle is stored, so it needs no training.")
     donors = [c for c in classes if c != q]
-    donor = cols[1].selectbox("Its support becomes", donors, index=0, key=f"gen-donor-{q}",
+    donor = cols[1].selectbox("Its support becomes", donors, key=f"gen-donor-{q}",
                               format_func=lambda c: class_label(dataset, c),
-                              help="The class whose images fill q's support, relabelled q (the authors' evaluation "
-                                   "uses class 0, or 1 when q is 0).")
+                              help="Its images fill q's support, relabelled q (the authors: class 0, or 1 for q = 0).")
     seed = cols[2].number_input("Noise seed", 0, 10**6, 0, key="gen-seed", help="The same noise in all three grids.")
     n = cols[3].slider("Images", 4, 16, 8, step=4, key="gen-n")
     steps = cols[4].slider("DDIM steps", 5, 100, steps, step=5, key="gen-steps")
@@ -126,8 +127,7 @@ def main() -> None:
         return
     model = trained.classifier
     s = settings_ui(dataset, model.config.diffusion.sample_steps)
-    parametric = ready_model("parametric", dataset)
-    classifier = parametric.classifier if parametric is not None else None
+    classifier = getattr(ready_model("parametric", dataset), "classifier", None)
     if classifier is None:
         st.info("Train the parametric model on the Models page to see the label it gives each image.")
     oracle, job = oracle_ui(dataset, s["q"])
