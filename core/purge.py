@@ -24,6 +24,7 @@ from safetensors.numpy import load_file, save_file
 
 from core.configs import config_from_dict, config_to_dict
 from core.data.dataset import Dataset
+from core.eval.audit import ids_sha256
 from core.models import get_model_kind
 from core.models.base import MemoryClassifier, pick_device
 from core.store import StoreError
@@ -70,11 +71,6 @@ def remaining(model: MemoryClassifier, ids) -> list[dict]:
         rows.append({"artifact": "prediction and feature caches of the training split", "forgotten_rows": len(ids),
                      "in_purged_copy": "left out"})
     return rows
-
-
-def ids_sha256(ids) -> str:
-    """SHA-256 of the sorted unique ids, one per line (as the audit report's request hash)."""
-    return hashlib.sha256("\n".join(map(str, np.unique(np.asarray(ids, np.int64)))).encode()).hexdigest()
 
 
 def write_purged(model: MemoryClassifier, forgotten_ids, folder: str | Path, original_key: str = "") -> Path:

@@ -28,9 +28,9 @@ EXPOSURE_EXPLANATION = (
     "it looks like a training member. The mean exposure over the forgotten samples equals the MIA AUROC.")
 
 
-def ids_sha256(request: ForgetRequest) -> str:
-    """SHA-256 of the sorted forgotten ids, written one per line: anyone holding the id list can check it."""
-    return hashlib.sha256("\n".join(str(i) for i in request.ids).encode()).hexdigest()
+def ids_sha256(ids) -> str:
+    """SHA-256 of the sorted unique forgotten ids, written one per line: anyone holding the id list can check it."""
+    return hashlib.sha256("\n".join(map(str, np.unique(np.asarray(ids, np.int64)))).encode()).hexdigest()
 
 
 def sample_exposure(train_probs: np.ndarray, test_probs: np.ndarray, dataset: Dataset,
@@ -90,7 +90,7 @@ def audit_report(dataset: Dataset, request: ForgetRequest, original: Classifier,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": store.versions(),
         "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(), "train_size": int(dataset.num_train)},
         "request": {"description": request.description, "kind": request.kind, "key": request.key(),
-                    "samples": len(request), "classes": list(request.classes), "ids_sha256": ids_sha256(request)},
+                    "samples": len(request), "classes": list(request.classes), "ids_sha256": ids_sha256(request.ids)},
         "original": {"kind": model_meta.get("kind"), "key": model_meta.get("key"),
                      "weights_sha256": model_meta.get("weights_sha256"), "config": model_meta.get("config"),
                      "train_config": model_meta.get("train_config"),
