@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,21 @@ def open_app(page, url: str) -> None:
     page.get_by_text("Unlearning Explorer").first.wait_for(timeout=STARTUP_S * 1000)
 
 
+@contextmanager
+def app_page(url: str, link: str):
+    """(browser, page): the app in a wide page, opened on the page ``link`` of its navigation; closed after."""
+    OUT.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            open_app(page, url)
+            page.get_by_role("link", name=link, exact=True).first.click()
+            yield browser, page
+        finally:
+            browser.close()
+
+
 POINTS_JS = """
 () => {
   const gd = document.querySelector('.js-plotly-plot');
@@ -110,12 +126,7 @@ def _lasso_polygon(points, centre, radius: float) -> list[tuple[float, float]]:
 
 
 def test_lasso_grid_forget_predictions(app_url):
-    OUT.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = launch(p)
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        open_app(page, app_url)
-        page.get_by_role("link", name="Embeddings", exact=True).first.click()
+    with app_page(app_url, "Embeddings") as (browser, page):
         page.get_by_text("Selection:").first.wait_for(timeout=MODEL_S * 1000)
         page.locator("[data-testid='stRadio'] label").filter(has_text="PCA").first.click()
         page.get_by_text("PCA layout:").first.wait_for(timeout=30_000)
@@ -195,18 +206,12 @@ def test_lasso_grid_forget_predictions(app_url):
         assert report_page.locator(".js-plotly-plot").count() == report_page.locator(".plotly-graph-div").count()
         assert not outside, outside
         report_page.screenshot(path=str(OUT / "audit-report.png"), full_page=True)
-        browser.close()
 
 
 def test_generate_page_shows_three_grids_from_the_same_noise(app_url):
     """The Generate page in a browser: before forgetting, after forgetting and the oracle, side by side, each
     image captioned with the classifier's label (the three grids AppTest cannot see laid out)."""
-    OUT.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = launch(p)
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        open_app(page, app_url)
-        page.get_by_role("link", name="Generate", exact=True).first.click()
+    with app_page(app_url, "Generate") as (_, page):
         main = page.locator("[data-testid='stMain']")
         main.get_by_role("button", name="Generate", exact=True).wait_for(timeout=MODEL_S * 1000)
         main.get_by_text("No weight changed").first.wait_for(timeout=MODEL_S * 1000)
@@ -225,7 +230,6 @@ def test_generate_page_shows_three_grids_from_the_same_noise(app_url):
         assert boxes[0]["x"] < boxes[1]["x"] < boxes[2]["x"]  # side by side, in this order
         firsts = [c.bounding_box() for c in captions.filter(has_text=re.compile(r"^#0\b")).all()]
         assert len(firsts) == 3 and firsts[0]["x"] < firsts[1]["x"] < firsts[2]["x"]  # image 0 heads each grid
-        browser.close()
 
 
 def _image_folder_zip(bad_name: str | None = None) -> bytes:
