@@ -113,8 +113,13 @@ def test_ctrl_c_cancels_the_training_task_and_stores_nothing(tmp_path):
     import time
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "UE_HOME": str(tmp_path)}
+    def as_from_a_terminal():  # Ctrl-C as a shell leaves it, whatever this test process inherited or set
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
     proc = subprocess.Popen([sys.executable, "-m", "core", "train", "--dataset", "digits", "--model", "parametric",
-                             "--epochs", "400"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--epochs", "400"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=as_from_a_terminal)
     seen = b""
     deadline = time.time() + 180
     while b"epoch" not in seen and time.time() < deadline:  # the bar shows the task's own progress messages
