@@ -106,17 +106,19 @@ def cka_band(rows: Sequence[Mapping]) -> go.Figure:
     the oracle pairs (shaded, up to its upper bound)."""
     layers = [r["layer"] for r in rows]
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=layers, y=[r["band_hi"] for r in rows], name="oracle pairs' band", mode="lines",
+    # 1 - CKA lies in [0, 1]: the band is drawn up to its upper bound, capped there; markers show a single layer
+    fig.add_trace(go.Scatter(x=layers, y=[min(r["band_hi"], 1.0) for r in rows], name="oracle pairs' band",
+                             mode="lines+markers", marker=dict(symbol="line-ew-open", size=14, color=GREY),
                              line=dict(width=0), fill="tozeroy", fillcolor="rgba(120,120,120,0.25)"))
-    fig.add_trace(go.Scatter(x=layers, y=[r["pairs_mean"] for r in rows], name="oracle pairs' mean", mode="lines",
-                             line=dict(color="#555", dash="dot")))
+    fig.add_trace(go.Scatter(x=layers, y=[r["pairs_mean"] for r in rows], name="oracle pairs' mean",
+                             mode="lines+markers", line=dict(color="#555", dash="dot")))
     if all("original_to_oracles" in r for r in rows):
         fig.add_trace(go.Scatter(x=layers, y=[r["original_to_oracles"] for r in rows], name="original",
                                  mode="lines+markers", line=dict(color="#888")))
     fig.add_trace(go.Scatter(x=layers, y=[r["to_oracles"] for r in rows], name="unlearned", mode="lines+markers",
                              line=dict(width=3)))
     return _compact(fig, 320, xaxis_title="layer (forward order)", yaxis_title="1 − CKA to the oracles",
-                    legend=dict(orientation="h", y=-0.3))
+                    yaxis_range=[0, 1.05], legend=dict(orientation="h", y=-0.3))
 
 
 # ---- runs: method against method -------------------------------------------------------------------------

@@ -73,13 +73,14 @@ def audit_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, request:
 
 def purged_copy_ui(shown: ShownModel, request: ForgetRequest, artifacts: list[dict]) -> None:
     """What the forgotten model object still carries, and a copy that carries none of it, on demand."""
-    with st.expander("What else the model carries, and a purged copy"):
+    copies, key = session_state().purged_copies, f"{request.key()}:{shown.name}"
+    with st.expander("What else the model carries, and a purged copy", expanded=key in copies):
         st.dataframe(pd.DataFrame(artifacts), hide_index=True, width="stretch")
-        copies, key = session_state().purged_copies, f"{request.key()}:{shown.name}"
         if st.button("Prepare a purged copy", key="pred-purge", help="Weights and memory without any row or id of "
                      "the forgotten samples; loads with core.purge.load_purged and predicts as this model does."):
             copies.clear()  # one copy at a time: each is the size of the model
             copies[key] = purge.purged_zip(shown.after, request.ids, shown.original.key)
+            st.rerun()  # drawn again with the section open and the download in it
         if key in copies:
             st.download_button("Download the purged copy (zip)", copies[key], f"purged-{key.replace(':', '-')}.zip",
                                "application/zip", key="pred-purge-zip")
