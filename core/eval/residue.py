@@ -117,6 +117,13 @@ def model_residue(model: Classifier, dataset: Dataset, request: ForgetRequest, r
             "feature_mia": M.auroc(pos, neg), "n_pos": len(pos), "n_neg": len(neg)}
 
 
+def same_weights(a: Classifier, b: Classifier) -> bool:
+    """Whether two models run the very same network objects (a memory deletion shares its original's), so
+    every measure here is the same for both and is computed once."""
+    na, nb = a.networks(), b.networks()
+    return na.keys() == nb.keys() and all(na[k] is nb[k] for k in na)
+
+
 def _cka_rows(dataset: Dataset) -> np.ndarray:
     rng = np.random.default_rng(SEED)
     return np.sort(np.concatenate([rng.choice(ids, min(len(ids), CKA_PER_CLASS), replace=False)
@@ -143,7 +150,8 @@ def cka_band(model: Classifier, oracles: Sequence[Classifier], dataset: Dataset,
     a layer outside it as a pointer, not as proof."""
     to_model = [dissimilarity(model, o, dataset) for o in oracles]
     pairs = [dissimilarity(a, b, dataset) for a, b in combinations(oracles, 2)]
-    to_original = [dissimilarity(original, o, dataset) for o in oracles] if original is not None else None
+    to_original = None if original is None else to_model if same_weights(model, original) else \
+        [dissimilarity(original, o, dataset) for o in oracles]
     out = []
     for depth, layer in enumerate(to_model[0], 1):
         b = band([p[layer] for p in pairs], floor=0.01)
@@ -166,8 +174,9 @@ def residue(model: Classifier, original: Classifier, oracles: Sequence[Classifie
         raise ValueError(f"the residue is judged against the oracles' spread: {len(oracles)} oracle(s) finished, "
                          "at least 2 are needed")
     rows = residue_rows(dataset, request)
-    per_model = {"model": model_residue(model, dataset, request, rows),
-                 "original": model_residue(original, dataset, request, rows),
+    own = model_residue(model, dataset, request, rows)
+    per_model = {"model": own,
+                 "original": own if same_weights(model, original) else model_residue(original, dataset, request, rows),
                  "oracles": [model_residue(o, dataset, request, rows) for o in oracles]}
     measures = []
     floors = {"knn_acc": max(FLOOR, accuracy_floor(np.stack([o["knn_correct"] for o in per_model["oracles"]])))}
