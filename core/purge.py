@@ -49,9 +49,9 @@ def remaining(model: MemoryClassifier, ids) -> list[dict]:
     if getattr(shared, "train_images", None) is not None:
         rows.append({"artifact": "training images kept for re-encoding", "forgotten_rows": int(len(ids)),
                      "in_purged_copy": "left out"})
-    per_id = [name for name, t in shared.net.state_dict().items() if t.dim() and t.shape[0] == n]
-    for name in per_id:  # e.g. MUNKEY's trained exemplar tokens: the original's, inside the network
-        table = shared.net.state_dict()[name]
+    state = shared.net.state_dict()
+    for name in [k for k, t in state.items() if t.dim() and t.shape[0] == n]:  # e.g. MUNKEY's trained tokens
+        table = state[name]
         live = int((table[torch.as_tensor(ids)].abs().amax(dim=tuple(range(1, table.dim()))) > 0).sum())
         rows.append({"artifact": f"network table {name} (one row per training id)", "forgotten_rows": live,
                      "in_purged_copy": "held rows only"})
