@@ -36,6 +36,11 @@ def _train_rows_cached(cache: dict, n: int) -> bool:
     return any(isinstance(v, np.ndarray) and len(v) == n for v in cache.values())
 
 
+def per_id_tables(state: dict, num_train: int) -> list[str]:
+    """Names of the network tensors with one row per training id (their first dimension is the set's size)."""
+    return sorted(k for k, t in state.items() if t.dim() and t.shape[0] == num_train)
+
+
 def remaining(model: MemoryClassifier, ids) -> list[dict]:
     """Every artifact ``model`` carries, with ``forgotten_rows``: how many rows of the forgotten ``ids`` it holds
     (0: none), and whether ``write_purged`` leaves it out of the copy."""
@@ -50,7 +55,7 @@ def remaining(model: MemoryClassifier, ids) -> list[dict]:
         rows.append({"artifact": "training images kept for re-encoding", "forgotten_rows": int(len(ids)),
                      "in_purged_copy": "left out"})
     state = shared.net.state_dict()
-    for name in [k for k, t in state.items() if t.dim() and t.shape[0] == n]:  # e.g. MUNKEY's trained tokens
+    for name in per_id_tables(state, n):  # e.g. MUNKEY's trained exemplar tokens, inside the network
         table = state[name]
         live = int((table[torch.as_tensor(ids)].abs().amax(dim=tuple(range(1, table.dim()))) > 0).sum())
         rows.append({"artifact": f"network table {name} (one row per training id)", "forgotten_rows": live,
@@ -82,7 +87,7 @@ def write_purged(model: MemoryClassifier, forgotten_ids, folder: str | Path, ori
         raise ValueError("the memory still holds forgotten ids: forget them before writing a purged copy")
     shared, n = model._shared, len(model.active)
     state = {k: v.detach().cpu().contiguous() for k, v in shared.net.state_dict().items()}
-    per_id = sorted(k for k, v in state.items() if v.dim() and v.shape[0] == n)
+    per_id = per_id_tables(state, n)
     tokens = getattr(model, "tokens", None)
     weights = {k: v.numpy() for k, v in state.items() if k not in per_id}
     memory = {"held_ids": held, "held_labels": np.asarray(shared.train_labels)[held],
