@@ -37,6 +37,7 @@ OBJECT_STORE_ENV = "UE_RAY_OBJECT_STORE_MB"
 DEFAULT_OBJECT_STORE_MB = 600  # Fashion-MNIST is ~220 MB as float32; a bounded store, not Ray's 30% of RAM
 ATTACH_TIMEOUT_S = 10.0
 PROGRESS_POLL_S = 0.5
+COLLECT_WAIT_S = 0.25  # the monitor loop's longest sleep while tasks run: new submissions and cancels wait this long
 RELOADABLE_PREFIXES = ("model:", "oracle:", "warm:")  # finished jobs the store (or a cache) can redo cheaply
 KEEP_FINISHED = int(os.environ.get("UE_KEEP_JOBS", "32"))
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -277,7 +278,7 @@ class Backend:
                 if self._owns_ray and self._ray.is_initialized():
                     self._ray.shutdown()
                 return
-            self._collect(timeout=0.1)
+            self._collect(timeout=COLLECT_WAIT_S)
             if self._running and time.perf_counter() - last_poll >= PROGRESS_POLL_S:
                 last_poll = time.perf_counter()
                 self._poll_progress()
@@ -317,7 +318,10 @@ class Backend:
         if not self._running:
             return
         refs = list(self._running)
-        done, _ = self._ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        # wakes as soon as one task ends (or after ``timeout``), then takes every task that has ended
+        done, _ = self._ray.wait(refs, num_returns=1, timeout=timeout)
+        if done and len(refs) > 1:
+            done, _ = self._ray.wait(refs, num_returns=len(refs), timeout=0)
         for ref in done:
             job, task = self._running.pop(ref)
             try:

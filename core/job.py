@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 UI_THREADS_ENV = "UE_UI_THREADS"
+WORKER_NICE_ENV = "UE_WORKER_NICE"
+DEFAULT_WORKER_NICE = 10  # training yields the CPU to the pages: a click is served before the next batch
 
 
 # ---- the UI process ----------------------------------------------------------------------------
@@ -27,6 +29,21 @@ def limit_threads(threads: int | None = None) -> int:
     torch.set_num_threads(threads)
     threadpool_limits(threads)
     return threads
+
+
+def lower_priority(nice: int) -> None:
+    """Raise the nice value of every thread of this process to ``nice`` (never lowers one; Linux sets it per
+    thread, and torch's pools may predate the task). A no-op where the OS offers no per-thread priority."""
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]
+    for tid in tids:
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) < nice:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except (OSError, AttributeError):  # the thread ended, or no setpriority on this OS
+            pass
 
 
 # ---- jobs --------------------------------------------------------------------------------------
@@ -120,6 +137,7 @@ def worker_entry(fn: Callable, kwargs: dict, key: str, board, num_cpus: float, *
     ``args`` come last and loose so that Ray resolves the object-store references among them."""
     threads = max(1, int(num_cpus))
     limit_threads(threads)
+    lower_priority(int(os.environ.get(WORKER_NICE_ENV, DEFAULT_WORKER_NICE)))
     last = [0.0]
 
     def progress(fraction: float, message: str) -> None:

@@ -28,6 +28,14 @@ def failing(progress=None):
     raise ValueError("the input was wrong")
 
 
+def thread_niceness(progress=None):
+    """The nice value of every thread of the worker running this task (torch's pool started first)."""
+    import torch
+
+    torch.ones(64, 64) @ torch.ones(64, 64)
+    return sorted({os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir("/proc/self/task")})
+
+
 def wait_until(predicate, timeout: float = 60.0) -> bool:
     end = time.time() + timeout
     while time.time() < end:
@@ -60,6 +68,15 @@ def test_progress_reaches_the_driver_and_jobs_are_shared_by_key(ray_backend):
     assert job.wait(60) == 6 and job.state == "done" and job.progress == 1.0
     assert [j.key for j in ray_backend.jobs(owner="session-a")] == ["progress"]
     assert "progress" not in [j.key for j in ray_backend.jobs(owner="session-c")]
+
+
+def test_training_yields_the_cpu_to_the_pages(ray_backend):
+    from core.job import DEFAULT_WORKER_NICE
+
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    job = ray_backend.submit("nice", "niceness", Task(thread_niceness))
+    assert job.wait(60) == [max(mine, DEFAULT_WORKER_NICE)], job.error
+    assert os.getpriority(os.PRIO_PROCESS, 0) == mine  # the driver (the app's process) keeps its priority
 
 
 def test_a_failing_task_keeps_its_cause(ray_backend):
