@@ -44,6 +44,15 @@ def test_band_is_a_student_t_prediction_interval_with_a_floor():
     assert logb["mean"] == pytest.approx(np.e) and logb["hi"] == pytest.approx(np.exp(1 + half))
 
 
+def test_a_known_sampling_sd_replaces_the_t_quantile_but_never_narrows_a_wider_spread():
+    known = E.band([50.0, 50.4, 49.6], floor=0.0, level=0.99, known_sd=0.5)  # oracles vary as sampling does
+    assert known["half_width"] == pytest.approx(norm.ppf(0.995) * np.sqrt(1 + 1 / 3) * 0.5)
+    assert known["half_width"] < E.band([50.0, 50.4, 49.6], floor=0.0, level=0.99)["half_width"] / 3
+    wide = E.band([48.0, 50.0, 52.0], floor=0.0, level=0.99, known_sd=0.5)  # more than sampling explains
+    assert wide["half_width"] == pytest.approx(norm.ppf(0.995) * np.sqrt(1 + 1 / 3) * 2.0)
+    assert E.auc_sd(100, 100) == pytest.approx(np.sqrt(201 / 120000) * 100)
+
+
 def test_accuracy_and_auc_floors():
     assert E.accuracy_floor(np.ones((4, 50), bool)) == 0.0  # oracles that all agree on every sample
     split = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], bool)  # q = 1/2 on both samples

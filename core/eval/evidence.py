@@ -30,12 +30,16 @@ LEVEL_METRICS = ("TA", "RA", "FA", "MIA", "retained_TA", "forgotten_TA")
 MIN_PER_SAMPLE_K = 3  # per-sample criteria need a leave-one-out fit on ≥ 2 oracles
 
 
-def band(values: Sequence[float], floor: float = FLOOR, level: float = LEVEL, log: bool = False) -> dict:
+def band(values: Sequence[float], floor: float = FLOOR, level: float = LEVEL, log: bool = False,
+         known_sd: float | None = None) -> dict:
     """The range a fresh oracle's value falls in with probability ``level``: mean ± max(t_{m−1}·√(1+1/m)·sd,
     ``floor``) over m oracle values (Student-t prediction interval). EVIDENCE's starting rule, mean ± 2 sd, lets a
     left-out oracle fall outside 17–35% of the time at m = 2–4 (t tails), so the t quantile replaces the 2; it
-    tends to 1.96 sd for many oracles. ``log``: the interval of ln(values) (for skewed positive distances such as
-    KLoM; mean, lo and hi are mapped back, sd and the floor stay in log units). NaN bounds below 2 values."""
+    tends to 1.96 sd for many oracles. ``known_sd``: the measure's sampling sd is known from the samples
+    themselves (a membership AUC: Mann–Whitney), so the sd is not estimated from m values alone: the normal
+    quantile times √(1+1/m)·max(sd, ``known_sd``) (wider when the oracles vary more than sampling explains).
+    ``log``: the interval of ln(values) (for skewed positive distances such as KLoM; mean, lo and hi are mapped
+    back, sd and the floor stay in log units). NaN bounds below 2 values."""
     if log:
         b = band(np.log(np.maximum(np.asarray(values, np.float64), 1e-6)), floor, level)
         return {**b, **{key: float(np.exp(b[key])) for key in ("mean", "lo", "hi")}, "log": True}
@@ -46,8 +50,13 @@ def band(values: Sequence[float], floor: float = FLOOR, level: float = LEVEL, lo
         return {"mean": mean, "sd": float("nan"), "half_width": float("nan"), "lo": float("nan"),
                 "hi": float("nan"), "m": m}
     sd = float(v.std(ddof=1))
-    half = max(float(student_t.ppf((1 + level) / 2, m - 1)) * np.sqrt(1 + 1 / m) * sd, floor)
-    return {"mean": mean, "sd": sd, "half_width": half, "lo": mean - half, "hi": mean + half, "m": m}
+    if known_sd is None:
+        half = float(student_t.ppf((1 + level) / 2, m - 1)) * np.sqrt(1 + 1 / m) * sd
+    else:
+        half = float(norm.ppf((1 + level) / 2)) * np.sqrt(1 + 1 / m) * max(sd, known_sd)
+    half = max(half, floor)
+    return {"mean": mean, "sd": sd, "half_width": half, "lo": mean - half, "hi": mean + half, "m": m,
+            "known_sd": known_sd}
 
 
 def accuracy_floor(correct: np.ndarray, level: float = LEVEL) -> float:
@@ -64,10 +73,15 @@ def accuracy_floor(correct: np.ndarray, level: float = LEVEL) -> float:
     return float(norm.ppf((1 + level) / 2) * np.sqrt(1 + 1 / k) * sd * 100)
 
 
+def auc_sd(n_pos: int, n_neg: int) -> float:
+    """The sampling sd (points) of an AUC when members and non-members share one law,
+    √((n_pos + n_neg + 1)/(12·n_pos·n_neg)) (Mann–Whitney): how much a model that never saw D_f varies."""
+    return float(np.sqrt((n_pos + n_neg + 1) / (12 * n_pos * n_neg)) * 100)
+
+
 def auc_floor(n_pos: int, n_neg: int, level: float = LEVEL) -> float:
-    """Least half-width (points) of an AUC band: the normal quantile times the AUC's sampling sd when members and
-    non-members share one law, √((n_pos + n_neg + 1)/(12·n_pos·n_neg)) (Mann–Whitney)."""
-    return float(norm.ppf((1 + level) / 2) * np.sqrt((n_pos + n_neg + 1) / (12 * n_pos * n_neg)) * 100)
+    """Least half-width (points) of an AUC band: the normal quantile times ``auc_sd``."""
+    return float(norm.ppf((1 + level) / 2)) * auc_sd(n_pos, n_neg)
 
 
 def _position(value: float, b: dict) -> str:
@@ -142,8 +156,9 @@ def oracle_spread(method_metrics: dict, oracle_metrics_list: Sequence[dict], met
 RULE = (
     "Each measure gets a band: where a fresh oracle's value falls 99% of the time, the mean ± t·√(1+1/m)·sd of the "
     "m oracle values (a Student-t prediction interval), never narrower than a floor: 0.5 points; for an accuracy, "
-    "the spread the oracles' per-sample disagreement implies; for the membership AUC, its sampling noise; 1.0 for "
-    "the mean z. KLoM's band is taken on a log scale. Sample requests (random, ids) are judged on forget accuracy, "
+    "the spread the oracles' per-sample disagreement implies; 1.0 for the mean z. A membership AUC's sampling sd is "
+    "known (Mann–Whitney), so its band is the mean ± z·√(1+1/m)·max(sd, that sampling sd), with the normal "
+    "quantile z. KLoM's band is taken on a log scale. Sample requests (random, ids) are judged on forget accuracy, "
     "the membership AUC (offline LiRA against the oracles, D_f vs held-out test samples with D_f's class mix), the "
     "mean per-sample z on D_f and KLoM-Gauss P95 on D_f. Class requests replace the membership AUC by the forgotten "
     "classes' test accuracy: a class-level attack is not membership. The oracles' own values for the per-sample "
@@ -164,11 +179,11 @@ SCENARIOS = {
 
 def criterion(name: str, label: str, value: float, oracle_values: Sequence[float], original: float | None = None,
               floor: float = FLOOR, level: float = LEVEL, unit: str = "%", distance: bool = False,
-              direction: str = "above") -> dict:
-    """One measure of the verdict: the method's value, the oracles' band and where the method and the original
-    lie. A ``distance`` (≥ 0, e.g. KLoM; its band is taken on a log scale, being skewed) only counts when above
-    its band, on the side ``direction`` says."""
-    b = band(oracle_values, floor, level, log=distance)
+              direction: str = "above", known_sd: float | None = None) -> dict:
+    """One measure of the verdict: the method's value, the oracles' band (``band``; ``known_sd`` for a measure
+    whose sampling sd is known) and where the method and the original lie. A ``distance`` (≥ 0, e.g. KLoM; its
+    band is taken on a log scale, being skewed) only counts when above its band, on the side ``direction`` says."""
+    b = band(oracle_values, floor, level, log=distance, known_sd=known_sd)
     pos = _position(float(value), b)
     effective = direction if distance and pos == "above" else "inside" if distance and pos == "below" else pos
     return {"name": name, "label": label, "value": float(value), "oracle_values": [float(v) for v in oracle_values],
@@ -286,7 +301,7 @@ def judge(model: Classifier, original: Classifier, oracles: Sequence[Classifier]
         loo = [_per_sample(tr[2 + j], te[2 + j], o_tr[r], o_te[r], forget, held, fprs) for j, r in enumerate(rest)]
         if scenario == "sample":
             crit.append(criterion("membership_auc", "membership AUC", ev["auc"], [e["auc"] for e in loo],
-                                  ev_orig["auc"], floor=auc_floor(len(forget), len(held), level), level=level))
+                                  ev_orig["auc"], level=level, known_sd=auc_sd(len(forget), len(held))))
         crit.append(criterion("mean_z", "mean per-sample z on D_f", ev["mean_z"], [e["mean_z"] for e in loo],
                               ev_orig["mean_z"], floor=1.0, level=level, unit=""))
         side = "above" if ev["mean_z"] >= np.mean([e["mean_z"] for e in loo]) else "below"
@@ -296,7 +311,7 @@ def judge(model: Classifier, original: Classifier, oracles: Sequence[Classifier]
                       "rows": membership_rows(forget, dataset.y_train[forget], tr[0][forget], ev["lira"])}
     elif scenario == "sample":  # 2 oracles: the loss attack's AUROC stands in for membership
         crit.append(criterion("MIA", "loss-attack AUROC", mets[0]["MIA"], [m["MIA"] for m in mets[2:]],
-                              mets[1]["MIA"], floor=auc_floor(len(forget), len(dataset.y_test), level), level=level))
+                              mets[1]["MIA"], level=level, known_sd=auc_sd(len(forget), len(dataset.y_test))))
     result = verdict(crit, k, scenario)
     result.update(spread=spread, membership=membership, klom=klom_out, heldout=held,
                   loss_mia_matched=M.mia_auroc(model.split_proba(dataset, "train")[forget], dataset.y_train[forget],
