@@ -38,7 +38,7 @@ def main() -> None:
     state.sidebar_drawn = True
     goto, state.return_to = state.return_to, None  # a page opened by its URL before app.py ran
     if goto in pages:
-        st.switch_page(pages[goto])
+        st.switch_page(pages[goto], query_params=st.query_params.to_dict())
     navigation.run()
 
 

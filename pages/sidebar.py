@@ -13,6 +13,7 @@ from core.validate import parse_query
 from core.views import duration
 from pages import common
 from pages.state import session_state
+from pages.widgets import PROGRESS_REFRESH_S
 
 PICKER = "sidebar-dataset"
 FORGET_KIND, FORGET_CLASSES = "forget-kind", "forget-classes"  # the Forget page's widgets a link pre-fills
@@ -96,20 +97,28 @@ def sidebar_ui() -> Dataset | None:
 
 def jobs_sidebar_ui() -> None:
     """This session's own background work: progress, elapsed time and an estimate of what is left."""
-    engine = common.backend()
-    active = [j for j in engine.jobs(owner=session_state().id) if j.active]
+    engine, owner = common.backend(), session_state().id
     if engine.status == "failed":
         st.sidebar.error(f"Compute backend: {engine.error}")
+    if any(j.active for j in engine.jobs(owner=owner)):
+        with st.sidebar:
+            background_work_ui(engine, owner)
+
+
+@st.fragment(run_every=PROGRESS_REFRESH_S)
+def background_work_ui(engine, owner: str) -> None:
+    """The running jobs of ``owner``, redrawn on their own every few seconds (empty once none runs)."""
+    active = [j for j in engine.jobs(owner=owner) if j.active]
     if not active:
         return
-    st.sidebar.markdown("**Background work**")
+    st.markdown("**Background work**")
     if engine.status == "starting":
-        st.sidebar.caption("Starting Ray (a few seconds, once per server)")
+        st.caption("Starting Ray (a few seconds, once per server)")
     for job in active:
         timing = f" · {duration(job.elapsed)}" if job.started else " · waiting for a worker"
         if job.eta is not None:
             timing += f", ~{duration(job.eta)} left"
-        st.sidebar.progress(job.progress, text=f"{job.title}: {job.message}{timing}")
+        st.progress(job.progress, text=f"{job.title}: {job.message}{timing}")
 
 
 def page_dataset(page_file: str, required: bool = True) -> Dataset | None:
@@ -119,7 +128,7 @@ def page_dataset(page_file: str, required: bool = True) -> Dataset | None:
     state = session_state()
     if not state.sidebar_drawn:
         state.return_to = os.path.relpath(page_file, os.path.dirname(os.path.dirname(page_file)))
-        st.switch_page("app.py")
+        st.switch_page("app.py", query_params=st.query_params.to_dict())  # a shared link's ?dataset=&classes=
     if state.dataset is None and required:
         st.warning("No dataset is loaded: pick another one in the sidebar, or upload your own on the Models page.")
         st.stop()
