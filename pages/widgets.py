@@ -16,24 +16,32 @@ from core.data import Dataset
 from core.views import duration, recipe_note
 from pages import common
 
-
 # ---- background jobs -----------------------------------------------------------------------------------
+PROGRESS_REFRESH_S = 2.0  # how often a running job's bar is redrawn (each redraw is a small rerun of its own)
+
+
 def job_status_ui(job: Job | None, label: str = "") -> bool:
-    """Progress bar, error or cancel button for a job; True when it has finished successfully."""
+    """Progress bar, error or cancel button for a job; True when it has finished successfully. A running job's
+    bar redraws itself every ``PROGRESS_REFRESH_S``, and the page reruns when the job ends."""
     if job is None:
         return False
     if job.finished_ok:
         return True
     if job.active:
-        cols = st.columns([5, 1])
-        if job.state == "queued" and job.expected_s:
-            left = f" (about {duration(job.expected_s)} once it starts, judging by the original's training)"
-        else:
-            left = f" (about {duration(job.eta)} left)" if job.eta is not None else ""
-        cols[0].progress(job.progress, text=f"{label or job.title}: {job.message}{left}")
-        if cols[1].button("Cancel", key=f"cancel-{job.key}"):
-            job.cancel()
-            st.rerun()
+        @st.fragment(run_every=PROGRESS_REFRESH_S)
+        def _live():
+            if not job.active:
+                st.rerun()
+            cols = st.columns([5, 1])
+            if job.state == "queued" and job.expected_s:
+                left = f" (about {duration(job.expected_s)} once it starts, judging by the original's training)"
+            else:
+                left = f" (about {duration(job.eta)} left)" if job.eta is not None else ""
+            cols[0].progress(job.progress, text=f"{label or job.title}: {job.message}{left}")
+            if cols[1].button("Cancel", key=f"cancel-{job.key}"):
+                job.cancel()
+                st.rerun()
+        _live()
     elif job.state == "failed":
         st.error(f"{label or job.title} failed: {job.error}")
     elif job.state == "cancelled":
@@ -42,11 +50,13 @@ def job_status_ui(job: Job | None, label: str = "") -> bool:
 
 
 def poll_while_active(jobs: list[Job | None], seconds: float = 1.0) -> None:
-    """Re-run the page every ``seconds`` while any of ``jobs`` is still going."""
-    if any(j is not None and j.active for j in jobs):
+    """Re-run the page as soon as any of ``jobs`` that is going now ends (checked every ``seconds``), so that
+    what depends on it (e.g. the comparison with each finished oracle) is redrawn."""
+    active = [j for j in jobs if j is not None and j.active]
+    if active:
         @st.fragment(run_every=seconds)
         def _poll():
-            if not any(j is not None and j.active for j in jobs):
+            if any(not j.active for j in active):
                 st.rerun()
         _poll()
 

@@ -279,6 +279,37 @@ def test_own_data_upload_loads_a_zip_and_refuses_a_bad_file_by_name(app_url):
         browser.close()
 
 
+def test_progress_and_the_verdict_arrive_without_a_click(app_url):
+    """A shared link pre-fills the class; while the oracles train, the sidebar's progress redraws itself, and the
+    Predictions page redraws its comparison as they finish: the verdict shows up with nobody touching the page."""
+    with sync_api.sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.goto(f"{app_url}/forget?classes=5", timeout=STARTUP_S * 1000)
+        # the link fills the class in on the page's first run: click once it shows, not before
+        page.locator(".st-key-forget-classes").get_by_text("5: 5", exact=True).first.wait_for(timeout=MODEL_S * 1000)
+        time.sleep(1.0)
+        page.locator(".st-key-forget-go button").click(timeout=MODEL_S * 1000)
+        page.get_by_text("Now forgetting").first.wait_for(timeout=MODEL_S * 1000)
+        page.get_by_role("link", name="Predictions", exact=True).first.click()
+        sidebar = page.locator("[data-testid='stSidebar']")
+        main = page.locator("[data-testid='stMain']")
+        progress, finished, deadline = set(), set(), time.time() + 300
+        text = ""
+        while time.time() < deadline:
+            progress |= {t for t in sidebar.locator("[data-testid='stProgress']").all_inner_texts() if t}
+            text = main.inner_text()
+            finished |= {int(k) for k in re.findall(r"Oracles: (\d) of 3 finished", text)}
+            if 3 in finished and "Verdict:" in text:
+                break
+            time.sleep(0.5)
+        page.screenshot(path=str(OUT / "predictions-live.png"), full_page=True)
+        browser.close()
+    assert 3 in finished and "Verdict:" in text, f"no verdict on 3 oracles within 300 s: {text[:600]!r}"
+    assert min(finished) < 3, f"the page never showed fewer than 3 finished oracles: {finished}"
+    assert len(progress) >= 2, f"the sidebar's progress did not move: {progress}"
+
+
 def test_every_page_opens_by_its_own_url(app_url):
     headers = {"models": "Models", "forget": "Forget", "predictions": "Predictions", "embeddings": "Embeddings",
                "retrieval": "Retrieval", "generate": "Generate", "runs": "Runs", "": "Models"}
