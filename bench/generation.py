@@ -1,16 +1,18 @@
 """The generation SPM forgetting a class: generated-class accuracy, UA, FD to real images and to oracles, copying.
 
     python bench/generation.py [--dataset fashion-mnist] [--q 7] [--epochs 4] [--train-steps 0]
-                               [--oracle-seeds 1] [--n 100] [--ddim-steps 50] [--fresh] [--out DIR]
+                               [--oracle-seeds 1] [--n 100] [--ddim-steps 50] [--one-at-a-time] [--fresh]
+                               [--out DIR]
 
-Trains (or loads from the store) the generation SPM and its K oracles, the same recipe retrained without class
-q with seeds +1..+K, as Ray tasks side by side (one CPU each); they are stored, so a second run only
-samples. Then, from the same noise seeds: ``n`` images per class before forgetting, after ``forget_class(q)``
-(q's support filled with the donor class's images relabelled q, as the authors' evaluation) and from each
-oracle (sampled for q the same way), all scored by the stored parametric classifier trained on all the data
-(Zheng et al., CVPR 2026, arXiv 2603.22870; metrics in ``core.eval.generation``). Finally a sample deletion:
-the training images nearest to one retained class's samples are forgotten and that class is drawn again, to
-see whether they still come back. ``--out`` keeps the sample grids as PNG. Last line: one JSON object.
+Trains (or loads from the store) the generation SPM and its K oracles, the same recipe retrained without class q
+with seeds +1..+K, as Ray tasks side by side (one CPU each), or with ``--one-at-a-time`` one after another on every
+core (``train_s`` is then the wait for one model); they are stored, so a second run only samples. Then, from the
+same noise seeds: ``n`` images per class before forgetting, after ``forget_class(q)`` (q's support filled with the
+donor class's images relabelled q, as the authors' evaluation) and from each oracle (sampled for q the same way),
+all scored by the stored parametric classifier trained on all the data (Zheng et al., CVPR 2026, arXiv 2603.22870;
+metrics in ``core.eval.generation``). Finally a sample deletion: the training images nearest to one retained class's
+samples are forgotten and that class is drawn again, to see whether they still come back. ``--out`` keeps the sample
+grids as PNG. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ def main() -> None:
     ap.add_argument("--noise-seed", type=int, default=0)
     ap.add_argument("--copied", type=int, default=20, help="training images to forget in the sample deletion")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads for sampling here")
+    ap.add_argument("--one-at-a-time", action="store_true",
+                    help="train the original, then each oracle, each on every core (default: side by side, one "
+                         "core each)")
     ap.add_argument("--fresh", action="store_true", help="train into a new temporary store (times from now)")
     ap.add_argument("--out", help="folder for the sample grids (PNG)")
     args = ap.parse_args()
@@ -90,12 +95,19 @@ def main() -> None:
           f"store {bundle.store.home()}; recipe {recipe}")
     classifier = bundle.train_or_load("parametric", ds).classifier
 
-    engine = Backend()  # one CPU per training task: the original and the oracles train side by side
+    engine = Backend()
     try:
-        jobs = [workflow.model_job(engine, "gen-spm", ds, None, 0, config, recipe)]
-        if args.oracle_seeds:
-            jobs += workflow.oracle_jobs(engine, "gen-spm", ds, request, args.oracle_seeds, config, recipe)
-        trained = wait(jobs, "training")
+        if args.one_at_a_time:  # each model alone on every core: train_s is the time a user waits for one
+            cpus = engine.num_cpus
+            trained = wait([workflow.model_job(engine, "gen-spm", ds, None, 0, config, recipe, cpus=cpus)], "original")
+            for offset in workflow.oracle_offsets(args.oracle_seeds) if args.oracle_seeds else ():
+                trained += wait([workflow.model_job(engine, "gen-spm", ds, request, offset, config, recipe,
+                                                    cpus=cpus)], f"oracle +{offset}")
+        else:  # one CPU per training task: the original and the oracles train side by side
+            jobs = [workflow.model_job(engine, "gen-spm", ds, None, 0, config, recipe)]
+            if args.oracle_seeds:
+                jobs += workflow.oracle_jobs(engine, "gen-spm", ds, request, args.oracle_seeds, config, recipe)
+            trained = wait(jobs, "training")
     finally:
         engine.shutdown()
     limit_threads(args.threads)

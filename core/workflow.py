@@ -84,11 +84,12 @@ def oracle_train_config(kind: str, dataset: Dataset, seed_offset: int = 0, base=
 
 def model_job(engine: Backend, kind: str, dataset: Dataset, request: ForgetRequest | None = None,
               seed_offset: int = 0, config=None, train_config=None, owner: str | None = None,
-              start: bool = True, gpu: bool = False) -> Job | None:
+              start: bool = True, gpu: bool = False, cpus: int = 1) -> Job | None:
     """The job that makes the original (``request`` None) or an oracle without ``request`` (its recipe's seed
     moved by ``seed_offset``): a stored model loads in this process (seconds, never behind training), any
-    other trains on Ray. Keyed by the model's store key, so every caller asking for it shares one job.
-    With ``start`` False, only an existing job is returned."""
+    other trains on Ray with ``cpus`` cores (one by default, so that oracles train side by side). Keyed by
+    the model's store key, so every caller asking for it shares one job. With ``start`` False, only an
+    existing job is returned."""
     base_tc = tc = train_config or bundle.recipe(dataset.name, kind)
     if seed_offset:
         tc = oracle_train_config(kind, dataset, seed_offset, tc)
@@ -108,7 +109,7 @@ def model_job(engine: Backend, kind: str, dataset: Dataset, request: ForgetReque
             return bundle.train_or_load(kind, dataset, config, tc, request, progress=progress, allow_train=False)
 
         return engine.run_local(key, f"loading {title}", load, owner)
-    job = engine.submit(key, title, train_remote(kind, dataset, request, 0, config, tc, gpu=gpu), owner)
+    job = engine.submit(key, title, train_remote(kind, dataset, request, 0, config, tc, gpu, cpus), owner)
     if job.expected_s is None and request is not None:
         job.expected_s = bundle.expected_train_seconds(kind, dataset, config, base_tc, request)
     return job
@@ -242,7 +243,7 @@ def method_remote(method: str, original_model: bundle.TrainedModel, dataset: Dat
 
 
 def train_remote(kind: str, dataset: Dataset, excluded: ForgetRequest | None = None, seed_offset: int = 0,
-                 config=None, train_config=None, gpu: bool = False) -> Task:
+                 config=None, train_config=None, gpu: bool = False, cpus: int = 1) -> Task:
     """The Ray task that trains a model (the original, or an oracle without ``excluded``); the worker returns
     its weights, the driver stores them and loads the model (the task's result is a TrainedModel)."""
     base = train_config or bundle.recipe(dataset.name, kind)
@@ -263,7 +264,7 @@ def train_remote(kind: str, dataset: Dataset, excluded: ForgetRequest | None = N
         return model
 
     return Task(bundle.train_weights, (kind, dataset, config, tc, excluded), finalize=finalize,
-                num_gpus=1 if gpu else 0)
+                num_cpus=cpus, num_gpus=1 if gpu else 0)
 
 
 def score(run: MethodRun, original: bundle.TrainedModel, oracle_models=None, dataset: Dataset | None = None
