@@ -17,31 +17,27 @@ from core.views import duration, recipe_note
 from pages import common
 
 # ---- background jobs -----------------------------------------------------------------------------------
-PROGRESS_REFRESH_S = 2.0  # how often a running job's bar is redrawn (each redraw is a small rerun of its own)
+PROGRESS_REFRESH_S = 2.0  # how often the sidebar's running jobs and a page's job poll redraw (each a small rerun)
 
 
 def job_status_ui(job: Job | None, label: str = "") -> bool:
-    """Progress bar, error or cancel button for a job; True when it has finished successfully. A running job's
-    bar redraws itself every ``PROGRESS_REFRESH_S``, and the page reruns when the job ends."""
+    """Progress bar, error or cancel button for a job; True when it has finished successfully. The bar shows the
+    job as the page was drawn; the sidebar's copy moves by itself, and the page reruns when the job ends
+    (``poll_while_active``)."""
     if job is None:
         return False
     if job.finished_ok:
         return True
     if job.active:
-        @st.fragment(run_every=PROGRESS_REFRESH_S)
-        def _live():
-            if not job.active:
-                st.rerun()
-            cols = st.columns([5, 1])
-            if job.state == "queued" and job.expected_s:
-                left = f" (about {duration(job.expected_s)} once it starts, judging by the original's training)"
-            else:
-                left = f" (about {duration(job.eta)} left)" if job.eta is not None else ""
-            cols[0].progress(job.progress, text=f"{label or job.title}: {job.message}{left}")
-            if cols[1].button("Cancel", key=f"cancel-{job.key}"):
-                job.cancel()
-                st.rerun()
-        _live()
+        cols = st.columns([5, 1])
+        if job.state == "queued" and job.expected_s:
+            left = f" (about {duration(job.expected_s)} once it starts, judging by the original's training)"
+        else:
+            left = f" (about {duration(job.eta)} left)" if job.eta is not None else ""
+        cols[0].progress(job.progress, text=f"{label or job.title}: {job.message}{left}")
+        if cols[1].button("Cancel", key=f"cancel-{job.key}"):
+            job.cancel()
+            st.rerun()
     elif job.state == "failed":
         st.error(f"{label or job.title} failed: {job.error}")
     elif job.state == "cancelled":
@@ -49,7 +45,7 @@ def job_status_ui(job: Job | None, label: str = "") -> bool:
     return False
 
 
-def poll_while_active(jobs: list[Job | None], seconds: float = 1.0) -> None:
+def poll_while_active(jobs: list[Job | None], seconds: float = PROGRESS_REFRESH_S) -> None:
     """Re-run the page as soon as any of ``jobs`` that is going now ends (checked every ``seconds``), so that
     what depends on it (e.g. the comparison with each finished oracle) is redrawn."""
     active = [j for j in jobs if j is not None and j.active]
@@ -103,8 +99,12 @@ def config_form_ui(cls: type, key: str):
 
 # ---- images ------------------------------------------------------------------------------------
 def number_table_ui(rows: list[dict], key: str) -> None:
-    """``rows`` as a table with floats shown to 3 significant digits."""
+    """``rows`` as a table with floats shown to 3 significant digits (a column that mixes numbers and text, such as
+    a "mean ± sd" last row, is shown as text: Arrow cannot hold both)."""
     frame = pd.DataFrame(rows)
+    for c in frame.columns:
+        if frame[c].dtype == object and frame[c].map(lambda v: isinstance(v, str)).any():
+            frame[c] = frame[c].map(lambda v: f"{v:.3g}" if isinstance(v, float) else v)
     st.dataframe(frame, hide_index=True, width="stretch", key=key,
                  column_config={c: st.column_config.NumberColumn(format="%.3g") for c in frame.columns
                                 if pd.api.types.is_float_dtype(frame[c])})
