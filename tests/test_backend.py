@@ -75,7 +75,8 @@ def test_training_yields_the_cpu_to_the_pages(ray_backend):
 
     mine = os.getpriority(os.PRIO_PROCESS, 0)
     job = ray_backend.submit("nice", "niceness", Task(thread_niceness))
-    assert job.wait(60) == [max(mine, DEFAULT_WORKER_NICE)], job.error
+    levels = job.wait(60)
+    assert levels and min(levels) >= max(mine, DEFAULT_WORKER_NICE), (levels, job.error)  # no thread above it
     assert os.getpriority(os.PRIO_PROCESS, 0) == mine  # the driver (the app's process) keeps its priority
 
 
