@@ -15,6 +15,7 @@ the Predictions page, timed to its metrics table, whose CSV export is compared w
 
     errors       Streamlit exception / error boxes seen, plus interactions that never settled within --timeout
     crosstalk    sessions whose description, sample count or before/after numbers differ from the request alone
+                 (by more than TOLERANCE, 0.001 points: float rounding between processes is ~1e-5)
     p50_s/p95_s  click "Forget" -> SPM result on the page, over every session (the issue asks p95 <= 2 s)
     rss_mb_per_session  (RSS after N - RSS after 1) / (N - 1) of the streamlit process (Ray's processes not counted)
     cpu_s        CPU seconds of the server, Ray and chromium while sessions 1..N-1 ran: on one machine the browsers
@@ -52,7 +53,9 @@ from core.server import CHROMIUM_ARGS, chromium_path, start_app, wait_healthy  #
 VIEWPORT = {"width": 1400, "height": 1000}
 FRACTION_PCT = 10  # the Forget page's fraction slider default (%)
 CHECKED = ("TA", "RA", "FA", "retained_TA", "forgotten_TA", "MIA")  # the model's own numbers in the metrics table
-TOLERANCE = 1e-6  # percentage points
+# percentage points: the same request computed in the reference process (other thread counts, so another float32
+# summation order) agrees to ~1e-5 points on Fashion-MNIST's MIA; another session's request differs by whole points
+TOLERANCE = 1e-3
 MAIN = "[data-testid='stMain']"
 ERRORS = "[data-testid='stException'], [data-testid='stAlertContentError']"
 DELETED_JS = r"Deleted [\d,]+ samples from the memory in"
