@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages.sidebar import sidebar_ui
+from pages.sidebar import jobs_sidebar_ui, sidebar_ui
 from pages.state import session_state
 
 HERE = Path(__file__).parent
@@ -40,6 +40,7 @@ def main() -> None:
     if goto in pages:
         st.switch_page(pages[goto], query_params=st.query_params.to_dict())
     navigation.run()
+    jobs_sidebar_ui()  # after the page, so that the jobs it has just started are listed
 
 
 main()

@@ -70,8 +70,8 @@ def dataset_picker_ui() -> str:
 
 
 def sidebar_ui() -> Dataset | None:
-    """Dataset picker, what this session forgets and its background work; returns the dataset (None, with a
-    message, when it cannot load)."""
+    """Dataset picker and what this session forgets; returns the dataset (None, with a message, when it cannot
+    load). The session's background work (``jobs_sidebar_ui``) is drawn after the page, which may start some."""
     state = session_state()
     link_ui()
     name = dataset_picker_ui()
@@ -91,7 +91,6 @@ def sidebar_ui() -> Dataset | None:
     current = state.deletions_for(dataset).current
     if current is not None:
         st.sidebar.info(f"Forgetting: **{current.description}** ({len(current):,} samples)")
-    jobs_sidebar_ui()
     return dataset
 
 
