@@ -31,6 +31,17 @@ def limit_threads(threads: int | None = None) -> int:
     return threads
 
 
+def worker_nice() -> int:
+    """The niceness training tasks run at: ``$UE_WORKER_NICE`` (a whole number, 0-19), else 10."""
+    raw = os.environ.get(WORKER_NICE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_WORKER_NICE
+    if not raw.isdigit() or int(raw) > 19:
+        raise ValueError(f"{WORKER_NICE_ENV} must be a whole number from 0 to 19, found {raw!r}; unset it for the "
+                         f"default {DEFAULT_WORKER_NICE}")
+    return int(raw)
+
+
 def lower_priority(nice: int) -> None:
     """Raise the nice value of every thread of this process to ``nice`` (never lowers one; Linux sets it per
     thread, and torch's pools may predate the task). A no-op where the OS offers no per-thread priority."""
@@ -137,7 +148,7 @@ def worker_entry(fn: Callable, kwargs: dict, key: str, board, num_cpus: float, *
     ``args`` come last and loose so that Ray resolves the object-store references among them."""
     threads = max(1, int(num_cpus))
     limit_threads(threads)
-    lower_priority(int(os.environ.get(WORKER_NICE_ENV, DEFAULT_WORKER_NICE)))
+    lower_priority(worker_nice())
     last = [0.0]
 
     def progress(fraction: float, message: str) -> None:

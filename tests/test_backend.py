@@ -80,6 +80,19 @@ def test_training_yields_the_cpu_to_the_pages(ray_backend):
     assert os.getpriority(os.PRIO_PROCESS, 0) == mine  # the driver (the app's process) keeps its priority
 
 
+def test_a_bad_worker_niceness_is_named(monkeypatch):
+    from core.job import DEFAULT_WORKER_NICE, worker_nice
+
+    monkeypatch.delenv("UE_WORKER_NICE", raising=False)
+    assert worker_nice() == DEFAULT_WORKER_NICE
+    monkeypatch.setenv("UE_WORKER_NICE", "5")
+    assert worker_nice() == 5
+    for bad in ("high", "-3", "25"):
+        monkeypatch.setenv("UE_WORKER_NICE", bad)
+        with pytest.raises(ValueError, match=f"UE_WORKER_NICE must be a whole number from 0 to 19, found '{bad}'"):
+            worker_nice()
+
+
 def test_a_failing_task_keeps_its_cause(ray_backend):
     job = ray_backend.submit("fails", "fails", Task(failing))
     job.wait(60)
