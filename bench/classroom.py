@@ -141,14 +141,20 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def stat_fields(stat: Path) -> list[str] | None:
+    """The fields of a /proc/<pid>/stat after the command name (state, ppid, pgrp, session, ...); None when the
+    process is gone."""
+    try:
+        text = stat.read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds one process has used (0 when it is gone)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = text[text.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    fields = stat_fields(Path(f"/proc/{pid}/stat"))
+    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def browser_pids() -> list[int]:
@@ -168,12 +174,8 @@ def session_members(sid: int) -> list[int]:
     started (Ray's processes), never anything else."""
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2:].split()  # state, ppid, pgrp, session, ...
-        if int(fields[3]) == sid and fields[0] != "Z":
+        fields = stat_fields(stat)
+        if fields is not None and int(fields[3]) == sid and fields[0] != "Z":
             out.append(int(stat.parent.name))
     return out
 
