@@ -2,7 +2,8 @@
 
     python bench/embeddings.py [--dataset digits] [--train-sample 2000] [--classes 3]
 
-Trains (or loads) the SPM original and its oracle without the chosen classes, then measures in one process:
+Trains (or loads) the SPM original and one oracle without the chosen classes (seed + 1; the map shows one),
+then measures in one process:
 - layout_first_s: the aligned UMAP layout of original / unlearned / oracle, not cached, first UMAP in the
   process (so it includes numba's compilation, as the app's first map does);
 - layout_cached_s: what the page does once the layout is stored: load it and build the WebGL figure JSON;
@@ -41,7 +42,7 @@ def main() -> int:
     request = request_classes(ds, a.classes)
     start = time.perf_counter()
     original = workflow.original("spm", ds)
-    oracle = workflow.oracle("spm", ds, request)
+    oracle = workflow.oracle("spm", ds, request, seed_offset=1)
     unlearned = workflow.run_method("spm-delete", original.classifier, ds, request).model
     print(f"models ready in {time.perf_counter() - start:.1f} s ({a.dataset}, forgetting {request.description})")
 

@@ -1,17 +1,20 @@
-"""Post-hoc unlearning side by side: DAMP and the standard baselines against the parametric oracle.
+"""Post-hoc unlearning side by side: DAMP and the standard baselines against K parametric oracles.
 
     python bench/posthoc.py                      # Fashion-MNIST, class0 / class012 / random10, every method
     python bench/posthoc.py --dataset digits --methods damp,ga --no-by-design
     python bench/posthoc.py --dataset mnist-5k --requests "" --no-by-design  # damp-sequential's tuning split
     python bench/posthoc.py --set damp.head_rank=4 --set scrub.lr=0.001
 
-For each request it trains (or loads) the parametric oracle, runs every applicable parametric method on
-the original model and prints TA, RA, FA, MIA AUROC, PG against the oracle, selectivity, the method's time
-and the oracle's retrain time divided by it. The SPM / MUNKEY deletion rows (when those models and their
-deletion methods are registered) are scored against their own kind's oracle. DAMP, its registered variants
+For each request it trains (or loads) K parametric oracles (seed offsets 1..K, never the original's seed),
+runs every applicable parametric method on the original model and prints TA, RA, FA, MIA AUROC, PG (mean over
+the oracles), selectivity, the verdict against the oracles' spread (``core.eval.evidence``), the method's time
+and the oracles' mean retrain time divided by it. The ``oracles`` row holds the oracles' mean, and in the PG
+column the mean disagreement between oracle pairs (the yardstick for a method's PG). The SPM / MUNKEY deletion
+rows (when those models and their deletion methods are registered) are scored against K oracles of their own
+kind. DAMP, its registered variants
 (damp-sequential) and any --damp-variants then run over every single-class request (FA and retained-class
 test accuracy per class), and per-layer probe decodability of class 0 is printed for the original, the
-oracle and each method. The last line is one JSON object.
+first oracle and each method. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -65,11 +68,23 @@ def method_config(name: str, overrides: dict):
     return config_from_dict(spec.config_cls, values)
 
 
-def row(metrics: dict, before: dict, seconds: float, oracle_seconds: float | None) -> dict:
+def row(comparison, before: dict, seconds: float) -> dict:
+    """One table row: the model's metrics and verdict against the oracles."""
+    metrics = comparison.metrics
     return {"ta": metrics["TA"], "ra": metrics["RA"], "fa": metrics["FA"], "mia_auroc": metrics["MIA"],
             "pg": metrics["PG"], "selectivity": P.selectivity(before, metrics),
-            "retained_ta": metrics.get("retained_TA"), "time_s": seconds,
-            "speedup": (oracle_seconds / max(seconds, 1e-9)) if oracle_seconds else None}
+            "retained_ta": metrics.get("retained_TA"), "verdict": comparison.verdict.replace(" ", "-"),
+            "time_s": seconds, "speedup": metrics.get("speedup")}
+
+
+def oracles_row(comparison, before: dict) -> dict:
+    """The oracles' mean metrics; PG is the mean disagreement between oracle pairs."""
+    metrics = comparison.oracle_metrics
+    times = [o["train_s"] for o in comparison.oracles if o["train_s"]]
+    return {"ta": metrics["TA"], "ra": metrics["RA"], "fa": metrics["FA"], "mia_auroc": metrics["MIA"],
+            "pg": comparison.spread["metrics"]["PG"]["pairs_mean"] if comparison.k > 1 else None,
+            "selectivity": P.selectivity(before, metrics), "retained_ta": metrics.get("retained_TA"),
+            "verdict": f"k={comparison.k}", "time_s": float(np.mean(times)) if times else None, "speedup": 1.0}
 
 
 def fmt(v, width: int = 8, digits: int = 1) -> str:
@@ -81,15 +96,18 @@ def fmt(v, width: int = 8, digits: int = 1) -> str:
 
 
 def print_table(title: str, rows: dict[str, dict]) -> None:
-    cols = ("ta", "ra", "fa", "retained_ta", "mia_auroc", "pg", "selectivity", "time_s", "speedup")
+    cols = ("ta", "ra", "fa", "retained_ta", "mia_auroc", "pg", "selectivity", "verdict", "time_s", "speedup")
+    width = {"verdict": 16}
     print(f"\n== {title}")
-    print(f"{'method':<16}" + "".join(c.rjust(12) for c in cols))
+    print(f"{'method':<16}" + "".join(c.rjust(width.get(c, 12)) for c in cols))
     for name, r in rows.items():
-        print(f"{name:<16}" + "".join(fmt(r.get(c), 12, 2 if c in ("time_s", "speedup") else 1) for c in cols))
+        print(f"{name:<16}" + "".join(fmt(r.get(c), width.get(c, 12), 2 if c in ("time_s", "speedup") else 1)
+                                      for c in cols))
 
 
-def by_design_rows(kinds: list[str], ds, request, param_oracle) -> dict[str, dict]:
-    """Deletion rows of the by-design models, against their own kind's oracle (and PG to the parametric one)."""
+def by_design_rows(kinds: list[str], ds, request, param_oracles, k: int) -> dict[str, dict]:
+    """Deletion rows of the by-design models, against K oracles of their own kind (and PG to the parametric
+    oracles)."""
     out = {}
     for kind in kinds:
         if kind not in model_registry.list_model_kinds():
@@ -100,24 +118,25 @@ def by_design_rows(kinds: list[str], ds, request, param_oracle) -> dict[str, dic
             log(f"skip {kind}: no deletion method registered for it")
             continue
         try:
-            out.update(_deletion_rows(kind, methods, ds, request, param_oracle))
+            out.update(_deletion_rows(kind, methods, ds, request, param_oracles, k))
         except Exception as err:  # a by-design model that cannot run here must not sink the benchmark
             log(f"skip {kind}: {type(err).__name__}: {err}")
             out[f"{kind} (skipped)"] = {"error": f"{type(err).__name__}: {err}"}
     return out
 
 
-def _deletion_rows(kind: str, methods: list[str], ds, request, param_oracle) -> dict[str, dict]:
-    log(f"{kind}: original and oracle")
+def _deletion_rows(kind: str, methods: list[str], ds, request, param_oracles, k: int) -> dict[str, dict]:
+    log(f"{kind}: original and {k} oracles")
     orig = workflow.original(kind, ds)
-    oracle = workflow.oracle(kind, ds, request)
+    oracles = workflow.oracles(kind, ds, request, k)
     before = M.split_metrics(orig.classifier, ds, request)
     out = {}
     for name in methods:
-        res = workflow.score(workflow.execute(name, orig, ds, request, progress=quiet), oracle, ds)
-        r = row(res.comparison.metrics, before, res.seconds, res.oracle_seconds)
-        r["pg_vs_parametric_oracle"] = M.prediction_gap(res.model.split_proba(ds, "test"),
-                                                        param_oracle.split_proba(ds, "test"))
+        res = workflow.score(workflow.execute(name, orig, ds, request, progress=quiet), orig, oracles, ds)
+        r = row(res.comparison, before, res.seconds)
+        r["pg_vs_parametric_oracles"] = float(np.mean([
+            M.prediction_gap(res.model.split_proba(ds, "test"), o.classifier.split_proba(ds, "test"))
+            for o in param_oracles]))
         out[name] = r
     return out
 
@@ -131,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--requests", default="class0,class012,random10")
     parser.add_argument("--methods", default="", help="comma-separated parametric methods (default: all)")
+    parser.add_argument("--oracles", type=int, default=None, help="K oracles per request (default $UE_ORACLES or 3)")
     parser.add_argument("--set", action="append", default=[], help="method.field=value config override")
     parser.add_argument("--by-design", default="spm,munkey", help="by-design kinds for deletion rows ('' for none)")
     parser.add_argument("--no-by-design", action="store_true")
@@ -147,18 +167,16 @@ def main(argv: list[str] | None = None) -> int:
     model = original.classifier
     methods = [m for m in (args.methods.split(",") if args.methods else list_methods("parametric")) if m]
     by_design = [] if args.no_by_design else [k for k in args.by_design.split(",") if k]
+    n_oracles = workflow.oracle_count(args.oracles)
     result: dict = {}
     probes: dict = {}
     for rname in [r for r in args.requests.split(",") if r]:
         request = REQUESTS[rname](ds)
-        log(f"{rname}: oracle")
-        oracle = workflow.oracle("parametric", ds, request)
-        oracle_s = workflow.train_seconds(oracle)
+        log(f"{rname}: {n_oracles} oracles")
+        oracles = workflow.oracles("parametric", ds, request, n_oracles)
         before = M.split_metrics(model, ds, request)
-        rows: dict[str, dict] = {}
-        o_metrics = M.evaluate(oracle.classifier, oracle.classifier, ds, request, oracle_s, oracle_s)
-        rows["original"] = row(M.evaluate(model, oracle.classifier, ds, request), before, 0.0, None)
-        rows["oracle"] = row(o_metrics, before, oracle_s or float("nan"), oracle_s)
+        untouched = workflow.compare(model, original, oracles, ds, request)
+        rows: dict[str, dict] = {"original": row(untouched, before, 0.0), "oracles": oracles_row(untouched, before)}
         models = {}
         for name in methods:
             spec = get_method(name)
@@ -166,21 +184,24 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             log(f"{rname}: {name}")
             res = workflow.score(workflow.execute(name, original, ds, request, method_config(name, overrides), quiet),
-                                 oracle, ds)
-            rows[name] = row(res.comparison.metrics, before, res.seconds, oracle_s)
+                                 original, oracles, ds)
+            rows[name] = row(res.comparison, before, res.seconds)
             models[name] = res.model
             if name.startswith("damp"):
                 print(f"\n{name} layers ({rname}):")
                 for layer in res.log.get("layers", []):
                     print("  " + ", ".join(f"{k}={fmt(v, 0, 3).strip() if isinstance(v, float) else v}"
                                            for k, v in layer.items()))
-        rows.update(by_design_rows(by_design, ds, request, oracle.classifier))
-        print_table(f"{rname}: {request.description} (oracle retrain {fmt(oracle_s, 0, 1).strip()} s)", rows)
-        result[rname] = {k: {f: v for f, v in r.items()} for k, r in rows.items()}
+        rows.update(by_design_rows(by_design, ds, request, oracles, n_oracles))
+        seeds = ", ".join(str(o["seed"]) for o in untouched.oracles)
+        print_table(f"{rname}: {request.description} ({n_oracles} oracles, seeds {seeds}; mean retrain "
+                    f"{fmt(rows['oracles']['time_s'], 0, 1).strip()} s)", rows)
+        result[rname] = {name: dict(r) for name, r in rows.items()}
+        result[rname]["oracles"]["seeds"] = [o["seed"] for o in untouched.oracles]
         if rname == "class0" and not args.no_probes:
             log("class0: layer probes")
             curves = {"original": P.layer_decodability(model, ds, request),
-                      "oracle": P.layer_decodability(oracle.classifier, ds, request)}
+                      "oracle": P.layer_decodability(oracles[0].classifier, ds, request)}
             for name, m in models.items():
                 curves[name] = P.layer_decodability(m, ds, request)
             print("\n== class0: forget-vs-retain probe accuracy per layer (test images; compare with the oracle)")

@@ -13,6 +13,7 @@ original's seed): the oracle-to-oracle distances beside it and the verdict. Last
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -84,7 +85,6 @@ def main() -> None:
 
         _, page_s = timed(page_update, repeats=3)
         oracles = workflow.oracles("spm", ds, request, args.oracles, progress=log)
-        oracle = oracles[0]
         oracle_s = float(statistics.mean(workflow.train_seconds(o) or float("nan") for o in oracles))
         cmp = workflow.compare(deleted, spm, oracles, ds, request, incremental_s)
         before = M.split_metrics(model, ds, request)
@@ -113,12 +113,21 @@ def main() -> None:
                     f"oracle_pairs_pg_{name}": pairs["PG"]["pairs_mean"],
                     f"oracle_pairs_fa_{name}": pairs["FA"]["pairs_mean"]})
         if name == "random10":
-            knn_model, knn_oracle = model.with_mode("knn"), oracle.classifier.with_mode("knn")
-            knn = M.evaluate(knn_model.forget(ids), knn_oracle, ds, request)
-            knn_before = M.evaluate(knn_model, knn_oracle, ds, request)
-            knn_oracle_fa = M.split_metrics(knn_oracle, ds, request)["FA"]
-            print(f"kNN mode (k={knn_model.config.knn_k}) vs the first oracle in kNN mode: PG {knn['PG']:.2f} "
-                  f"(before deletion {knn_before['PG']:.2f})  FA {knn['FA']:.2f} / oracle {knn_oracle_fa:.2f}"
+            knn_model = model.with_mode("knn")
+            knn_oracles = [o.classifier.with_mode("knn") for o in oracles]
+            knn_oracle_metrics = [M.split_metrics(o, ds, request) for o in knn_oracles]
+            knn_oracle_probs = [o.split_proba(ds, "test") for o in knn_oracles]
+            knn_deleted = knn_model.forget(ids)
+            knn = M.split_metrics(knn_deleted, ds, request)
+            knn.update(M.gaps_to_oracles(knn, knn_deleted.split_proba(ds, "test"), knn_oracle_metrics,
+                                         knn_oracle_probs))
+            knn_before = M.gaps_to_oracles(M.split_metrics(knn_model, ds, request),
+                                           knn_model.split_proba(ds, "test"), knn_oracle_metrics, knn_oracle_probs)
+            knn_oracle_fa = M.mean_metrics(knn_oracle_metrics)["FA"]
+            knn_pairs = [M.prediction_gap(a, b) for a, b in itertools.combinations(knn_oracle_probs, 2)]
+            print(f"kNN mode (k={knn_model.config.knn_k}) vs the {len(oracles)} oracles in kNN mode: PG "
+                  f"{knn['PG']:.2f} (oracle pairs {statistics.mean(knn_pairs) if knn_pairs else float('nan'):.2f}; "
+                  f"before deletion {knn_before['PG']:.2f})  FA {knn['FA']:.2f} / oracles {knn_oracle_fa:.2f}"
                   f"  TA {knn['TA']:.2f}")
             out.update({"pg_random10_knn": knn["PG"],
                         "fa_random10_knn": knn["FA"], "pg_random10_knn_before": knn_before["PG"],

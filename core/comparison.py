@@ -124,17 +124,6 @@ def compare(model: Classifier, original: bundle.TrainedModel, oracle_models: Seq
     return replace(out, metrics=metrics)
 
 
-def compare_one_oracle(model: Classifier, oracle_model: bundle.TrainedModel, dataset: Dataset,
-                       request: ForgetRequest, seconds: float | None = None) -> Comparison:
-    """``model`` against a single oracle, without the original (how bench/posthoc.py scores): the metrics and
-    their gaps to it; the verdict is inconclusive, as one oracle has no spread."""
-    judged = evidence.verdict([], 1, "class" if request.classes else "sample")
-    metrics = M.evaluate(model, oracle_model.classifier, dataset, request, seconds, train_seconds(oracle_model))
-    return Comparison(metrics, M.split_metrics(oracle_model.classifier, dataset, request),
-                      [_oracle_entry(oracle_model)], judged["verdict"], judged["sentence"], judged["scenario"],
-                      [], None, None, None)
-
-
 def transition_matrix(before: np.ndarray, after: np.ndarray, num_classes: int) -> np.ndarray:
     """counts[i, j]: test images predicted i before unlearning and j after."""
     out = np.zeros((num_classes, num_classes), np.int64)

@@ -21,7 +21,7 @@ import numpy as np
 from core import bundle, store
 from core.backend import Backend, Job, Task
 from core.bundle import train_seconds, train_seed  # noqa: F401  (callers read them here)
-from core.comparison import Comparison, compare, compare_one_oracle  # noqa: F401  (re-exported)
+from core.comparison import Comparison, compare  # noqa: F401  (re-exported)
 from core.configs import config_hash, config_to_dict
 from core.data.dataset import Dataset
 from core.data.requests import ForgetRequest, request_classes
@@ -59,11 +59,11 @@ def original(kind: str, dataset: Dataset, progress: Progress = no_progress, canc
     return bundle.train_or_load(kind, dataset, progress=progress, cancel=cancel, **kwargs)
 
 
-def oracle(kind: str, dataset: Dataset, request: ForgetRequest, seed_offset: int = 0,
+def oracle(kind: str, dataset: Dataset, request: ForgetRequest, seed_offset: int,
            progress: Progress = no_progress, cancel: CancelToken | None = None, **kwargs) -> bundle.TrainedModel:
     """The same recipe retrained from scratch without ``request``'s samples (seed + ``seed_offset``), here.
-    Offset 0 shares the original's seed (initial weights and data order); the oracles a comparison uses are
-    ``oracle_offsets`` (see ``oracles``)."""
+    The offset has no default: offset 0 shares the original's seed (initial weights and data order), which
+    ``compare`` refuses; the oracles a comparison uses are ``oracle_offsets`` (see ``oracles``)."""
     tc = oracle_train_config(kind, dataset, seed_offset, kwargs.pop("train_config", None))
     return bundle.train_or_load(kind, dataset, train_config=tc, excluded=request, progress=progress,
                                 cancel=cancel, **kwargs)
@@ -267,19 +267,11 @@ def train_remote(kind: str, dataset: Dataset, excluded: ForgetRequest | None = N
                 num_cpus=cpus, num_gpus=1 if gpu else 0)
 
 
-def score(run: MethodRun, original: bundle.TrainedModel, oracle_models=None, dataset: Dataset | None = None
-          ) -> MethodRun:
+def score(run: MethodRun, original: bundle.TrainedModel, oracle_models: Sequence[bundle.TrainedModel],
+          dataset: Dataset) -> MethodRun:
     """Compare ``run``'s model with the finished ``oracle_models`` (``compare``, the ``original`` as the untouched
     reference); sets ``run.comparison`` and ``run.oracle_seconds`` (their mean training time). Scoring runs where
-    the models live: the UI process or the sweep's driver. ``score(run, oracle, dataset)``, one oracle and no
-    original as bench/posthoc.py calls it, scores against that oracle alone (``compare_one_oracle``)."""
-    if isinstance(oracle_models, Dataset) and dataset is None:
-        oracle_model, dataset = original, oracle_models
-        run.oracle_seconds = train_seconds(oracle_model)
-        run.comparison = compare_one_oracle(run.model, oracle_model, dataset, run.request, run.seconds)
-        return run
-    if dataset is None:
-        raise TypeError("score(run, original, oracles, dataset): the dataset is missing")
+    the models live: the UI process or the sweep's driver."""
     times = [t for t in (train_seconds(o) for o in oracle_models) if t]
     run.oracle_seconds = float(np.mean(times)) if times else None
     run.comparison = compare(run.model, original, oracle_models, dataset, run.request, run.seconds)

@@ -429,9 +429,10 @@ def test_a_comparison_refuses_what_it_cannot_judge(class_run, digits):
     same_seed = workflow.oracle("parametric", digits, run.request, seed_offset=0)
     with pytest.raises(ValueError, match="original's seed"):
         workflow.compare(run.model, original, [same_seed, *oracles], digits, run.request)
-    # bench/posthoc.py's call, one oracle and no original: the metrics against it, and no verdict without a spread
-    one = workflow.score(workflow.execute("ft", original, digits, run.request), same_seed, digits).comparison
-    assert one.k == 1 and one.verdict == "inconclusive" and "AvgGap" in one.metrics and one.spread is None
+    # one oracle: the metrics against it, and no verdict without a spread
+    one = workflow.score(workflow.execute("ft", original, digits, run.request), original, oracles[:1], digits)
+    assert one.comparison.k == 1 and one.comparison.verdict == "inconclusive"
+    assert "AvgGap" in one.comparison.metrics and "with 1 oracle" in one.comparison.sentence
 
 
 @pytest.mark.slow

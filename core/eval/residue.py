@@ -29,7 +29,7 @@ import numpy as np
 from core.data.dataset import Dataset
 from core.data.requests import ForgetRequest
 from core.eval import metrics as M
-from core.eval.evidence import FLOOR, accuracy_floor, auc_floor, band
+from core.eval.evidence import FLOOR, accuracy_floor, auc_sd, band
 from core.eval.membership import matched_heldout
 from core.eval.probes import linear_cka, representational_dissimilarity
 from core.models.base import Classifier
@@ -179,16 +179,18 @@ def residue(model: Classifier, original: Classifier, oracles: Sequence[Classifie
                  "original": own if same_weights(model, original) else model_residue(original, dataset, request, rows),
                  "oracles": [model_residue(o, dataset, request, rows) for o in oracles]}
     measures = []
-    floors = {"knn_acc": max(FLOOR, accuracy_floor(np.stack([o["knn_correct"] for o in per_model["oracles"]])))}
+    # kNN accuracy: the t band, floored by the spread the oracles' per-sample disagreement implies; the feature
+    # membership AUROC: its Mann-Whitney sampling sd is known, so the normal band on max(sd, that sd), as the verdict
+    knn_correct = np.stack([o["knn_correct"] for o in per_model["oracles"]])
+    bands = {"knn_acc": {"floor": max(FLOOR, accuracy_floor(knn_correct))}}
     if "feature_mia" in per_model["model"]:
-        floors["feature_mia"] = auc_floor(per_model["model"]["n_pos"], per_model["model"]["n_neg"])
+        bands["feature_mia"] = {"known_sd": auc_sd(per_model["model"]["n_pos"], per_model["model"]["n_neg"])}
     for name, label in (("knn_acc", "kNN accuracy on weight features (%)"),
                         ("feature_mia", "feature membership AUROC (%)")):
-        if name not in floors:
+        if name not in bands:
             continue
-        floor = floors[name]
         oracle_values = [o[name] for o in per_model["oracles"]]
-        b = band(oracle_values, floor=floor)
+        b = band(oracle_values, **bands[name])
         value = per_model["model"][name]
         measures.append({"measure": name, "label": label, "model": value, "original": per_model["original"][name],
                          "oracle_mean": b["mean"], "oracle_sd": b["sd"], "band": [b["lo"], b["hi"]],

@@ -93,7 +93,7 @@ def fit_spm(net: SPMNet, dataset: Dataset, train_ids: np.ndarray, config: SPMCon
     device = device or torch.device("cpu")
     net.to(device)
     labels_np = dataset.y_train
-    labels = torch.as_tensor(labels_np)
+    labels = torch.tensor(labels_np)  # a copy: the dataset's arrays are read-only
     pools = {int(c): train_ids[labels_np[train_ids] == c] for c in np.unique(labels_np[train_ids])}
 
     def step_loss(batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
