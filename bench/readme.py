@@ -27,7 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 BLOCK = re.compile(r"(<!-- bench:(?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- /bench -->)", re.S)
 LABELS = {"ta": "TA", "ra": "RA", "fa": "FA", "retained_ta": "retained-class TA", "mia_auroc": "MIA AUROC",
-          "pg": "PG", "selectivity": "selectivity", "time_s": "time (s)", "speedup": "speedup"}
+          "pg": "PG", "selectivity": "selectivity", "verdict": "verdict", "time_s": "time (s)", "speedup": "speedup"}
+
+# bench/posthoc.py prints a verdict as one column, its words joined by "-"
+VERDICTS = {"looks-unseen": "looks unseen", "not-forgotten": "not forgotten"}
 
 
 def last_json(text: str) -> dict:
@@ -58,7 +61,7 @@ def posthoc_table(text: str, request: str, columns: str) -> str:
         if len(cells) != len(header):
             break
         row = dict(zip(header, cells))
-        out.append(f"| {row['method']} | " + " | ".join(row[c] for c in wanted) + " |")
+        out.append(f"| {row['method']} | " + " | ".join(VERDICTS.get(row[c], row[c]) for c in wanted) + " |")
     return "\n".join(out)
 
 

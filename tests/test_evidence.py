@@ -227,6 +227,23 @@ def test_verdict_rule_on_hand_made_measures():
     assert E.verdict([_crit("KLoM", 0.01, kl, 60.0, distance=True)], 4, "sample")["verdict"] == "looks unseen"
 
 
+def test_what_the_model_keeps_is_shown_beside_the_verdict_and_never_decides_it():
+    oracles, acc = [50.0, 51.0, 49.0, 50.0], [96.0, 96.5, 96.2]
+    forgot = _crit("AUC", 50.5, oracles, 80.0)
+    wrecked = E.verdict([forgot, _crit("TA", 69.0, acc, 92.0, counts=False)], 4, "class")
+    assert wrecked["verdict"] == "looks unseen"  # the verdict is on forgetting alone
+    assert "Beside the verdict: its TA (69.0%) lies below the oracles' band" in wrecked["sentence"]
+    assert "the original's 92.0%: the model lost what it should keep" in wrecked["sentence"]
+    # the untouched original and a model near it say nothing: a retrain's retained accuracy may exceed theirs
+    for value in (92.0, 91.9):
+        quiet = E.verdict([forgot, _crit("TA", value, acc, 92.0, counts=False)], 4, "class")
+        assert quiet["verdict"] == "looks unseen" and "Beside" not in quiet["sentence"]
+    # only the measures that count make a request too small to tell or a model not forgotten
+    small = E.verdict([_crit("AUC", 50.5, oracles, 50.2), _crit("TA", 99.0, acc, 99.0, counts=False)], 4, "class")
+    assert small["verdict"] == "inconclusive"
+    assert E.verdict([forgot, _crit("TA", 99.9, acc, 92.0, counts=False)], 4, "class")["verdict"] == "looks unseen"
+
+
 # ---- real models: relearn time and the controls ----------------------------------------------------------------
 
 K = 5  # oracles per request: each control leaves one out and judges it against the other 4
@@ -270,9 +287,11 @@ def test_controls_left_out_oracle_looks_unseen_and_original_not_forgotten(case, 
     result = E.judge(original, original, oracles, dataset, forget_request)
     assert result["verdict"] == "not forgotten", result["sentence"]
     assert result["scenario"] == ("class" if forget_request.classes else "sample")
-    names = {c["name"] for c in result["criteria"]}
+    names = {c["name"] for c in result["criteria"] if c["counts"]}
     assert names == ({"FA", "forgotten_TA", "mean_z", "klom_p95"} if forget_request.classes
                      else {"FA", "membership_auc", "mean_z", "klom_p95"})
+    (kept,) = [c for c in result["criteria"] if not c["counts"]]  # shown beside the verdict
+    assert kept["name"] == ("retained_TA" if forget_request.classes else "TA") and "Beside" not in result["sentence"]
     assert set(result["klom"]) == {"forget", "retain", "val"} and result["spread"]["k"] == K
     assert len(result["membership"]["rows"]) == len(forget_request.ids)
 
@@ -295,7 +314,7 @@ def test_judge_bad_input_and_svc_on_real_models(class_case):
     none = E.judge(original, original, [], dataset, forget_request)
     assert none["verdict"] == "inconclusive" and "0 oracles" in none["sentence"] and none["spread"] is None
     two = E.judge(oracles[0], original, oracles[1:3], dataset, forget_request)  # 2 oracles: no per-sample measures
-    assert two["membership"] is None and {c["name"] for c in two["criteria"]} == {"FA", "forgotten_TA"}
+    assert two["membership"] is None and {c["name"] for c in two["criteria"]} == {"FA", "forgotten_TA", "retained_TA"}
     forget = forget_request.mask(dataset.num_train)
     tr, te = original.split_proba(dataset, "train"), original.split_proba(dataset, "test")
     svc = MB.svc_mia(tr[forget], dataset.y_train[forget], tr[~forget], dataset.y_train[~forget], te, dataset.y_test)

@@ -2,9 +2,10 @@
 
 For every method and seed: the method's defining property holds (what its paper's update does and nothing
 else), and forgetting class 0 leaves the retained classes' test accuracy within RETAIN_MARGIN points of
-both the original's and the oracle's (the same recipe and seed retrained without class 0) while the forget
-accuracy comes within FORGET_MARGIN points of the oracle's. A method that misses this at its defaults on
-some seed is a finding, not a reason to tune the test: that one case is an xfail with the measured numbers.
+both the original's and the oracles' mean (the same recipe retrained without class 0 on the seed + 1, 2, 3,
+never the original's own) while the forget accuracy comes within FORGET_MARGIN points of the oracles'. A
+method that misses this at its defaults on some seed is a finding, not a reason to tune the test: that one
+case is an xfail with the measured numbers.
 Also: registration, the input model is never touched, progress and cancellation, the probe diagnostics.
 """
 
@@ -33,36 +34,36 @@ from core.unlearn.scrub import distill_kl
 SEEDS = (0, 1, 2)  # training seeds of the original network: the first three
 METHODS = ("damp", "damp-sequential", "ft", "ga", "l1-sparse", "neggrad+", "rl", "salun", "scrub", "ssd")
 FORGOTTEN = 0  # the class every case forgets
-# Retained-class test accuracy within 3 points of the original's and of the oracle's: digits' ~325 retained test
-# images make one image 0.3 points, and the oracle's retained accuracy differs from the original's by about 1.
+# Retained-class test accuracy within 3 points of the original's and of the oracles' mean: digits' ~325 retained
+# test images make one image 0.3 points, and an oracle's retained accuracy differs from the original's by about 1.
 RETAIN_MARGIN = 3.0
-# Forget accuracy within 10 points of the oracle's, which has never seen class 0 (its FA is 0).
+# Forget accuracy within 10 points of the oracles', which have never seen class 0 (their FA is 0).
 FORGET_MARGIN = 10.0
-# Measured failures at the defaults: FA / retained-class test accuracy of the method (original; oracle).
+# Measured failures at the defaults: FA / retained-class test accuracy of the method (original; oracles' mean).
 _NEGLECT = "10 epochs on D_r alone at lr 0.01 keep the class"
 _BUDGET = "the reference budget is counted in epochs, and digits' D_f (~142 images) is one batch per epoch: "
 FINDINGS: dict[tuple[str, int], str] = {
-    ("damp", 0): "measured: FA 70.4 (100.0; 0.0), retained 98.8 (99.1; 98.1): METHODS.md's one-pass form",
-    ("damp-sequential", 0): "measured: FA 41.5 (100.0; 0.0), retained 98.8 (99.1; 98.1)",
-    ("ft", 0): "measured: FA 100.0 (100.0; 0.0), retained 99.1 (99.1; 98.1): " + _NEGLECT,
-    ("ft", 1): "measured: FA 100.0 (100.0; 0.0), retained 99.1 (98.5; 98.1): " + _NEGLECT,
+    ("damp", 0): "measured: FA 70.4 (100.0; 0.0), retained 98.8 (99.1; 98.5): METHODS.md's one-pass form",
+    ("damp-sequential", 0): "measured: FA 41.5 (100.0; 0.0), retained 98.8 (99.1; 98.5)",
+    ("ft", 0): "measured: FA 100.0 (100.0; 0.0), retained 99.1 (99.1; 98.5): " + _NEGLECT,
+    ("ft", 1): "measured: FA 100.0 (100.0; 0.0), retained 99.1 (98.5; 98.7): " + _NEGLECT,
     ("ft", 2): "measured: FA 100.0 (100.0; 0.0), retained 99.4 (99.1; 98.8): " + _NEGLECT,
-    ("l1-sparse", 0): "measured: FA 100.0 (100.0; 0.0), retained 99.1 (99.1; 98.1): " + _NEGLECT + ", gamma 5e-5",
-    ("l1-sparse", 1): "measured: FA 100.0 (100.0; 0.0), retained 99.1 (98.5; 98.1): " + _NEGLECT + ", gamma 5e-5",
+    ("l1-sparse", 0): "measured: FA 100.0 (100.0; 0.0), retained 99.1 (99.1; 98.5): " + _NEGLECT + ", gamma 5e-5",
+    ("l1-sparse", 1): "measured: FA 100.0 (100.0; 0.0), retained 99.1 (98.5; 98.7): " + _NEGLECT + ", gamma 5e-5",
     ("l1-sparse", 2): "measured: FA 100.0 (100.0; 0.0), retained 99.4 (99.1; 98.8): " + _NEGLECT + ", gamma 5e-5",
-    ("ga", 0): "measured: FA 99.3 (100.0; 0.0), retained 98.1 (99.1; 98.1): " + _BUDGET + "5 steps at lr 1e-4",
-    ("ga", 1): "measured: FA 100.0 (100.0; 0.0), retained 97.8 (98.5; 98.1): " + _BUDGET + "5 steps at lr 1e-4",
+    ("ga", 0): "measured: FA 99.3 (100.0; 0.0), retained 98.1 (99.1; 98.5): " + _BUDGET + "5 steps at lr 1e-4",
+    ("ga", 1): "measured: FA 100.0 (100.0; 0.0), retained 97.8 (98.5; 98.7): " + _BUDGET + "5 steps at lr 1e-4",
     ("ga", 2): "measured: FA 99.3 (100.0; 0.0), retained 99.4 (99.1; 98.8): " + _BUDGET + "5 steps at lr 1e-4",
-    ("neggrad+", 0): "measured: FA 61.3 (100.0; 0.0), retained 95.4 (99.1; 98.1): the ascent hurts D_r first",
-    ("neggrad+", 1): "measured: FA 25.4 (100.0; 0.0), retained 97.5 (98.5; 98.1)",
+    ("neggrad+", 0): "measured: FA 61.3 (100.0; 0.0), retained 95.4 (99.1; 98.5): the ascent hurts D_r first",
+    ("neggrad+", 1): "measured: FA 25.4 (100.0; 0.0), retained 97.5 (98.5; 98.7)",
     ("neggrad+", 2): "measured: FA 0.0 (100.0; 0.0), retained 94.8 (99.1; 98.8): over-unlearning, retained drops 4.3",
-    ("rl", 1): "measured: FA 81.0 (100.0; 0.0), retained 98.1 (98.5; 98.1)",
+    ("rl", 1): "measured: FA 81.0 (100.0; 0.0), retained 98.1 (98.5; 98.7)",
     ("rl", 2): "measured: FA 66.9 (100.0; 0.0), retained 99.4 (99.1; 98.8)",
-    ("scrub", 0): "measured: FA 100.0 (100.0; 0.0), retained 98.8 (99.1; 98.1): " + _BUDGET + "2 max steps at lr 5e-4",
-    ("scrub", 1): "measured: FA 100.0 (100.0; 0.0), retained 98.8 (98.5; 98.1): " + _BUDGET + "2 max steps at lr 5e-4",
+    ("scrub", 0): "measured: FA 100.0 (100.0; 0.0), retained 98.8 (99.1; 98.5): " + _BUDGET + "2 max steps at lr 5e-4",
+    ("scrub", 1): "measured: FA 100.0 (100.0; 0.0), retained 98.8 (98.5; 98.7): " + _BUDGET + "2 max steps at lr 5e-4",
     ("scrub", 2): "measured: FA 97.2 (100.0; 0.0), retained 98.8 (99.1; 98.8): " + _BUDGET + "2 max steps at lr 5e-4",
-    ("ssd", 0): "measured: FA 100.0 (100.0; 0.0), retained 99.1 (99.1; 98.1): alpha 10 selects too few weights",
-    ("ssd", 1): "measured: FA 100.0 (100.0; 0.0), retained 98.5 (98.5; 98.1): alpha 10 selects too few weights",
+    ("ssd", 0): "measured: FA 100.0 (100.0; 0.0), retained 99.1 (99.1; 98.5): alpha 10 selects too few weights",
+    ("ssd", 1): "measured: FA 100.0 (100.0; 0.0), retained 98.5 (98.5; 98.7): alpha 10 selects too few weights",
 }
 
 
@@ -94,9 +95,10 @@ def lab(digits, parametric_small):
                 return model
             return self.once(("original", seed), make)
 
-        def oracle(self, seed):
-            return self.once(("oracle", seed), lambda: workflow.oracle(
-                "parametric", digits, self.request, train_config=parametric_small.recipe(seed)).classifier)
+        def oracles(self, seed):
+            return self.once(("oracles", seed), lambda: [workflow.oracle(
+                "parametric", digits, self.request, offset, train_config=parametric_small.recipe(seed)).classifier
+                for offset in workflow.oracle_offsets(3)])
 
         def run(self, name, seed):
             def make():
@@ -106,9 +108,13 @@ def lab(digits, parametric_small):
             return self.once(("run", name, seed), make)
 
         def metrics(self, which, seed, name=None):
-            model = {"original": self.original, "oracle": self.oracle}.get(which)
-            return self.once(("metrics", which, seed, name), lambda: M.split_metrics(
-                model(seed) if model else self.run(name, seed).model, digits, self.request))
+            """The metrics of the original, the run of ``name``, or the oracles' mean."""
+            def make():
+                if which == "oracles":
+                    return M.mean_metrics([M.split_metrics(o, digits, self.request) for o in self.oracles(seed)])
+                model = self.original(seed) if which == "original" else self.run(name, seed).model
+                return M.split_metrics(model, digits, self.request)
+            return self.once(("metrics", which, seed, name), make)
 
     return Lab()
 
@@ -251,9 +257,9 @@ def test_defining_property_at_defaults(lab, name, seed):
 
 @pytest.mark.parametrize("name,seed", [_case(n, s) for n in METHODS for s in SEEDS])
 def test_default_forgets_the_class_and_keeps_the_rest(lab, name, seed):
-    m, m0, mo = lab.metrics("run", seed, name), lab.metrics("original", seed), lab.metrics("oracle", seed)
-    numbers = (f"{name} seed {seed}: FA {m['FA']:.1f} (original {m0['FA']:.1f}, oracle {mo['FA']:.1f}); retained "
-               f"test acc {m['retained_TA']:.1f} (original {m0['retained_TA']:.1f}, oracle {mo['retained_TA']:.1f})")
+    m, m0, mo = lab.metrics("run", seed, name), lab.metrics("original", seed), lab.metrics("oracles", seed)
+    numbers = (f"{name} seed {seed}: FA {m['FA']:.1f} (original {m0['FA']:.1f}, oracles {mo['FA']:.1f}); retained "
+               f"test acc {m['retained_TA']:.1f} (original {m0['retained_TA']:.1f}, oracles {mo['retained_TA']:.1f})")
     print(numbers)
     assert m0["FA"] > 90 and mo["FA"] <= 1, numbers
     assert abs(m["retained_TA"] - m0["retained_TA"]) <= RETAIN_MARGIN, numbers

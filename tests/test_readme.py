@@ -20,8 +20,9 @@ def test_every_figure_block_matches_its_saved_output():
 
 def test_a_typed_figure_is_caught(tmp_path):
     text = (ROOT / "README.md").read_text()
-    spec = "posthoc-table posthoc-fashion-mnist-class0.txt class0 ta,ra,fa,retained_ta,mia_auroc"
+    spec = "posthoc-table posthoc-fashion-mnist.txt class0 ta,ra,fa,retained_ta,mia_auroc,pg,verdict"
     rendered = readme.render(spec)
+    assert "| scrub | 83.3 | 94.2 | 0.0 | 92.5 | 53.7 | 8.4 | looks unseen |" in rendered  # the verdict's words
     tampered = tmp_path / "README.md"
     tampered.write_text(text.replace(rendered, rendered.replace("| 89.8 |", "| 0.5 |"), 1))
     assert readme.main(["--check", "--readme", str(tampered)]) == 1

@@ -151,13 +151,13 @@ def _verdict_lines(r: dict) -> list[str]:
              f"- Judged against {o['k']} oracle(s), retrained without the request on seeds "
              f"{', '.join(map(str, o['seeds']))} (the original's seed: {r['original']['seed']}).",
              f"- Which rule applies: {v['scenario_rule']}", "",
-             "| measure | method | oracles' band | oracle mean ± sd (m) | original | method lies | original lies |",
-             "|---|---|---|---|---|---|---|"]
+             "| measure | method | oracles' band | oracle mean ± sd (m) | original | method lies | original lies | "
+             "in the verdict |", "|---|---|---|---|---|---|---|---|"]
     for c in v["criteria"]:
         b = c["band"]
         lines.append(f"| {c['label']} | {_num(c['value'])} | {_num(b['lo'])} – {_num(b['hi'])} | {_num(b['mean'])} ± "
                      f"{_num(b['sd'])} ({b['m']}) | {_num(c['original'])} | {c['effective']} | "
-                     f"{c['original_position']} |")
+                     f"{c['original_position']} | {'yes' if c.get('counts', True) else 'no: what the model keeps'} |")
     return lines + ["", f"The rule: {v['rule']}"]
 
 

@@ -166,7 +166,9 @@ RULE = (
     "the loss-attack AUROC count. In order: fewer than 2 oracles: inconclusive with k oracles. Above the band on "
     "any measure (for KLoM, with D_f's margins above the oracles'): not forgotten. Below the band on any measure: "
     "over-forgotten, the deletion itself is detectable. The untouched original inside every band: inconclusive, "
-    "the request is too small to tell. Otherwise: looks unseen."
+    "the request is too small to tell. Otherwise: looks unseen. Beside the verdict, not deciding it: the test "
+    "accuracy on what the model should keep (the retained classes for a class request); below the oracles' band and "
+    "the original's value, the sentence says the model lost what it should keep."
 )
 
 SCENARIOS = {
@@ -179,16 +181,17 @@ SCENARIOS = {
 
 def criterion(name: str, label: str, value: float, oracle_values: Sequence[float], original: float | None = None,
               floor: float = FLOOR, level: float = LEVEL, unit: str = "%", distance: bool = False,
-              direction: str = "above", known_sd: float | None = None) -> dict:
+              direction: str = "above", known_sd: float | None = None, counts: bool = True) -> dict:
     """One measure of the verdict: the method's value, the oracles' band (``band``; ``known_sd`` for a measure
     whose sampling sd is known) and where the method and the original lie. A ``distance`` (≥ 0, e.g. KLoM; its
-    band is taken on a log scale, being skewed) only counts when above its band, on the side ``direction`` says."""
+    band is taken on a log scale, being skewed) only counts when above its band, on the side ``direction`` says.
+    ``counts`` False: shown beside the verdict's measures (what the model keeps) without deciding it."""
     b = band(oracle_values, floor, level, log=distance, known_sd=known_sd)
     pos = _position(float(value), b)
     effective = direction if distance and pos == "above" else "inside" if distance and pos == "below" else pos
     return {"name": name, "label": label, "value": float(value), "oracle_values": [float(v) for v in oracle_values],
             "original": None if original is None else float(original), "band": b, "unit": unit,
-            "distance": distance, "position": pos, "effective": effective,
+            "distance": distance, "position": pos, "effective": effective, "counts": counts,
             "original_position": _position(float(original), b) if original is not None else "unknown"}
 
 
@@ -222,24 +225,30 @@ def verdict(criteria: Sequence[dict], k: int, scenario: str) -> dict:
         return {**base, "verdict": "inconclusive",
                 "sentence": f"Inconclusive with {n}: at least 2 oracles (retrained without D_f on other seeds) are "
                             "needed to measure how much a retrain itself varies."}
-    usable = [c for c in criteria if c["position"] != "unknown"]
+    usable = [c for c in criteria if c["position"] != "unknown" and c.get("counts", True)]
+    # what the model keeps speaks only when lost: below the oracles' band and below the original's value by more
+    # than the band's half-width (a retrain's retained-class accuracy can exceed the original's)
+    damaged = [c for c in criteria if not c.get("counts", True) and c["position"] == "below"
+               and (c["original"] is None or c["value"] < c["original"] - c["band"]["half_width"])]
+    kept = "".join(f" Beside the verdict: {_describe(c)} and the original's {_fmt(c, c['original'])}: the model lost "
+                   "what it should keep." for c in damaged)
     above = [c for c in usable if c["effective"] == "above"]
     below = [c for c in usable if c["effective"] == "below"]
     if above:
         extra = f"; below it on {', '.join(c['label'] for c in below)}" if below else ""
         return {**base, "verdict": "not forgotten",
-                "sentence": f"Not forgotten (with {n}): {_describe(above[0])}{extra}."}
+                "sentence": f"Not forgotten (with {n}): {_describe(above[0])}{extra}.{kept}"}
     if below:
         return {**base, "verdict": "over-forgotten",
                 "sentence": f"Over-forgotten (with {n}): {_describe(below[0])}; the deletion itself is "
-                            "detectable."}
+                            f"detectable.{kept}"}
     if not any(c["original_position"] == "above" for c in usable):
         return {**base, "verdict": "inconclusive",
                 "sentence": f"Inconclusive with {n}: the untouched original itself lies inside the oracles' band on "
-                            "every measure, so this request is too small to tell."}
+                            f"every measure, so this request is too small to tell.{kept}"}
     return {**base, "verdict": "looks unseen",
             "sentence": f"Looks unseen (with {n}): inside the oracles' band on every measure "
-                        f"({', '.join(c['label'] for c in usable)})."}
+                        f"({', '.join(c['label'] for c in usable)}).{kept}"}
 
 
 def _per_sample(target_train: np.ndarray, target_test: np.ndarray, oracle_train: np.ndarray,
@@ -290,6 +299,15 @@ def judge(model: Classifier, original: Classifier, oracles: Sequence[Classifier]
         crit.append(criterion("forgotten_TA", "forgotten class's test accuracy", mets[0]["forgotten_TA"],
                               [m["forgotten_TA"] for m in mets[2:]], mets[1]["forgotten_TA"],
                               floor=max(FLOOR, accuracy_floor(right, level)), level=level))
+    # what the model keeps, shown beside the verdict without deciding it: test accuracy on the retained classes
+    # (a class request) or on every test image (a sample request)
+    kept = np.flatnonzero(~np.isin(dataset.y_test, request.classes)) if scenario == "class" \
+        else np.arange(len(dataset.y_test))
+    right = np.stack([p[kept].argmax(1) for p in test_probs]) == dataset.y_test[kept]
+    kept_name = "retained_TA" if scenario == "class" else "TA"
+    crit.append(criterion(kept_name, "retained classes' test accuracy" if scenario == "class" else "test accuracy",
+                          mets[0][kept_name], [m[kept_name] for m in mets[2:]], mets[1][kept_name],
+                          floor=max(FLOOR, accuracy_floor(right, level)), level=level, counts=False))
     membership = klom_out = None
     if k >= 2:
         klom_out = klom_report({"forget": tr[0][forget], "retain": tr[0][retain], "val": te[0]},

@@ -60,14 +60,16 @@ def _lies(position: str, effective: str, distance: bool) -> str:
 
 def criteria_rows(criteria: Sequence[dict]) -> list[dict]:
     """The verdict's measures as a table: the method's value, its band (where a fresh oracle falls 99% of the
-    time), the oracles' mean ± sd over m values, the original's value, and where each lies."""
+    time), the oracles' mean ± sd over m values, the original's value, where each lies, and whether the measure
+    decides the verdict (what the model keeps is shown beside it)."""
     rows = []
     for c in criteria:
         b = c["band"]
         rows.append({"measure": c["label"], "unit": c["unit"] or "-", "method": c["value"], "band low": b["lo"],
                      "band high": b["hi"], "oracle mean": b["mean"], "oracle sd": b["sd"], "oracles": b["m"],
                      "original": c["original"], "method lies": _lies(c["position"], c["effective"], c["distance"]),
-                     "original lies": _lies(c["original_position"], "above", False)})
+                     "original lies": _lies(c["original_position"], "above", False),
+                     "in the verdict": "yes" if c.get("counts", True) else "no: what the model keeps"})
     return rows
 
 
