@@ -240,12 +240,17 @@ class Server:
 
 
 def niced_chromium(nice: int, folder: Path) -> str:
-    """Debian's chromium, or with ``nice`` > 0 a script in ``folder`` that runs it at that niceness."""
+    """Debian's chromium, or with ``nice`` > 0 a script in ``folder`` that runs it at that niceness. Chromium run
+    as root renices itself (its browser and GPU processes to -8, renderers to 0), so the script also drops
+    CAP_SYS_NICE from the bounding set (``setpriv``): chromium may then raise its niceness but never lower it."""
     found = chromium()
     if nice <= 0:
         return found
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        raise SystemExit("--browser-nice needs setpriv (util-linux) to keep chromium from renicing itself")
     wrapper = folder / "chromium-niced"
-    wrapper.write_text(f'#!/bin/sh\nexec nice -n {int(nice)} "{found}" "$@"\n')
+    wrapper.write_text(f'#!/bin/sh\nexec "{setpriv}" --bounding-set -sys_nice nice -n {int(nice)} "{found}" "$@"\n')
     wrapper.chmod(0o755)
     return str(wrapper)
 

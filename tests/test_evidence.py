@@ -53,12 +53,11 @@ def test_a_known_sampling_sd_replaces_the_t_quantile_but_never_narrows_a_wider_s
     assert E.auc_sd(100, 100) == pytest.approx(np.sqrt(201 / 120000) * 100)
 
 
-def test_accuracy_and_auc_floors():
+def test_accuracy_floor():
     assert E.accuracy_floor(np.ones((4, 50), bool)) == 0.0  # oracles that all agree on every sample
     split = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], bool)  # q = 1/2 on both samples
     sd = np.sqrt(2 * 0.25 * 4 / 3) / 2
     assert E.accuracy_floor(split, 0.95) == pytest.approx(norm.ppf(0.975) * np.sqrt(1.25) * sd * 100)
-    assert E.auc_floor(100, 100, 0.95) == pytest.approx(norm.ppf(0.975) * np.sqrt(201 / 120000) * 100)
 
 
 def test_oracle_spread_places_the_method_among_oracle_pairs():

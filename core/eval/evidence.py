@@ -79,11 +79,6 @@ def auc_sd(n_pos: int, n_neg: int) -> float:
     return float(np.sqrt((n_pos + n_neg + 1) / (12 * n_pos * n_neg)) * 100)
 
 
-def auc_floor(n_pos: int, n_neg: int, level: float = LEVEL) -> float:
-    """Least half-width (points) of an AUC band: the normal quantile times ``auc_sd``."""
-    return float(norm.ppf((1 + level) / 2)) * auc_sd(n_pos, n_neg)
-
-
 def _position(value: float, b: dict) -> str:
     if not (np.isfinite(value) and np.isfinite(b["lo"])):
         return "unknown"
@@ -168,7 +163,8 @@ RULE = (
     "over-forgotten, the deletion itself is detectable. The untouched original inside every band: inconclusive, "
     "the request is too small to tell. Otherwise: looks unseen. Beside the verdict, not deciding it: the test "
     "accuracy on what the model should keep (the retained classes for a class request); below the oracles' band and "
-    "the original's value, the sentence says the model lost what it should keep."
+    "below the original's value by more than the band's half-width, the sentence says the model lost what it should "
+    "keep."
 )
 
 SCENARIOS = {
