@@ -9,9 +9,11 @@ Classroom: a fresh UE_HOME; a fresh process makes sure the SPM original exists a
 alone (``spm-delete`` on the stored original, ``metrics.split_metrics`` as the Predictions page shows them). Then
 ``streamlit run app.py`` (127.0.0.1, headless, UE_NO_DOWNLOAD=1, UE_DATASET=--dataset) and one chromium with one
 browser context per session. Session i forgets class i/2 (even i) or a random 10% with seed i (odd i): every set
-differs. Session 0 runs alone first (it loads what sessions share), then sessions 1..N-1 run at once. Each session:
-Forget page -> pick -> click "Forget", timed to the SPM result ("Deleted N samples from the memory in X ms"); then
-the Predictions page, timed to its metrics table, whose CSV export is compared with the request computed alone.
+differs. Session 0 runs alone first (it loads what sessions share), then sessions 1..N-1 run at once; with
+``--clicks together`` (the default) they wait until every page has loaded and its set is picked, then click Forget
+at the same instant. Each session: Forget page -> pick -> click "Forget", timed to the SPM result ("Deleted N
+samples from the memory in X ms"); then the Predictions page, timed to its metrics table, whose CSV export is
+compared with the request computed alone.
 
     errors       Streamlit exception / error boxes seen, plus interactions that never settled within --timeout
     crosstalk    sessions whose description, sample count or before/after numbers differ from the request alone
@@ -369,17 +371,47 @@ class ServerReply:
         return None if self.at is None or self.since is None else self.at - self.since
 
 
-async def run_session(i: int, context, url: str, ref: dict, timeout_s: float) -> dict:
-    """One student: open Forget, pick this session's set, Forget (timed), open Predictions (timed), read."""
+class StartLine:
+    """Where sessions that have opened the Forget page and picked their set wait, so that every Forget click goes
+    at the same instant once every page has loaded (``--clicks together``). A session that fails before it
+    arrives leaves, so the others never wait for it."""
+
+    def __init__(self, sessions: int):
+        self.waiting, self.go = sessions, asyncio.Event()
+
+    def leave(self) -> None:
+        self.waiting -= 1
+        if self.waiting <= 0:
+            self.go.set()
+
+    async def arrive(self, timeout_s: float) -> None:
+        self.leave()
+        await asyncio.wait_for(self.go.wait(), timeout_s)
+
+
+async def run_session(i: int, context, url: str, ref: dict, timeout_s: float,
+                      start_line: StartLine | None = None) -> dict:
+    """One student: open Forget, pick this session's set, (wait at the start line,) Forget (timed), open
+    Predictions (timed), read."""
     rec: dict = {"session": i, "request": ref["description"], "errors": set(), "failures": [], "shown": {}}
     page = await context.new_page()
     reply = ServerReply(page, DELETED_JS.split(" [")[0].encode() + b" ")
+    # what the browser saw go wrong, for a session that fails: a renderer crash, a closed websocket, console errors
+    rec["browser"] = []
+    page.on("crash", lambda _: rec["browser"].append("the page crashed"))
+    page.on("console", lambda m: rec["browser"].append(f"console {m.type}: {m.text[:200]}")
+            if m.type in ("error", "warning") else None)
+    page.on("websocket", lambda ws: ws.on("close", lambda _: rec["browser"].append("websocket closed")))
     step = "open the Forget page"
     try:
         rec["open_s"] = await open_forget(page, url, timeout_s)
         rec["errors"] |= await error_texts(page)
         step = f"pick {ref['description']}"
         await pick(page, ref, timeout_s)
+        if start_line is not None:
+            step, waiting = "wait for the other sessions at the start line", start_line
+            start_line = None
+            await waiting.arrive(timeout_s)
         step = "click Forget and wait for the SPM result"
         start = time.perf_counter()
         reply.arm()
@@ -409,11 +441,14 @@ async def run_session(i: int, context, url: str, ref: dict, timeout_s: float) ->
     except Exception as err:
         rec["failures"].append(f"{step}: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
         rec["errors"] |= await error_texts(page)
+    if start_line is not None:  # failed before the start line
+        start_line.leave()
     rec["page"] = page
     return rec
 
 
-async def classroom(server: Server, refs: list[dict], timeout_s: float, browser_exe: str) -> dict:
+async def classroom(server: Server, refs: list[dict], timeout_s: float, browser_exe: str,
+                    together: bool = True, keep: Path | None = None) -> dict:
     from playwright.async_api import async_playwright
 
     rss = {"before": server.rss_mb()}
@@ -427,12 +462,16 @@ async def classroom(server: Server, refs: list[dict], timeout_s: float, browser_
         if len(refs) > 1:
             log(f"sessions 1..{len(refs) - 1} at once")
             cpu_start = server.cpu()
-            records += await asyncio.gather(*(run_session(i, contexts[i], server.url, refs[i], timeout_s)
+            start_line = StartLine(len(refs) - 1) if together else None
+            records += await asyncio.gather(*(run_session(i, contexts[i], server.url, refs[i], timeout_s, start_line)
                                               for i in range(1, len(refs))))
         await asyncio.sleep(3.0)  # the pages keep polling while oracles train: a last look for error boxes
         for rec in records:
             page = rec.pop("page")
             rec["errors"] |= await error_texts(page)
+            if keep is not None and (rec["errors"] or rec["failures"]):
+                keep.mkdir(parents=True, exist_ok=True)
+                await page.screenshot(path=str(keep / f"session-{rec['session']}.png"), full_page=True)
             try:  # how many of its oracles had finished (and been loaded into the server) when RSS was read
                 done = ORACLES_DONE.search(await main_text(page))
                 rec["oracles"] = (int(done.group(1)), int(done.group(2))) if done else None
@@ -560,10 +599,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--browser-nice", type=int, default=0,
                     help="run chromium at this niceness: in a room each browser has its own laptop, here all share "
                          "the server's cores (0: equal footing; 10: the server's work goes first, Ray's shares)")
+    ap.add_argument("--clicks", choices=("together", "as-ready"), default="together",
+                    help="together: every session opens its page and picks its set, then all click Forget at the "
+                         "same instant; as-ready: each clicks as soon as it has picked, while others still load")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds one interaction may take to settle")
     ap.add_argument("--skip-first-comparison", action="store_true", help="skip the fresh-home first comparison")
     ap.add_argument("--first-comparison-timeout", type=float, default=900.0, help="cap on the first comparison (s)")
     ap.add_argument("--first-comparison-class", type=int, default=0, help="the class the teacher forgets")
+    ap.add_argument("--keep", type=Path, help="folder for the server's log and a screenshot of each failed session")
     ap.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -587,9 +630,13 @@ def main(argv=None) -> None:
         log(f"server at {server.url}, UE_HOME {home}")
         try:
             run = asyncio.run(classroom(server, ref["specs"], args.timeout,
-                                        niced_chromium(args.browser_nice, home)))
+                                        niced_chromium(args.browser_nice, home), args.clicks == "together",
+                                        args.keep))
         finally:
             server.stop()
+            if args.keep:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                shutil.copy(home / "streamlit.log", args.keep / "streamlit.log")
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
@@ -618,14 +665,18 @@ def main(argv=None) -> None:
         notes.append(f"{unchecked} session(s) showed no (complete) numbers to check for cross-talk")
     notes += failures
     notes += [f"session {r['session']} error box: {e}" for r in records for e in sorted(r["errors"])]
+    notes += [f"session {r['session']} browser: {event}" for r in records if r["failures"]
+              for event in r["browser"][-5:]]
     notes += [f"session {r['session']} differs from its request alone: {m}" for r in records
               for m in (r["mismatches"] or [])]
     counted = [r["oracles"] for r in records if r.get("oracles")]
     if counted:
         notes.append(f"when the last RSS was read, {sum(d for d, _ in counted)} of {sum(k for _, k in counted)} "
                      "oracles of the sessions had finished (each finished oracle is loaded into the server)")
-    notes.append(f"session 0 ran alone first (it loads what sessions share); sessions 1..{n - 1} ran at once; "
-                 "p50/p95 cover every session's Forget click")
+    notes.append(f"session 0 ran alone first (it loads what sessions share); sessions 1..{n - 1} ran at once"
+                 + ("; they clicked Forget together once every page had loaded" if args.clicks == "together" else
+                    "; each clicked Forget as soon as it had picked its set")
+                 + "; p50/p95 cover every session's Forget click")
 
     first = None
     if not args.skip_first_comparison:
@@ -684,6 +735,7 @@ def main(argv=None) -> None:
         "predictions_p95_s": rounded(percentile(predictions_s, 95)),
         "rss_mb": {k: rounded(v, 1) for k, v in rss.items()},
         "cpu_s": {k: rounded(v, 1) for k, v in run["cpu"].items()}, "browser_nice": args.browser_nice,
+        "clicks": args.clicks,
         "notes": notes,
     }
     if first is not None and first["seconds"] is None and not first["failure"]:
