@@ -82,6 +82,8 @@ def test_forget_then_predictions_against_oracle_and_undo():
     criteria = next(d.value for d in at.dataframe if "measure" in d.value.columns)
     assert {"forget accuracy", "forgotten class's test accuracy"} <= set(criteria["measure"])
     assert {"band low", "band high", "original", "method lies"} <= set(criteria.columns)
+    beside = criteria[criteria["in the verdict"] != "yes"]  # what the model keeps: shown, never deciding
+    assert list(beside["measure"]) == ["retained classes' test accuracy"]
     assert any(m.value.startswith("**Which rule applies.** Class request") for m in at.markdown)
     assert any(e.label == "The verdict rule" for e in at.expander)
     spread = next(d.value for d in at.dataframe if "oracle-to-oracle mean" in d.value.columns)

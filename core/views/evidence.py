@@ -65,11 +65,11 @@ def criteria_rows(criteria: Sequence[dict]) -> list[dict]:
     rows = []
     for c in criteria:
         b = c["band"]
-        rows.append({"measure": c["label"], "unit": c["unit"] or "-", "method": c["value"], "band low": b["lo"],
+        rows.append({"measure": c["label"], "in the verdict": "yes" if c.get("counts", True) else
+                     "no: what the model keeps", "unit": c["unit"] or "-", "method": c["value"], "band low": b["lo"],
                      "band high": b["hi"], "oracle mean": b["mean"], "oracle sd": b["sd"], "oracles": b["m"],
                      "original": c["original"], "method lies": _lies(c["position"], c["effective"], c["distance"]),
-                     "original lies": _lies(c["original_position"], "above", False),
-                     "in the verdict": "yes" if c.get("counts", True) else "no: what the model keeps"})
+                     "original lies": _lies(c["original_position"], "above", False)})
     return rows
 
 
