@@ -63,6 +63,7 @@ TOLERANCE = 1e-3
 MAIN = "[data-testid='stMain']"
 ERRORS = "[data-testid='stException'], [data-testid='stAlertContentError']"
 DELETED_JS = r"Deleted [\d,]+ samples from the memory in"
+REPLY_MARKER = b" samples from the memory in "  # in the websocket frame that carries the SPM result
 SPM_DELETED = re.compile(r"(?:^|\n)\s*spm\s*\n\s*Deleted ([\d,]+) samples from the memory in ([\d.]+) ms")
 ANY_DELETED = re.compile(r"Deleted ([\d,]+) samples from the memory in ([\d.]+) ms")
 NOW_FORGETTING = re.compile(r"Now forgetting: (.+)")
@@ -395,7 +396,7 @@ async def run_session(i: int, context, url: str, ref: dict, timeout_s: float,
     Predictions (timed), read."""
     rec: dict = {"session": i, "request": ref["description"], "errors": set(), "failures": [], "shown": {}}
     page = await context.new_page()
-    reply = ServerReply(page, DELETED_JS.split(" [")[0].encode() + b" ")
+    reply = ServerReply(page, REPLY_MARKER)
     # what the browser saw go wrong, for a session that fails: a renderer crash, a closed websocket, console errors
     rec["browser"] = []
     page.on("crash", lambda _: rec["browser"].append("the page crashed"))

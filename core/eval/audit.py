@@ -19,6 +19,7 @@ import numpy as np
 from core.data.dataset import Dataset
 from core.data.requests import ForgetRequest
 from core.eval import metrics as M
+from core.eval.evidence import in_verdict
 from core.models.base import Classifier
 
 EXPOSURE_EXPLANATION = (
@@ -157,7 +158,7 @@ def _verdict_lines(r: dict) -> list[str]:
         b = c["band"]
         lines.append(f"| {c['label']} | {_num(c['value'])} | {_num(b['lo'])} – {_num(b['hi'])} | {_num(b['mean'])} ± "
                      f"{_num(b['sd'])} ({b['m']}) | {_num(c['original'])} | {c['effective']} | "
-                     f"{c['original_position']} | {'yes' if c.get('counts', True) else 'no: what the model keeps'} |")
+                     f"{c['original_position']} | {in_verdict(c)} |")
     return lines + ["", f"The rule: {v['rule']}"]
 
 

@@ -191,6 +191,11 @@ def criterion(name: str, label: str, value: float, oracle_values: Sequence[float
             "original_position": _position(float(original), b) if original is not None else "unknown"}
 
 
+def in_verdict(c: dict) -> str:
+    """Whether criterion ``c`` decides the verdict, as the criteria tables say it."""
+    return "yes" if c.get("counts", True) else "no: what the model keeps"
+
+
 def _fmt(c: dict, v: float) -> str:
     return f"{v:.1f}{c['unit']}" if c["unit"] == "%" else f"{v:.2f}"
 

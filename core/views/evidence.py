@@ -19,6 +19,7 @@ from core.data.requests import ForgetRequest
 from core.eval import metrics as M
 from core.eval import relearn as R
 from core.eval import residue as RS
+from core.eval.evidence import in_verdict
 from core.eval.klom import INDICATIVE_KLOM_N
 from core.models.base import Classifier
 from core.models.parametric import ParametricClassifier
@@ -65,8 +66,8 @@ def criteria_rows(criteria: Sequence[dict]) -> list[dict]:
     rows = []
     for c in criteria:
         b = c["band"]
-        rows.append({"measure": c["label"], "in the verdict": "yes" if c.get("counts", True) else
-                     "no: what the model keeps", "unit": c["unit"] or "-", "method": c["value"], "band low": b["lo"],
+        rows.append({"measure": c["label"], "in the verdict": in_verdict(c), "unit": c["unit"] or "-",
+                     "method": c["value"], "band low": b["lo"],
                      "band high": b["hi"], "oracle mean": b["mean"], "oracle sd": b["sd"], "oracles": b["m"],
                      "original": c["original"], "method lies": _lies(c["position"], c["effective"], c["distance"]),
                      "original lies": _lies(c["original_position"], "above", False)})
