@@ -403,16 +403,15 @@ async def run_session(i: int, context, url: str, ref: dict, timeout_s: float,
     page.on("console", lambda m: rec["browser"].append(f"console {m.type}: {m.text[:200]}")
             if m.type in ("error", "warning") else None)
     page.on("websocket", lambda ws: ws.on("close", lambda _: rec["browser"].append("websocket closed")))
-    step = "open the Forget page"
+    step, arrived = "open the Forget page", False
     try:
         rec["open_s"] = await open_forget(page, url, timeout_s)
         rec["errors"] |= await error_texts(page)
         step = f"pick {ref['description']}"
         await pick(page, ref, timeout_s)
         if start_line is not None:
-            step, waiting = "wait for the other sessions at the start line", start_line
-            start_line = None
-            await waiting.arrive(timeout_s)
+            step, arrived = "wait for the other sessions at the start line", True
+            await start_line.arrive(timeout_s)
         step = "click Forget and wait for the SPM result"
         start = time.perf_counter()
         reply.arm()
@@ -442,7 +441,7 @@ async def run_session(i: int, context, url: str, ref: dict, timeout_s: float,
     except Exception as err:
         rec["failures"].append(f"{step}: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
         rec["errors"] |= await error_texts(page)
-    if start_line is not None:  # failed before the start line
+    if start_line is not None and not arrived:  # failed before the start line
         start_line.leave()
     rec["page"] = page
     return rec

@@ -6,6 +6,7 @@ Screenshots go to test-output/ (ignored by git).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -364,3 +365,16 @@ def test_own_weights_upload_replaces_the_original_in_this_session_only(app_url):
         other.get_by_text("Use your own weights").first.wait_for(timeout=STARTUP_S * 1000)
         assert "uses your weights" not in other.locator("[data-testid='stMain']").inner_text()
         browser.close()
+
+
+def test_classroom_bench_three_sessions_no_error_no_crosstalk():
+    """Issue 16's classroom at CI size: bench/classroom.py with 3 browser sessions on digits, each forgetting a
+    different set; every session's numbers must equal its request computed alone, with no error box."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "classroom.py"), "--dataset", "digits",
+                          "--sessions", "3", "--skip-first-comparison", "--timeout", "180"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["sessions"] == 3 and summary["interactions"] == 3, summary
+    assert summary["errors"] == 0 and summary["crosstalk"] == 0, summary["notes"]
+    assert summary["reply_p95_s"] is not None, summary  # the server's side of the click was timed
