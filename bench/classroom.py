@@ -595,7 +595,8 @@ def rounded(x: float | None, digits: int = 3) -> float | None:
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="fashion-mnist", help="UE_DATASET for the server (digits: a quick run)")
-    ap.add_argument("--sessions", type=int, default=20, help="concurrent browser sessions")
+    ap.add_argument("--sessions", type=int, default=20,
+                    help="concurrent browser sessions (0: only the first comparison)")
     ap.add_argument("--browser-nice", type=int, default=0,
                     help="run chromium at this niceness: in a room each browser has its own laptop, here all share "
                          "the server's cores (0: equal footing; 10: the server's work goes first, Ray's shares)")
@@ -605,7 +606,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds one interaction may take to settle")
     ap.add_argument("--skip-first-comparison", action="store_true", help="skip the fresh-home first comparison")
     ap.add_argument("--first-comparison-timeout", type=float, default=900.0, help="cap on the first comparison (s)")
-    ap.add_argument("--first-comparison-class", type=int, default=0, help="the class the teacher forgets")
+    ap.add_argument("--first-comparison-classes", default="0",
+                    help="the classes the teacher forgets, each on its own fresh home: 0,3,9 or all "
+                         "(first_comparison_s is the slowest)")
     ap.add_argument("--keep", type=Path, help="folder for the server's log and a screenshot of each failed session")
     ap.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
@@ -616,30 +619,78 @@ def main(argv=None) -> None:
     if args.reference:
         reference(args.dataset, args.sessions)
         return
-    if args.sessions < 1:
-        raise SystemExit("--sessions must be at least 1")
+    if args.sessions < 0:
+        raise SystemExit("--sessions must be 0 (the first comparison alone) or more")
     notes: list[str] = []
-    home = Path(tempfile.mkdtemp(prefix="ue-classroom-"))
-    env = app_env(home, args.dataset)
-    try:
-        log(f"the SPM original on {args.dataset} and {args.sessions} requests computed alone (fresh process)")
-        ref = run_reference(env, args.dataset, args.sessions, 3600)
-        log(f"SPM ready in {ref['spm_ready_s']:.1f} s ({'loaded' if ref['spm_was_available'] else 'trained'})")
-        server = Server(env, home / "streamlit.log")
-        server.start(120)
-        log(f"server at {server.url}, UE_HOME {home}")
+    summary = {"sessions": args.sessions, "errors": 0, "crosstalk": 0, "dataset": args.dataset}
+    class_names = None
+    if args.sessions:
+        home = Path(tempfile.mkdtemp(prefix="ue-classroom-"))
+        env = app_env(home, args.dataset)
         try:
-            run = asyncio.run(classroom(server, ref["specs"], args.timeout,
-                                        niced_chromium(args.browser_nice, home), args.clicks == "together",
-                                        args.keep))
+            log(f"the SPM original on {args.dataset} and {args.sessions} requests computed alone (fresh process)")
+            ref = run_reference(env, args.dataset, args.sessions, 3600)
+            log(f"SPM ready in {ref['spm_ready_s']:.1f} s ({'loaded' if ref['spm_was_available'] else 'trained'})")
+            server = Server(env, home / "streamlit.log")
+            server.start(120)
+            log(f"server at {server.url}, UE_HOME {home}")
+            try:
+                run = asyncio.run(classroom(server, ref["specs"], args.timeout,
+                                            niced_chromium(args.browser_nice, home), args.clicks == "together",
+                                            args.keep))
+            finally:
+                server.stop()
+                if args.keep:
+                    args.keep.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(home / "streamlit.log", args.keep / "streamlit.log")
         finally:
-            server.stop()
-            if args.keep:
-                args.keep.mkdir(parents=True, exist_ok=True)
-                shutil.copy(home / "streamlit.log", args.keep / "streamlit.log")
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+            shutil.rmtree(home, ignore_errors=True)
+        class_names = ref["class_names"]
+        summary.update(classroom_report(args, ref, run, notes))
+    else:
+        home = Path(tempfile.mkdtemp(prefix="ue-names-"))
+        try:
+            class_names = run_reference(app_env(home, args.dataset), args.dataset, 0, 3600)["class_names"]
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+        notes.append("--sessions 0: the first comparison alone")
 
+    firsts = {}
+    if not args.skip_first_comparison:
+        classes = range(len(class_names)) if args.first_comparison_classes == "all" else \
+            [int(c) for c in args.first_comparison_classes.split(",")]
+        for cls in classes:
+            first = first_comparison(args.dataset, f"{cls}: {class_names[cls]}", args.first_comparison_timeout,
+                                     args.timeout, notes)
+            firsts[cls] = first
+            summary["errors"] += len(first["errors"]) + bool(first["failure"])
+            notes += [f"first comparison, class {cls}: error box: {e}" for e in sorted(first["errors"])]
+            if first["failure"]:
+                notes.append(f"first comparison, class {cls}, failed: {first['failure']}")
+            elif first["seconds"] is None:
+                notes.append(f"first comparison, class {cls}: no verdict within the "
+                             f"{args.first_comparison_timeout:.0f} s cap (oracles finished: {first['oracles']})")
+            else:
+                notes.append(f"first comparison, class {cls}: {first['verdict']!r} on {first['oracles']} oracles")
+            what = secs(first["seconds"]) if first["seconds"] is not None else "failed" if first["failure"] else \
+                f"cap of {args.first_comparison_timeout:.0f} s reached"
+            print(f"  first comparison, class {cls}: {what} (Forget result after {secs(first.get('forget_s'))}; "
+                  f"oracles finished {first['oracles']})")
+    else:
+        notes.append("first comparison skipped (--skip-first-comparison)")
+    times = [f["seconds"] for f in firsts.values()]
+    summary["first_comparison_s"] = rounded(max(times), 2) if times and None not in times else None
+    summary["first_comparison_by_class"] = {c: rounded(f["seconds"], 2) for c, f in firsts.items()}
+    if firsts and summary["first_comparison_s"] is None and not any(f["failure"] for f in firsts.values()):
+        summary["first_comparison_cap_s"] = args.first_comparison_timeout
+    for note in notes:
+        print(f"  note: {note}")
+    summary["notes"] = notes
+    print(json.dumps(summary))
+
+
+def classroom_report(args, ref: dict, run: dict, notes: list[str]) -> dict:
+    """Print the sessions' table and return their part of the summary."""
     records, rss = run["records"], run["rss"]
     errors = sum(len(r["errors"]) for r in records)
     failures = [f"session {r['session']}: {f}" for r in records for f in r["failures"]
@@ -678,23 +729,6 @@ def main(argv=None) -> None:
                     "; each clicked Forget as soon as it had picked its set")
                  + "; p50/p95 cover every session's Forget click")
 
-    first = None
-    if not args.skip_first_comparison:
-        cls = args.first_comparison_class
-        first = first_comparison(args.dataset, f"{cls}: {ref['class_names'][cls]}", args.first_comparison_timeout,
-                                 args.timeout, notes)
-        errors += len(first["errors"]) + bool(first["failure"])
-        notes += [f"first comparison error box: {e}" for e in sorted(first["errors"])]
-        if first["failure"]:
-            notes.append(f"first comparison failed: {first['failure']}")
-        elif first["seconds"] is None:
-            notes.append(f"first comparison: no verdict within the {args.first_comparison_timeout:.0f} s cap "
-                         f"(oracles finished: {first['oracles']})")
-        else:
-            notes.append(f"first comparison: {first['verdict']!r} on {first['oracles']} oracles")
-    else:
-        notes.append("first comparison skipped (--skip-first-comparison)")
-
     print(f"Classroom on {args.dataset}: {n} sessions, one server, one chromium")
     for r in records:
         status = "unchecked" if r["mismatches"] is None else "DIFFERS" if r["mismatches"] else \
@@ -716,31 +750,17 @@ def main(argv=None) -> None:
     print(f"  streamlit RSS: {mb(rss['before'])} before, {mb(rss['after_1'])} after 1 session, {mb(rss['after_n'])} "
           f"after {n}" + (f" -> {per_session:.1f} MB per extra session" if per_session is not None else "")
           + f"; Ray's processes {mb(rss['ray_processes'])}")
-    if first is not None:
-        what = secs(first["seconds"]) if first["seconds"] is not None else "failed" if first["failure"] else \
-            f"cap of {args.first_comparison_timeout:.0f} s reached"
-        print(f"  first comparison: {what} "
-              f"(Forget result after {secs(first.get('forget_s'))}; oracles finished {first['oracles']})")
-    for note in notes:
-        print(f"  note: {note}")
-    summary = {
-        "sessions": n, "errors": errors, "crosstalk": crosstalk,
-        "interactions": len(forget_s),
+    return {
+        "errors": errors, "crosstalk": crosstalk, "interactions": len(forget_s),
         "p50_s": rounded(percentile(forget_s, 50)), "p95_s": rounded(percentile(forget_s, 95)),
         "reply_p50_s": rounded(percentile(reply_s, 50)), "reply_p95_s": rounded(percentile(reply_s, 95)),
         "rss_mb_per_session": rounded(per_session, 1),
-        "first_comparison_s": rounded(first["seconds"], 2) if first else None,
-        "dataset": args.dataset,
         "predictions_p50_s": rounded(percentile(predictions_s, 50)),
         "predictions_p95_s": rounded(percentile(predictions_s, 95)),
         "rss_mb": {k: rounded(v, 1) for k, v in rss.items()},
         "cpu_s": {k: rounded(v, 1) for k, v in run["cpu"].items()}, "browser_nice": args.browser_nice,
         "clicks": args.clicks,
-        "notes": notes,
     }
-    if first is not None and first["seconds"] is None and not first["failure"]:
-        summary["first_comparison_cap_s"] = args.first_comparison_timeout
-    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

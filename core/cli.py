@@ -8,6 +8,7 @@
     python -m core train --dataset digits --model munkey --model-set retrieval_reg=self-drop --model-set vit.depth=2
     python -m core audit --dataset digits --model parametric --classes 0 --method damp --out audit-damp
     python -m core sweep --dataset digits --model parametric --methods ft,ga --requests class:0,random:0.1 --seeds 0-2
+    python -m core record-oracles --dataset fashion-mnist --model spm
 
 Long work runs on Ray: a local instance started here, or the cluster at --ray-address / $UE_RAY_ADDRESS.
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from core import bundle, mlflow_log, purge, runs_db, sweep, workflow
+from core import bundle, mlflow_log, purge, recorded, runs_db, sweep, workflow
 from core import report as report_files
 from core.backend import Backend, BackendError, Job
 from core.configs import ConfigError, config_from_dict, config_to_dict
@@ -307,6 +308,37 @@ def cmd_sweep(args) -> dict:
     return out
 
 
+def cmd_record_oracles(args) -> dict:
+    """Train (or load) the K oracles of each single-class request of ``--model`` and record their predictions
+    (``core.recorded``) into ``--out``: what lets the app compare a class deletion at once."""
+    dataset = _dataset(args)
+    if args.classes in (None, "all"):
+        classes = list(range(dataset.num_classes))
+    else:
+        classes = [request_classes(dataset, [c.strip()]).classes[0] for c in args.classes.split(",") if c.strip()]
+    requests = [request_classes(dataset, [c]) for c in classes]
+    config, tc = _model_config(args, dataset), _train_config(args, dataset)
+    engine = _backend(args)
+    bar = _Bar(f"record {args.model} oracles")
+    files = []
+    try:
+        start = time.perf_counter()
+        jobs = [(request, job) for request in requests
+                for job in workflow.oracle_jobs(engine, args.model, dataset, request, args.oracles, config, tc,
+                                                gpu=engine.has_gpu)]
+        for request, job in jobs:
+            trained = _wait(job, bar)
+            path = recorded.record(trained, dataset, Path(args.out))
+            files.append({"request": request.description, "seed": workflow.train_seed(trained), "oracle": trained.key,
+                          "file": str(path), "kb": round(path.stat().st_size / 1024, 1)})
+    finally:
+        bar.close()
+        engine.shutdown()
+    return {"dataset": dataset.name, "model": args.model, "oracle_k": workflow.oracle_count(args.oracles),
+            "files": files, "total_mb": round(sum(f["kb"] for f in files) / 1024, 2),
+            "wall_s": time.perf_counter() - start}
+
+
 def _jsonable(value) -> bool:
     try:
         json.dumps(value)
@@ -323,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--model", choices=list_model_kinds())
     commands = (("train", "train or load a model"), ("forget", "unlearn a request and compare with the oracle"),
                 ("audit", "forget, judge against the oracles and write the audit report (HTML, JSON, CSV)"),
-                ("sweep", "methods x requests x seeds as parallel Ray tasks, into the runs table"))
+                ("sweep", "methods x requests x seeds as parallel Ray tasks, into the runs table"),
+                ("record-oracles", "record the predictions of each single-class request's oracles, so that the app "
+                                   "compares a class deletion at once (assets/oracles)"))
     for name, fn in commands:
         s = sub.add_parser(name, help=fn)
         s.add_argument("--ray-address", help="attach to this Ray cluster (host:port or auto) instead of starting "
@@ -347,6 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--no-oracle", action="store_true", help="skip the retrained oracles (and the verdict)")
             s.add_argument("--oracles", type=int, help="oracles to retrain without the request, each on its own seed "
                                                        "(default $UE_ORACLES or 3; a verdict needs 2)")
+        if name == "record-oracles":
+            s.add_argument("--classes", default="all", help="comma-separated classes (indices or names), or all")
+            s.add_argument("--oracles", type=int, help="oracles per class (default $UE_ORACLES or 3)")
+            s.add_argument("--out", default=str(recorded.ASSETS_ORACLES), help="folder for the records")
         if name == "audit":
             s.add_argument("--out", required=True, help="folder for audit.html, audit.json, audit.md, membership.csv")
             s.add_argument("--relearn", action="store_true", help="also measure relearn time (parametric models)")
@@ -377,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
             out = cmd_sweep(args)
         elif args.command == "audit":
             out = cmd_audit(args)
+        elif args.command == "record-oracles":
+            out = cmd_record_oracles(args)
         else:
             out = cmd_forget(args)
     except KeyboardInterrupt:

@@ -64,13 +64,16 @@ class Comparison:
 
 def _oracle_entry(model: bundle.TrainedModel) -> dict:
     return {"key": model.key, "seed": train_seed(model), "weights_sha256": model.meta.get("weights_sha256"),
-            "train_s": train_seconds(model)}
+            "train_s": train_seconds(model), "recorded": bool(model.meta.get("recorded"))}
 
 
-def _attacks(model: Classifier, dataset: Dataset, request: ForgetRequest) -> dict:
+def attacks(model: Classifier, dataset: Dataset, request: ForgetRequest) -> dict:
     """The population attacks on D_f of one model: the loss-threshold AUROC (held-out set of ``M.heldout_for``)
     and the SVC MIA-efficacy on the confidence feature (l1-sparse / SalUn; EVIDENCE §3). Memoised on the
-    (immutable) model: an oracle's stay valid when a further oracle finishes."""
+    (immutable) model: an oracle's stay valid when a further oracle finishes. A recorded oracle brings those of
+    its own request, computed from its full predictions when it was recorded (``core.recorded``)."""
+    if (done := getattr(model, "recorded_attacks", {}).get(request.key())) is not None:
+        return done
     memo, key = model.__dict__.setdefault("_attacks", {}), (dataset.fingerprint(), request.key())
     if key not in memo:
         forget, y_tr = request.mask(dataset.num_train), dataset.y_train
@@ -113,7 +116,7 @@ def compare(model: Classifier, original: bundle.TrainedModel, oracle_models: Seq
         memo[key] = Comparison(own_metrics, M.mean_metrics(oracle_metrics), [_oracle_entry(o) for o in oracle_models],
                                judged["verdict"], judged["sentence"], judged["scenario"], judged["criteria"],
                                judged["spread"], judged["klom"], judged["membership"],
-                               {name: _attacks(m, dataset, request) for name, m in models.items()})
+                               {name: attacks(m, dataset, request) for name, m in models.items()})
     out = memo[key]
     metrics = dict(out.metrics)
     if seconds is not None:

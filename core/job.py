@@ -75,6 +75,7 @@ class Job:
     finished: float = 0.0
     local: bool = False  # ran in this process's lane, not on a Ray worker
     expected_s: float | None = None  # how long the work should take once started (an estimate), when known
+    note: str = ""  # what the user should know beside the progress (e.g. why a recorded oracle trains instead)
     done_event: threading.Event = field(default_factory=threading.Event, repr=False)
     _cancel: Callable[[], None] = field(default=lambda: None, repr=False)
 

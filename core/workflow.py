@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from core import bundle, store
+from core import recorded as recorded_oracles
 from core.backend import Backend, Job, Task
 from core.bundle import train_seconds, train_seed  # noqa: F401  (callers read them here)
 from core.comparison import Comparison, compare  # noqa: F401  (re-exported)
@@ -117,11 +118,34 @@ def model_job(engine: Backend, kind: str, dataset: Dataset, request: ForgetReque
 
 def oracle_jobs(engine: Backend, kind: str, dataset: Dataset, request: ForgetRequest, k: int | None = None,
                 config=None, train_config=None, owner: str | None = None, start: bool = True,
-                gpu: bool = False) -> list[Job | None]:
+                gpu: bool = False, recorded: bool = False) -> list[Job | None]:
     """The jobs of the K oracles of ``request`` (seed offsets 1..K), in parallel on Ray (``model_job``); with
-    ``start`` False, the jobs that exist (None for the others)."""
-    return [model_job(engine, kind, dataset, request, offset, config, train_config, owner, start, gpu)
+    ``start`` False, the jobs that exist (None for the others). With ``recorded``, an oracle that is not trained
+    but was recorded (``core.recorded``) comes as a finished job holding its recorded predictions, enough for a
+    comparison but not for what needs weights; a trained oracle always comes first."""
+    return [_oracle_job(engine, kind, dataset, request, offset, config, train_config, owner, start, gpu, recorded)
             for offset in oracle_offsets(k)]
+
+
+def _oracle_job(engine: Backend, kind: str, dataset: Dataset, request: ForgetRequest, offset: int, config,
+                train_config, owner: str | None, start: bool, gpu: bool, recorded: bool) -> Job | None:
+    trained = model_job(engine, kind, dataset, request, offset, config, train_config, owner, start=False)
+    note = ""
+    if recorded and not (trained is not None and trained.finished_ok):
+        tc = oracle_train_config(kind, dataset, offset, train_config)
+        if not bundle.is_available(kind, dataset, config, tc, request):
+            store_key = bundle.resolve(kind, dataset, config, tc, request)[2]
+            try:
+                model = recorded_oracles.find(store_key, dataset)
+            except store.StoreError as err:  # damaged: the oracle trains, and its job says why
+                model, note = None, f"{err} Training this oracle instead."
+            if model is not None:
+                return engine.add_done(f"recorded:{kind}:{store_key}", f"{kind} oracle without "
+                                       f"{request.description} (seed +{offset}), recorded", model, owner)
+    job = model_job(engine, kind, dataset, request, offset, config, train_config, owner, start, gpu)
+    if job is not None and note:
+        job.note = note
+    return job
 
 
 def first_class_with_oracle(kind: str, dataset: Dataset) -> int:

@@ -110,9 +110,11 @@ def oracle_job(kind: str, dataset: Dataset, request, seed_offset: int = 1, start
                               start=start)
 
 
-def oracle_jobs(kind: str, dataset: Dataset, request, start: bool = True) -> list[Job | None]:
-    """The K oracles of ``request`` (``workflow.oracle_count()``), in parallel on Ray (None: not started)."""
-    return workflow.oracle_jobs(backend(), kind, dataset, request, owner=session_state().id, start=start)
+def oracle_jobs(kind: str, dataset: Dataset, request, start: bool = True, recorded: bool = True) -> list[Job | None]:
+    """The K oracles of ``request`` (``workflow.oracle_count()``), in parallel on Ray (None: not started); with
+    ``recorded``, a shipped record of an oracle that is not trained stands in for it (``core.recorded``)."""
+    return workflow.oracle_jobs(backend(), kind, dataset, request, owner=session_state().id, start=start,
+                                recorded=recorded)
 
 
 def method_job(method: str, original: bundle.TrainedModel, dataset: Dataset, request, config) -> Job:

@@ -7,12 +7,13 @@ from __future__ import annotations
 import streamlit as st
 
 from core import bundle, charts, report, workflow
+from core import recorded as R
 from core.backend import Job
 from core.data import Dataset, ForgetRequest
 from core.views import evidence as EV
 from core.views.evidence import EvidenceView
 from core.views.predictions import PredictionView, ShownModel
-from pages.evidence_weights import relearn_ui, residue_ui
+from pages.evidence_weights import relearn_ui, residue_ui, trained_oracles_ui
 from pages.widgets import job_status_ui, number_table_ui
 
 SPREAD_HELP = ("Each metric's distance to the oracles' mean beside how far the oracles lie from one another "
@@ -23,9 +24,13 @@ def oracles_ui(jobs: list[Job | None]) -> None:
     """How many of the K oracles have finished and on which seeds; the progress of the others."""
     done = workflow.finished(jobs)
     seeds = ", ".join(str(workflow.train_seed(o)) for o in done) or "none yet"
+    recorded = sum(R.is_recorded(o) for o in done)
     st.caption(f"Oracles: {len(done)} of {len(jobs)} finished (seeds {seeds}). Each is the original's recipe "
                "retrained without the forgotten samples on its own seed, never the original's; every number below "
-               "uses the finished ones and is redone as each further one finishes ($UE_ORACLES sets how many).")
+               "uses the finished ones and is redone as each further one finishes ($UE_ORACLES sets how many)."
+               + (f" {'All' if recorded == len(done) else recorded} of them are recorded: their predictions were "
+                  "saved when they were trained for the shipped model (`python -m core record-oracles`), which is "
+                  "all a comparison reads." if recorded else ""))
     for i, job in enumerate(jobs, 1):
         if job is not None and not job.finished_ok:
             job_status_ui(job, f"oracle {i} of {len(jobs)}")
@@ -93,12 +98,15 @@ def membership_ui(ev: EvidenceView, request: ForgetRequest, name: str) -> None:
 
 
 def evidence_ui(ev: EvidenceView | None, shown: ShownModel, oracles: list[bundle.TrainedModel], dataset: Dataset,
-                request: ForgetRequest) -> None:
-    """Every panel of the evidence under the verdict."""
+                request: ForgetRequest) -> list[Job | None]:
+    """Every panel of the evidence under the verdict; returns the jobs to poll (oracles training for the panels
+    that read weights)."""
     if ev is not None:
         criteria_ui(ev)
         spread_ui(ev)
         klom_ui(ev)
         membership_ui(ev, request, shown.name)
-    relearn_ui(shown, oracles, dataset, request)
-    residue_ui(shown, oracles, dataset, request)
+    trained, jobs = trained_oracles_ui(shown.kind, oracles, dataset, request)
+    relearn_ui(shown, trained, dataset, request)
+    residue_ui(shown, trained, dataset, request)
+    return jobs

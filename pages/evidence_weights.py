@@ -6,10 +6,35 @@ from __future__ import annotations
 import streamlit as st
 
 from core import bundle, charts
+from core import recorded as R
+from core.backend import Job
 from core.data import Dataset, ForgetRequest
 from core.views import evidence as EV
 from core.views.predictions import ShownModel
-from pages.widgets import number_table_ui
+from pages.common import oracle_jobs
+from pages.widgets import job_status_ui, number_table_ui
+
+
+def trained_oracles_ui(kind: str, oracles: list[bundle.TrainedModel], dataset: Dataset,
+                       request: ForgetRequest) -> tuple[list[bundle.TrainedModel], list[Job | None]]:
+    """The oracles whose weights the panels below read, and the jobs that train them: where the comparison rests
+    on recorded predictions (``core.recorded``), a button trains the real oracles, which then replace them."""
+    if not any(R.is_recorded(o) for o in oracles):
+        return oracles, []
+    jobs = oracle_jobs(kind, dataset, request, start=False, recorded=False)
+    st.subheader("Measures that read the oracles' weights")
+    st.caption(f"The comparison above rests on the recorded predictions of {len(oracles)} oracles trained for the "
+               "shipped model, so it shows at once. Relearn time and what the weights alone reveal fine-tune or "
+               "embed with each oracle, so they need the oracles themselves; once trained here, they also replace "
+               "the recorded predictions in the comparison.")
+    if not any(j is not None and (j.active or j.finished_ok) for j in jobs) and st.button(
+            f"Train the {len(oracles)} oracles", key="pred-train-oracles",
+            help="Retrains the recipe without the forgotten samples on each oracle's seed, in the background."):
+        jobs = oracle_jobs(kind, dataset, request, recorded=False)
+    for i, job in enumerate(jobs, 1):
+        if job is not None and not job.finished_ok:
+            job_status_ui(job, f"oracle {i} of {len(jobs)}")
+    return R.with_weights(oracles), jobs
 
 
 def relearn_ui(shown: ShownModel, oracles: list[bundle.TrainedModel], dataset: Dataset,

@@ -4,14 +4,24 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from core import workflow
+from core import bundle, workflow
+from core import recorded as R
 from core.backend import Job
 from core.data import Dataset, ForgetRequest, ForgetRequestError, parse_ids_bytes, parse_ids_text
 from core.data.requests import request_classes, request_ids, request_random
 from core.session import ForgetSession
 from core.unlearn import get_method, list_methods
 from core.views import class_label
-from pages.common import by_design_kinds, forget_session, method_job, oracle_jobs, ready_model, session_runs
+from pages.common import (
+    by_design_kinds,
+    forget_session,
+    method_job,
+    model_job,
+    oracle_jobs,
+    ready_model,
+    session_runs,
+    warm_job,
+)
 from pages.sidebar import page_dataset
 from pages.widgets import config_form_ui, job_status_ui, poll_while_active, untrained_model_ui
 
@@ -77,7 +87,9 @@ def by_design_ui(dataset: Dataset, session: ForgetSession) -> list[Job | None]:
             jobs += oracles
             for i, job in enumerate(oracles, 1):
                 if job_status_ui(job, f"{kind} oracle {i} of {len(oracles)}"):
-                    st.caption(f"oracle {i} of {len(oracles)} (seed {workflow.train_seed(job.result)}) ready "
+                    how = "its predictions recorded when it was trained for the shipped model" \
+                        if R.is_recorded(job.result) else "ready"
+                    st.caption(f"oracle {i} of {len(oracles)} (seed {workflow.train_seed(job.result)}): {how} "
                                f"({workflow.train_seconds(job.result) or 0:.0f} s of training).")
     return jobs
 
@@ -113,9 +125,20 @@ def methods_ui(dataset: Dataset, request: ForgetRequest) -> list[Job]:
     return runs
 
 
+def preload(dataset: Dataset) -> None:
+    """Load the stored by-design models and then their predictions in the background while the user picks what
+    to forget, so that neither the deletion nor the first comparison waits for them."""
+    for kind in by_design_kinds():
+        if bundle.is_available(kind, dataset):
+            job = model_job(kind, dataset)
+            if job is not None and job.finished_ok:
+                warm_job(kind, dataset, job.result)
+
+
 def main() -> None:
     st.header("Forget")
     dataset = page_dataset(__file__)
+    preload(dataset)
     session = forget_session(dataset)
     st.markdown("Choose training samples to forget. **SPM** and **MUNKEY** drop them from their memory at once; "
                 "**oracles** (the same recipe retrained without them, each on its own seed) train in the "

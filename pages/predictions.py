@@ -136,7 +136,7 @@ def main() -> None:
         return
     ev = verdict_ui(view)
     jobs += oracle_work + metrics_ui(view, shown, dataset, request)
-    evidence_ui(ev, shown, oracles, dataset, request)
+    jobs += evidence_ui(ev, shown, oracles, dataset, request)
     changes_ui(view, dataset, request)
     runs_ui(view, shown, done_runs, dataset, request)
     audit_ui(view, shown, dataset, request)

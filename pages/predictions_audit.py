@@ -106,7 +106,8 @@ def probes_ui(dataset: Dataset, request: ForgetRequest, done_runs: list) -> None
     st.caption(M.EXPLANATIONS["decodability"])
     original = ready_model("parametric", dataset)
     models = {"original": original.classifier} if original is not None else {}
-    for i, oracle in enumerate(workflow.finished(oracle_jobs("parametric", dataset, request, start=False)), 1):
+    for i, oracle in enumerate(workflow.finished(oracle_jobs("parametric", dataset, request, start=False,
+                                                             recorded=False)), 1):
         models[f"oracle {i} (seed {workflow.train_seed(oracle)})"] = oracle.classifier
     models.update({r.method: r.model for r in done_runs if r.kind == "parametric"})
     known = all(probes.decodability_known(m, dataset, request) for m in models.values())

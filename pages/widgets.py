@@ -28,6 +28,8 @@ def job_status_ui(job: Job | None, label: str = "") -> bool:
         return False
     if job.finished_ok:
         return True
+    if job.note:
+        st.caption(job.note)
     if job.active:
         cols = st.columns([5, 1])
         if job.state == "queued" and job.expected_s:

@@ -249,3 +249,47 @@ def test_embeddings_page_selection_forget_and_one_sample(spm_model, digits):
     at.button(key="emb-clear").click().run()
     assert any(s.value == "Selection: 0 samples" for s in at.subheader)
 
+
+
+def test_recorded_oracles_compare_at_once_and_the_real_ones_train_on_demand(monkeypatch, tmp_path, digits, spm_model):
+    """Oracles recorded but not trained (as on a fresh clone with assets/oracles): the Forget page takes them at once
+    and starts no training, Predictions gives the verdict on them and says so, and a button trains the real oracles
+    for the measures that read weights; once trained, they replace the recorded ones."""
+    import shutil
+
+    from conftest import FAST
+
+    from core import bundle, recorded, store, workflow
+    from core.data import request_classes
+
+    monkeypatch.setattr(recorded, "record_dirs", lambda: [tmp_path])
+    recorded.load.cache_clear()
+    request = request_classes(digits, [5])
+    for oracle in workflow.oracles("spm", digits, request, k=3, train_config=FAST):
+        recorded.record(oracle, digits, tmp_path)
+        shutil.rmtree(store.home() / "models" / oracle.key)
+        bundle._MEMO.pop(oracle.key, None)
+    at = forget_class(started_app(), "5: 5")
+    assert not at.exception, at.exception
+    assert sum("its predictions recorded" in c.value for c in at.caption) == 3
+    def trained_oracle_jobs():
+        return [j for j in backend().jobs() if j.key.startswith("oracle:spm:") and "without class 5" in j.title]
+
+    assert not trained_oracle_jobs()
+    at.switch_page("pages/predictions.py").run()
+    wait_for_jobs()
+    at.run()
+    assert not at.exception, at.exception
+    (sentence,) = verdicts(at)
+    assert "3 oracles" in sentence, sentence
+    assert any(c.value.startswith("Oracles: 3 of 3 finished") and "All of them are recorded" in c.value
+               for c in at.caption)
+    assert not [b for b in at.button if b.key == "pred-residue"]  # it reads weights: not on recorded oracles
+    at.button(key="pred-train-oracles").click().run()
+    assert len(trained_oracle_jobs()) == 3, [j.title for j in backend().jobs()]
+    wait_for_jobs()
+    at.run()
+    assert not at.exception, at.exception
+    assert any(c.value.startswith("Oracles: 3 of 3 finished") and "recorded" not in c.value for c in at.caption)
+    assert [b for b in at.button if b.key == "pred-residue"]
+    recorded.load.cache_clear()

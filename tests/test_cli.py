@@ -133,3 +133,19 @@ def test_ctrl_c_cancels_the_training_task_and_stores_nothing(tmp_path):
     assert proc.returncode == 130, err[-800:]
     assert b"nothing partial was stored" in err
     assert not any(tmp_path.glob("models/*/weights.safetensors"))
+
+
+def test_cli_record_oracles_writes_records_the_app_reads(tmp_path, monkeypatch, digits, spm_model):
+    from core import recorded
+
+    code, out = cli("record-oracles", "--dataset", "digits", "--model", "spm", "--classes", "0", "--oracles", "2",
+                    "--out", str(tmp_path))
+    assert code == 0, out
+    assert [f["seed"] for f in out["files"]] == [1, 2] and out["oracle_k"] == 2
+    monkeypatch.setattr(recorded, "record_dirs", lambda: [tmp_path])
+    for entry in out["files"]:
+        twin = recorded.find(entry["oracle"], digits)
+        assert twin is not None and recorded.is_recorded(twin) and twin.meta["train_config"]["seed"] == entry["seed"]
+        assert twin.meta["excluded"]["classes"] == [0] and twin.meta["weights_sha256"]
+    code, out = cli("record-oracles", "--dataset", "digits", "--classes", "0,eleven", "--out", str(tmp_path))
+    assert code == 2 and "eleven" in out["error"]

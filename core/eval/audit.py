@@ -245,7 +245,8 @@ def report_markdown(report: dict, class_names: tuple[str, ...] | None = None) ->
              f"`{json.dumps(r['method']['config'])}`"]
     for i, o in enumerate(r.get("oracles", {}).get("models", []), 1):
         lines.append(f"- Oracle {i}: `{o['key']}`, seed {o['seed']}, weights SHA-256 `{o['weights_sha256']}`"
-                     + (f", trained in {o['train_s']:.0f} s" if o["train_s"] else ""))
+                     + (f", trained in {o['train_s']:.0f} s" if o["train_s"] else "")
+                     + (" (its recorded predictions, `python -m core record-oracles`)" if o.get("recorded") else ""))
     if "memory" in r:
         mem = r["memory"]
         lines += ["", "## What the memory still holds (read from the model)",

@@ -43,7 +43,10 @@ def margins_from_probs(probs: np.ndarray, labels: np.ndarray, clip: float = CLIP
 
 def split_margins(model, dataset, split: str) -> np.ndarray:
     """φ of ``model`` on every sample of a whole split ("train" or "test") with its true labels, from the
-    model's memoised split probabilities; memoised on the (immutable) model too (EVIDENCE: cache φ)."""
+    model's memoised split probabilities (a recorded oracle's own φ: ``core.recorded``); memoised on the
+    (immutable) model too (EVIDENCE: cache φ)."""
+    if (recorded := getattr(model, "recorded_margins", None)) is not None:
+        return recorded(dataset, split)
     cache = model.__dict__.setdefault("_split_margins", {})
     key = (dataset.fingerprint(), split)
     if key not in cache:
