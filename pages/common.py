@@ -106,13 +106,11 @@ def warm_job(kind: str, dataset: Dataset, trained: bundle.TrainedModel) -> Job:
 
 def oracle_job(kind: str, dataset: Dataset, request, seed_offset: int = 1, start: bool = True) -> Job | None:
     """One oracle of ``request`` (by default the first of the K, seed offset 1), e.g. a reference kind's."""
-    return workflow.model_job(backend(), kind, dataset, request, seed_offset, owner=session_state().id,
-                              start=start)
+    return workflow.model_job(backend(), kind, dataset, request, seed_offset, owner=session_state().id, start=start)
 
 
 def oracle_jobs(kind: str, dataset: Dataset, request, start: bool = True, recorded: bool = True) -> list[Job | None]:
-    """The K oracles of ``request`` (``workflow.oracle_count()``), in parallel on Ray (None: not started); with
-    ``recorded``, a shipped record of an oracle that is not trained stands in for it (``core.recorded``)."""
+    """The K oracles of ``request`` on Ray (None: not started); a record stands in for an untrained one."""
     return workflow.oracle_jobs(backend(), kind, dataset, request, owner=session_state().id, start=start,
                                 recorded=recorded)
 

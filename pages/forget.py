@@ -12,16 +12,8 @@ from core.data.requests import request_classes, request_ids, request_random
 from core.session import ForgetSession
 from core.unlearn import get_method, list_methods
 from core.views import class_label
-from pages.common import (
-    by_design_kinds,
-    forget_session,
-    method_job,
-    model_job,
-    oracle_jobs,
-    ready_model,
-    session_runs,
-    warm_job,
-)
+from pages import common
+from pages.common import by_design_kinds, forget_session, method_job, oracle_jobs, ready_model, session_runs
 from pages.sidebar import page_dataset
 from pages.widgets import config_form_ui, job_status_ui, poll_while_active, untrained_model_ui
 
@@ -126,13 +118,10 @@ def methods_ui(dataset: Dataset, request: ForgetRequest) -> list[Job]:
 
 
 def preload(dataset: Dataset) -> None:
-    """Load the stored by-design models and then their predictions in the background while the user picks what
-    to forget, so that neither the deletion nor the first comparison waits for them."""
-    for kind in by_design_kinds():
-        if bundle.is_available(kind, dataset):
-            job = model_job(kind, dataset)
-            if job is not None and job.finished_ok:
-                warm_job(kind, dataset, job.result)
+    """Load the stored by-design models, then their predictions, while the user picks what to forget."""
+    for kind in (k for k in by_design_kinds() if bundle.is_available(k, dataset)):
+        if (job := common.model_job(kind, dataset)) is not None and job.finished_ok:
+            common.warm_job(kind, dataset, job.result)
 
 
 def main() -> None:
