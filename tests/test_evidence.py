@@ -468,3 +468,16 @@ def test_a_recorded_run_keeps_its_unlearned_weights_k_seeds_and_verdict(class_ru
     reloaded = bundle.from_weights("parametric", digits, (stored.path / "weights.safetensors").read_bytes())
     np.testing.assert_allclose(reloaded.predict_proba(digits.x_test[:50]), run.model.predict_proba(digits.x_test[:50]),
                                atol=1e-6)
+
+
+def test_a_percentage_band_is_shown_within_0_and_100_and_judges_alike():
+    from core.eval.evidence import band, criterion
+
+    high = criterion("TA", "test accuracy", 100.0, [98.0, 100.0, 100.0], 99.0)
+    wide = band([98.0, 100.0, 100.0])
+    assert wide["hi"] > 100 and high["band"]["hi"] == 100.0 and high["band"]["lo"] == pytest.approx(wide["lo"])
+    assert high["position"] == "inside"
+    low = criterion("FA", "forget accuracy", 0.0, [0.0, 0.0, 0.1], 90.0)
+    assert low["band"]["lo"] == 0.0 and low["position"] == "inside" and low["original_position"] == "above"
+    score = criterion("klom_p95", "KLoM", 0.5, [0.1, 0.2, 0.3], 3.0, unit="", distance=True)
+    assert score["band"]["lo"] > 0  # not a percentage: left as computed

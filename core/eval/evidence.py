@@ -183,6 +183,8 @@ def criterion(name: str, label: str, value: float, oracle_values: Sequence[float
     band is taken on a log scale, being skewed) only counts when above its band, on the side ``direction`` says.
     ``counts`` False: shown beside the verdict's measures (what the model keeps) without deciding it."""
     b = band(oracle_values, floor, level, log=distance, known_sd=known_sd)
+    if unit == "%" and np.isfinite(b["lo"]):  # a percentage lies in 0-100: the band is shown within it
+        b = {**b, "lo": max(b["lo"], 0.0), "hi": min(b["hi"], 100.0)}
     pos = _position(float(value), b)
     effective = direction if distance and pos == "above" else "inside" if distance and pos == "below" else pos
     return {"name": name, "label": label, "value": float(value), "oracle_values": [float(v) for v in oracle_values],
