@@ -4,6 +4,7 @@ first comparison on a fresh home.
     .venv/bin/python bench/classroom.py                     # 20 sessions on Fashion-MNIST, then the first comparison
     .venv/bin/python bench/classroom.py --dataset digits --sessions 3 --skip-first-comparison   # quick check (CI)
     .venv/bin/python bench/classroom.py --dataset digits --sessions 3 --first-comparison-timeout 300
+    .venv/bin/python bench/classroom.py --sessions 0 --first-comparison-classes all   # the first comparison alone
 
 Classroom: a fresh UE_HOME; a fresh process makes sure the SPM original exists and computes every session's request
 alone (``spm-delete`` on the stored original, ``metrics.split_metrics`` as the Predictions page shows them). Then
@@ -25,9 +26,11 @@ compared with the request computed alone.
     cpu_s        CPU seconds of the server, Ray and chromium while sessions 1..N-1 ran: on one machine the browsers
                  share the server's cores; ``--browser-nice 10`` lets the server's work go first, as the students'
                  own laptops would (Ray's training runs at nice 10 by the app's design)
-    first_comparison_s  fresh UE_HOME with only the shipped assets: forget one class, open Predictions, until
-                 "Verdict:" shows (the comparison with the finished oracles); null when --first-comparison-timeout
-                 is reached (first_comparison_cap_s then says the cap)
+    first_comparison_s  fresh UE_HOME with only the shipped assets: open the Forget page, pick a class, click
+                 Forget, open Predictions, until "Verdict:" shows (the comparison with the finished oracles), timed
+                 from the click; each class of --first-comparison-classes on its own fresh home, the slowest
+                 reported (first_comparison_by_class: each); null when --first-comparison-timeout is reached
+                 (first_comparison_cap_s then says the cap). ``--sessions 0`` runs only this.
 
 The last line printed is one JSON object.
 """
