@@ -369,12 +369,16 @@ def test_own_weights_upload_replaces_the_original_in_this_session_only(app_url):
 
 def test_classroom_bench_three_sessions_no_error_no_crosstalk():
     """Issue 16's classroom at CI size: bench/classroom.py with 3 browser sessions on digits, each forgetting a
-    different set; every session's numbers must equal its request computed alone, with no error box."""
+    different set; every session's numbers must equal its request computed alone, with no error box. Then the
+    teacher's first comparison on a fresh home (digits ships no model: its SPM and oracles train) must show a
+    verdict."""
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "classroom.py"), "--dataset", "digits",
-                          "--sessions", "3", "--skip-first-comparison", "--timeout", "180"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+                          "--sessions", "3", "--first-comparison-classes", "0", "--first-comparison-timeout", "300",
+                          "--timeout", "180"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["sessions"] == 3 and summary["interactions"] == 3, summary
     assert summary["errors"] == 0 and summary["crosstalk"] == 0, summary["notes"]
     assert summary["reply_p95_s"] is not None, summary  # the server's side of the click was timed
+    assert summary["first_comparison_s"] is not None and list(summary["first_comparison_by_class"]) == ["0"], summary

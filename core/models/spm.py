@@ -126,6 +126,8 @@ class _Shared(SharedMemory):
     config: SPMConfig
     features: dict = field(default_factory=dict)  # (fingerprint, split) -> features
     train_images: np.ndarray | None = None  # for the re-encode deletion path
+    # every session's thread and the background warm-up read one cached model: a split is encoded once
+    features_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class _KnnIndex:
@@ -224,12 +226,14 @@ class SPMClassifier(MemoryClassifier):
     def features_of(self, dataset: Dataset, split: str) -> np.ndarray:
         """Encoder features of a whole split, cached for this network (deletion never changes them)."""
         key = (dataset.fingerprint(), split)
-        if key not in self._shared.features:
-            if split == "train" and self._shared.complete and len(dataset.y_train) == len(self._shared.train_features):
-                self._shared.features[key] = self._shared.train_features
-            else:
-                self._shared.features[key] = self.embed(getattr(dataset, f"x_{split}"))
-        return self._shared.features[key]
+        with self._shared.features_lock:
+            if key not in self._shared.features:
+                shared = self._shared
+                if split == "train" and shared.complete and len(dataset.y_train) == len(shared.train_features):
+                    shared.features[key] = shared.train_features
+                else:
+                    shared.features[key] = self.embed(getattr(dataset, f"x_{split}"))
+            return self._shared.features[key]
 
     @torch.no_grad()
     def class_scores(self, features: np.ndarray) -> np.ndarray:
