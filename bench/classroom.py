@@ -301,12 +301,19 @@ async def pick(page, spec: dict, timeout_s: float) -> None:
     """Set the Forget page's widgets to ``spec`` (located by their keys)."""
     ms = timeout_s * 1000
     if spec["kind"] == "classes":
+        from playwright.async_api import TimeoutError as PlaywrightTimeout
+
         box = page.locator(".st-key-forget-classes")
         await box.wait_for(timeout=ms)
-        await box.locator("input").click(timeout=ms)
-        await page.get_by_role("option", name=spec["label"], exact=True).click(timeout=ms)
-        await page.keyboard.press("Escape")
-        await box.get_by_text(spec["label"], exact=True).first.wait_for(timeout=ms)
+        for attempt in range(3):  # a redraw while the list is open (a loading model's progress) can drop the pick
+            await box.locator("input").click(timeout=ms)
+            await page.get_by_role("option", name=spec["label"], exact=True).click(timeout=ms)
+            await page.keyboard.press("Escape")
+            try:
+                await box.get_by_text(spec["label"], exact=True).first.wait_for(timeout=ms if attempt == 2 else 10_000)
+                break
+            except PlaywrightTimeout:
+                log(f"{spec['label']}: not picked on attempt {attempt + 1}, picking again")
     else:
         await page.locator(".st-key-forget-kind label").filter(has_text="random fraction").first.click(timeout=ms)
         seed = page.locator(".st-key-forget-seed input")

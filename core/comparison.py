@@ -4,6 +4,7 @@ pages draw (transitions, changed test images)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -104,19 +105,10 @@ def compare(model: Classifier, original: bundle.TrainedModel, oracle_models: Seq
                          "data order are the original's, so it would understate the gap; use oracle_offsets")
     key = (original.key, tuple(o.key for o in oracle_models), dataset.fingerprint(), request.key())
     memo = model.__dict__.setdefault("_comparisons", {})
-    if key not in memo:
-        classifiers = [o.classifier for o in oracle_models]
-        judged = evidence.judge(model, original.classifier, classifiers, dataset, request)
-        own_metrics = M.split_metrics(model, dataset, request)
-        oracle_metrics = [M.split_metrics(o, dataset, request) for o in classifiers]
-        own_metrics.update(M.gaps_to_oracles(own_metrics, model.split_proba(dataset, "test"), oracle_metrics,
-                                             [o.split_proba(dataset, "test") for o in classifiers]))
-        models = {"method": model, "original": original.classifier,
-                  **{f"oracle {i}": o for i, o in enumerate(classifiers, 1)}}
-        memo[key] = Comparison(own_metrics, M.mean_metrics(oracle_metrics), [_oracle_entry(o) for o in oracle_models],
-                               judged["verdict"], judged["sentence"], judged["scenario"], judged["criteria"],
-                               judged["spread"], judged["klom"], judged["membership"],
-                               {name: attacks(m, dataset, request) for name, m in models.items()})
+    # a background comparison (workflow.comparison_job) and the page that shows it may ask at once: one computes
+    with model.__dict__.setdefault("_comparisons_lock", threading.Lock()):
+        if key not in memo:
+            memo[key] = _compared(model, original, oracle_models, dataset, request)
     out = memo[key]
     metrics = dict(out.metrics)
     if seconds is not None:
@@ -125,6 +117,23 @@ def compare(model: Classifier, original: bundle.TrainedModel, oracle_models: Seq
         if oracle_s:
             metrics["speedup"] = float(np.mean(oracle_s)) / max(seconds, 1e-9)
     return replace(out, metrics=metrics)
+
+
+def _compared(model: Classifier, original: bundle.TrainedModel, oracle_models: Sequence[bundle.TrainedModel],
+              dataset: Dataset, request: ForgetRequest) -> Comparison:
+    """The work of ``compare``, unmemoised."""
+    classifiers = [o.classifier for o in oracle_models]
+    judged = evidence.judge(model, original.classifier, classifiers, dataset, request)
+    own_metrics = M.split_metrics(model, dataset, request)
+    oracle_metrics = [M.split_metrics(o, dataset, request) for o in classifiers]
+    own_metrics.update(M.gaps_to_oracles(own_metrics, model.split_proba(dataset, "test"), oracle_metrics,
+                                         [o.split_proba(dataset, "test") for o in classifiers]))
+    models = {"method": model, "original": original.classifier,
+              **{f"oracle {i}": o for i, o in enumerate(classifiers, 1)}}
+    return Comparison(own_metrics, M.mean_metrics(oracle_metrics), [_oracle_entry(o) for o in oracle_models],
+                      judged["verdict"], judged["sentence"], judged["scenario"], judged["criteria"],
+                      judged["spread"], judged["klom"], judged["membership"],
+                      {name: attacks(m, dataset, request) for name, m in models.items()})
 
 
 def transition_matrix(before: np.ndarray, after: np.ndarray, num_classes: int) -> np.ndarray:
