@@ -7,7 +7,6 @@ import pandas as pd
 import streamlit as st
 
 from core import charts, purge, workflow
-from core import report as report_files
 from core.configs import config_to_dict
 from core.data import Dataset, ForgetRequest
 from core.eval import audit, probes
@@ -45,9 +44,8 @@ def audit_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, request:
                "the model), every metric against the oracle spread, and the per-sample membership table.")
     config = config_to_dict(shown.run.config) if shown.run is not None else {}
     stored = workflow.store_unlearned(shown.run) if shown.run is not None else None
-    report = audit.audit_report(dataset, request, shown.before, shown.after, shown.original.meta, shown.method, config,
-                                view.seconds, view.comparison, stored,
-                                **EV.measured_for_report(shown.after, dataset, request))
+    report, files = EV.audit_view(dataset, request, shown.before, shown.after, shown.original.meta, shown.method,
+                                  config, view.seconds, view.comparison, stored)
     if "memory" in report:
         memory = report["memory"]
         (st.success if memory["forgotten_in_memory"] == 0 else st.error)(
@@ -60,7 +58,6 @@ def audit_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, request:
                 + f". {audit.EXPOSURE_EXPLANATION}")
     most = exposure["most_exposed"][:8]
     image_grid_ui([dataset.x_train[r["id"]] for r in most], exposure_captions(most, dataset.class_names))
-    files = report_files.audit_files(report, dataset.class_names)
     stem = f"audit-{request.key()}-{shown.name}"
     cols = st.columns(3)
     cols[0].download_button("Download the audit report (HTML, opens offline)", files["audit.html"], f"{stem}.html",
