@@ -105,7 +105,7 @@ def compare(model: Classifier, original: bundle.TrainedModel, oracle_models: Seq
                          "data order are the original's, so it would understate the gap; use oracle_offsets")
     key = (original.key, tuple(o.key for o in oracle_models), dataset.fingerprint(), request.key())
     memo = model.__dict__.setdefault("_comparisons", {})
-    # a background comparison (workflow.comparison_job) and the page that shows it may ask at once: one computes
+    # two redraws of a page (or two pages) may ask at once: one computes, the other waits for its result
     with model.__dict__.setdefault("_comparisons_lock", threading.Lock()):
         if key not in memo:
             memo[key] = _compared(model, original, oracle_models, dataset, request)

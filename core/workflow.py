@@ -148,20 +148,6 @@ def _oracle_job(engine: Backend, kind: str, dataset: Dataset, request: ForgetReq
     return job
 
 
-def comparison_job(engine: Backend, model: Classifier, original: bundle.TrainedModel,
-                   oracle_models: Sequence[bundle.TrainedModel], dataset: Dataset, request: ForgetRequest,
-                   owner: str | None = None) -> Job:
-    """``compare`` computed in this process's background lane, where it fills ``model``'s memo: the Forget page
-    starts it after a by-design deletion whose oracles are ready, so that Predictions finds it done."""
-    def work(progress, cancel):
-        progress(0.0, f"against {len(oracle_models)} oracles")
-        return compare(model, original, oracle_models, dataset, request)
-
-    key = f"compare:{id(model)}:{','.join(o.key for o in oracle_models)}:{request.key()}"
-    return engine.run_local(key, f"comparing {original.meta.get('kind')} without {request.description}", work,
-                            owner)
-
-
 def first_class_with_oracle(kind: str, dataset: Dataset) -> int:
     """The first class whose first oracle (seed + 1) loads without training (stored or shipped), else 0."""
     tc = oracle_train_config(kind, dataset, 1)

@@ -15,7 +15,6 @@ from core.views import class_label
 from pages import common
 from pages.common import by_design_kinds, forget_session, method_job, oracle_jobs, ready_model, session_runs
 from pages.sidebar import page_dataset
-from pages.state import session_state
 from pages.widgets import config_form_ui, job_status_ui, poll_while_active, untrained_model_ui
 
 KINDS = ("classes", "random fraction", "sample ids")
@@ -77,9 +76,6 @@ def by_design_ui(dataset: Dataset, session: ForgetSession) -> list[Job | None]:
             st.success(f"Deleted {len(request):,} samples from the memory in {applied.seconds * 1000:.1f} ms; "
                        "no weight changed.")
             oracles = oracle_jobs(kind, dataset, request)
-            if all(j is not None and j.finished_ok for j in oracles):  # Predictions will find it done
-                workflow.comparison_job(common.backend(), applied.model, trained, workflow.finished(oracles),
-                                        dataset, request, owner=session_state().id)
             jobs += oracles
             for i, job in enumerate(oracles, 1):
                 if job_status_ui(job, f"{kind} oracle {i} of {len(oracles)}"):
