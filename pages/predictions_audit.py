@@ -3,10 +3,13 @@ post-hoc method did, and how decodable the forgotten classes stay layer by layer
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import streamlit as st
 
 from core import charts, purge, workflow
+from core import report as report_files
 from core.configs import config_to_dict
 from core.data import Dataset, ForgetRequest
 from core.eval import audit, probes
@@ -44,8 +47,8 @@ def audit_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, request:
                "the model), every metric against the oracle spread, and the per-sample membership table.")
     config = config_to_dict(shown.run.config) if shown.run is not None else {}
     stored = workflow.store_unlearned(shown.run) if shown.run is not None else None
-    report, files = EV.audit_view(dataset, request, shown.before, shown.after, shown.original.meta, shown.method,
-                                  config, view.seconds, view.comparison, stored)
+    report = EV.audit_view(dataset, request, shown.before, shown.after, shown.original.meta, shown.method, config,
+                           view.seconds, view.comparison, stored)
     if "memory" in report:
         memory = report["memory"]
         (st.success if memory["forgotten_in_memory"] == 0 else st.error)(
@@ -60,12 +63,16 @@ def audit_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, request:
     image_grid_ui([dataset.x_train[r["id"]] for r in most], exposure_captions(most, dataset.class_names))
     stem = f"audit-{request.key()}-{shown.name}"
     cols = st.columns(3)
-    cols[0].download_button("Download the audit report (HTML, opens offline)", files["audit.html"], f"{stem}.html",
-                            "text/html", key="pred-audit-html", type="primary",
+    names = dataset.class_names  # each file is made when its button is clicked
+    cols[0].download_button("Download the audit report (HTML, opens offline)",
+                            lambda: report_files.report_html(report, names), f"{stem}.html", "text/html",
+                            key="pred-audit-html", type="primary",
                             help="One self-contained page: the report and its figures, no external script. Relearn "
                                  "time and the weights' residue are included once measured above.")
-    cols[1].download_button("JSON", files["audit.json"], f"{stem}.json", "application/json", key="pred-audit-json")
-    cols[2].download_button("Markdown", files["audit.md"], f"{stem}.md", "text/markdown", key="pred-audit-md")
+    cols[1].download_button("JSON", lambda: json.dumps(report, indent=1), f"{stem}.json", "application/json",
+                            key="pred-audit-json")
+    cols[2].download_button("Markdown", lambda: audit.report_markdown(report, names), f"{stem}.md", "text/markdown",
+                            key="pred-audit-md")
 
 
 def purged_copy_ui(shown: ShownModel, request: ForgetRequest, artifacts: list[dict]) -> None:

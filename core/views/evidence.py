@@ -25,7 +25,7 @@ from core.eval.evidence import in_verdict
 from core.eval.klom import INDICATIVE_KLOM_N
 from core.models.base import Classifier
 from core.models.parametric import ParametricClassifier
-from core.report import audit_files, criteria_band_rows
+from core.report import criteria_band_rows
 
 PER_SAMPLE_SIGMA_K = 64  # EVIDENCE §2a: a per-sample variance needs K ≳ 64 oracles; fewer use one global σ
 SPLITS = {"forget": "forget (D_f)", "retain": "retain (D_r)", "val": "validation (test set)"}
@@ -316,18 +316,17 @@ def residue_view(after: Classifier, original: bundle.TrainedModel, oracles: Sequ
 
 
 def audit_view(dataset: Dataset, request: ForgetRequest, before: Classifier, after: Classifier, original_meta: dict,
-               method: str, config: dict, seconds: float, comparison=None, stored=None) -> tuple[dict, dict]:
-    """The audit report of ``after`` (``audit.audit_report``) and its files (``report.audit_files``), memoised on
-    ``after`` per request, method config, oracle set, stored weights and what was measured on demand: the page
-    redraws without rebuilding them (the per-sample table's JSON alone takes ~0.5 s on Fashion-MNIST)."""
+               method: str, config: dict, seconds: float, comparison=None, stored=None) -> dict:
+    """The audit report of ``after`` (``audit.audit_report``), memoised on ``after`` per request, method config,
+    oracle set, stored weights and what was measured on demand: the page redraws without rebuilding it (the
+    per-sample table's JSON alone takes ~0.5 s on Fashion-MNIST). Its files are made when downloaded."""
     measured = measured_for_report(after, dataset, request)
     key = (dataset.fingerprint(), request.key(), method, json.dumps(config, sort_keys=True, default=str), seconds,
            tuple(comparison.oracle_keys) if comparison is not None else None, stored.key if stored else None,
            tuple((name, id(value)) for name, value in sorted(measured.items())))
-    memo = after.__dict__.setdefault("_audit_views", {})
+    memo = after.__dict__.setdefault("_audit_reports", {})
     if key not in memo:
-        report = audit.audit_report(dataset, request, before, after, original_meta, method, config, seconds,
-                                    comparison, stored, **measured)
         memo.clear()  # one report per model: the newest
-        memo[key] = (report, audit_files(report, dataset.class_names))
+        memo[key] = audit.audit_report(dataset, request, before, after, original_meta, method, config, seconds,
+                                       comparison, stored, **measured)
     return memo[key]
