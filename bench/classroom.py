@@ -299,8 +299,8 @@ async def open_forget(page, url: str, timeout_s: float) -> float:
     return time.perf_counter() - start
 
 
-async def pick(page, spec: dict, timeout_s: float) -> None:
-    """Set the Forget page's widgets to ``spec`` (located by their keys)."""
+async def pick(page, spec: dict, timeout_s: float) -> int:
+    """Set the Forget page's widgets to ``spec`` (located by their keys); returns the attempts a class took."""
     ms = timeout_s * 1000
     if spec["kind"] == "classes":
         from playwright.async_api import TimeoutError as PlaywrightTimeout
@@ -316,15 +316,17 @@ async def pick(page, spec: dict, timeout_s: float) -> None:
                 break
             except PlaywrightTimeout:
                 log(f"{spec['label']}: not picked on attempt {attempt + 1}, picking again")
-    else:
-        await page.locator(".st-key-forget-kind label").filter(has_text="random fraction").first.click(timeout=ms)
-        seed = page.locator(".st-key-forget-seed input")
-        await seed.wait_for(timeout=ms)
-        await seed.fill(str(spec["seed"]), timeout=ms)
-        await seed.press("Enter", timeout=ms)
-        await page.wait_for_function("([sel, v]) => document.querySelector(sel)?.value === v",
-                                     arg=[".st-key-forget-seed input", str(spec["seed"])], timeout=ms)
-    await asyncio.sleep(0.5)  # let the widget's own rerun start before the click (it is not what is timed)
+        await asyncio.sleep(0.5)  # let the widget's own rerun start before the click (it is not what is timed)
+        return attempt + 1
+    await page.locator(".st-key-forget-kind label").filter(has_text="random fraction").first.click(timeout=ms)
+    seed = page.locator(".st-key-forget-seed input")
+    await seed.wait_for(timeout=ms)
+    await seed.fill(str(spec["seed"]), timeout=ms)
+    await seed.press("Enter", timeout=ms)
+    await page.wait_for_function("([sel, v]) => document.querySelector(sel)?.value === v",
+                                 arg=[".st-key-forget-seed input", str(spec["seed"])], timeout=ms)
+    await asyncio.sleep(0.5)
+    return 1
 
 
 async def metrics_csv(page, timeout_s: float) -> dict[str, dict[str, float]]:
@@ -524,7 +526,7 @@ async def first_comparison_browser(url: str, label: str, cap_s: float, timeout_s
         try:
             out["open_s"] = await open_forget(page, url, max(timeout_s, 120))
             step = f"pick {label}"
-            await pick(page, {"kind": "classes", "label": label}, timeout_s)
+            out["pick_attempts"] = await pick(page, {"kind": "classes", "label": label}, timeout_s)
             step = "click Forget and wait for the SPM result"
             start = time.perf_counter()
             await page.locator(".st-key-forget-go button").click()
@@ -688,8 +690,10 @@ def main(argv=None) -> None:
                 notes.append(f"first comparison, class {cls}: {first['verdict']!r} on {first['oracles']} oracles")
             what = secs(first["seconds"]) if first["seconds"] is not None else "failed" if first["failure"] else \
                 f"cap of {args.first_comparison_timeout:.0f} s reached"
+            again = first.get("pick_attempts", 1) > 1
             print(f"  first comparison, class {cls}: {what} (Forget result after {secs(first.get('forget_s'))}; "
-                  f"oracles finished {first['oracles']})")
+                  f"oracles finished {first['oracles']})" + ("; picked again after a 10 s wait, by when the model "
+                                                              "had loaded" if again else ""))
     else:
         notes.append("first comparison skipped (--skip-first-comparison)")
     times = [f["seconds"] for f in firsts.values()]
