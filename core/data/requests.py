@@ -51,9 +51,12 @@ class ForgetRequest:
             )
 
     def key(self) -> str:
-        """Short content hash: the same samples of the same data give the same key."""
-        payload = json.dumps([self.dataset_fingerprint, list(self.ids), list(self.classes), self.kind])
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        """Short content hash: the same samples of the same data give the same key (computed once: a page asks
+        for it many times per redraw, and a class request hashes thousands of ids)."""
+        if "_key" not in self.__dict__:
+            payload = json.dumps([self.dataset_fingerprint, list(self.ids), list(self.classes), self.kind])
+            object.__setattr__(self, "_key", hashlib.sha256(payload.encode()).hexdigest()[:16])
+        return self.__dict__["_key"]
 
     def mask(self, n: int) -> np.ndarray:
         """Boolean mask over a training set of ``n`` samples, True where a sample is forgotten."""
