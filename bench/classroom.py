@@ -664,11 +664,9 @@ def main(argv=None) -> None:
         class_names = ref["class_names"]
         summary.update(classroom_report(args, ref, run, notes))
     else:
-        home = Path(tempfile.mkdtemp(prefix="ue-names-"))
-        try:
-            class_names = run_reference(app_env(home, args.dataset), args.dataset, 0, 3600)["class_names"]
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
+        from core.data import load_dataset
+
+        class_names = list(load_dataset(args.dataset).class_names)  # no SPM is needed for the names
         notes.append("--sessions 0: the first comparison alone")
 
     firsts = {}
