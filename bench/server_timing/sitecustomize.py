@@ -1,0 +1,47 @@
+"""The classroom bench's timing hook inside the Streamlit server (never part of the app).
+
+``bench/classroom.py`` puts this folder first on the server's PYTHONPATH with ``UE_BENCH_TIMING_LOG`` set; Python
+then imports it at start-up. In the Streamlit process only, it appends one line per event to that file:
+
+    rerun <unix time> <session id>   a browser's request to rerun the script reached the server (not a fragment's)
+    result <unix time> <session id>  the frame holding an SPM result ("... samples from the memory in ...") was
+                                     handed to that browser's websocket
+
+so that a Forget click's time can be split into the server's part and the browser's (both share this machine)."""
+
+import os
+import sys
+import threading
+import time
+
+LOG = os.environ.get("UE_BENCH_TIMING_LOG")
+MARKER = " samples from the memory in "
+
+
+def _install(path: str) -> None:
+    from streamlit.runtime import app_session, runtime
+
+    out, lock = open(path, "a", buffering=1), threading.Lock()
+
+    def write(kind: str, session_id: str) -> None:
+        with lock:
+            out.write(f"{kind} {time.time():.6f} {session_id}\n")
+
+    handle_backmsg, send_message = app_session.AppSession.handle_backmsg, runtime.Runtime._send_message
+
+    def timed_backmsg(self, msg):
+        if msg.WhichOneof("type") == "rerun_script" and not msg.rerun_script.fragment_id:
+            write("rerun", self.id)
+        return handle_backmsg(self, msg)
+
+    def timed_send(self, session_info, msg):
+        if msg.WhichOneof("type") == "delta" and MARKER in msg.delta.new_element.alert.body:
+            write("result", session_info.session.id)
+        return send_message(self, session_info, msg)
+
+    app_session.AppSession.handle_backmsg = timed_backmsg
+    runtime.Runtime._send_message = timed_send
+
+
+if LOG and "streamlit" in " ".join(sys.orig_argv):
+    _install(LOG)
