@@ -27,6 +27,15 @@ def test_incremental_deletion_equals_recomputing_prototypes(spm_model, digits, f
     assert np.abs(deleted.split_proba(digits, "test") - scratch.split_proba(digits, "test")).max() <= 1e-5
 
 
+def test_split_predictions_from_the_shared_queries_equal_the_fusion(spm_model, digits):
+    """A split's predictions reuse W_q f(x), which no deletion changes: the same numbers as the full fusion."""
+    deleted = spm_model.forget(request_random(digits, 0.1, 4).ids)
+    for split in ("test", "train"):
+        fused = torch.softmax(torch.as_tensor(deleted.class_scores(deleted.features_of(digits, split))), 1).numpy()
+        assert np.array_equal(deleted.split_proba(digits, split), fused)
+    assert deleted._shared.queries is spm_model._shared.queries  # one projection per split for every memory
+
+
 def test_reencode_path_agrees_with_incremental(spm_model, digits):
     ids = request_random(digits, 0.2, 3).ids
     incremental, reencoded = spm_model.forget(ids), spm_model.forget(ids, mode="reencode")

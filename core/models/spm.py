@@ -125,6 +125,8 @@ class _Shared(SharedMemory):
 
     config: SPMConfig
     features: dict = field(default_factory=dict)  # (fingerprint, split) -> features
+    # (fingerprint, split) -> W_q f(x): the query side of the fusion, which no deletion changes
+    queries: dict = field(default_factory=dict)
     train_images: np.ndarray | None = None  # for the re-encode deletion path
     # every session's thread and the background warm-up read one cached model: a split is encoded once
     features_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -236,13 +238,30 @@ class SPMClassifier(MemoryClassifier):
             return self._shared.features[key]
 
     @torch.no_grad()
-    def class_scores(self, features: np.ndarray) -> np.ndarray:
-        """Fusion logits of each feature row against each class prototype (-inf: class absent)."""
-        net = self._shared.net
-        q = torch.as_tensor(features, dtype=torch.float32, device=self._shared.device)
-        protos = torch.as_tensor(self.prototypes, dtype=torch.float32, device=self._shared.device)
-        present = torch.as_tensor(self.counts > 0, device=self._shared.device)
-        return net.fuse(q, protos, present).cpu().numpy()
+    def split_queries(self, dataset: Dataset, split: str) -> torch.Tensor:
+        """``W_q f(x)`` of a whole split, cached for this network: every memory made by ``forget`` shares it,
+        so predicting a split after a deletion costs one (N, d) x (d, C) product instead of two."""
+        key = (dataset.fingerprint(), split)
+        features = self.features_of(dataset, split)
+        with self._shared.features_lock:
+            if key not in self._shared.queries:
+                shared = self._shared
+                shared.queries[key] = shared.net.w_q(torch.as_tensor(features, dtype=torch.float32,
+                                                                     device=shared.device))
+            return self._shared.queries[key]
+
+    @torch.no_grad()
+    def class_scores(self, features: np.ndarray, queries: torch.Tensor | None = None) -> np.ndarray:
+        """Fusion logits of each feature row against each class prototype (-inf: class absent); ``queries``:
+        the rows' ``W_q f(x)`` when already computed (``split_queries``), the same numbers as ``net.fuse``."""
+        net, device = self._shared.net, self._shared.device
+        protos = torch.as_tensor(self.prototypes, dtype=torch.float32, device=device)
+        present = torch.as_tensor(self.counts > 0, device=device)
+        if queries is None:
+            features = torch.as_tensor(features, dtype=torch.float32, device=device)
+            return net.fuse(features, protos, present).cpu().numpy()
+        logits = queries @ net.w_s(protos).T * net.scale
+        return logits.masked_fill(~present, float("-inf")).cpu().numpy()
 
     @torch.no_grad()
     def neighbours(self, features: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -259,14 +278,14 @@ class SPMClassifier(MemoryClassifier):
         scores = scores.masked_fill(torch.as_tensor(ids < 0, device=shared.device), float("-inf"))
         return ids, torch.softmax(scores, 1).cpu().numpy()
 
-    def proba_from_features(self, features: np.ndarray) -> np.ndarray:
+    def proba_from_features(self, features: np.ndarray, queries: torch.Tensor | None = None) -> np.ndarray:
         if self.config.mode == "knn":
             ids, weights = self.neighbours(features)
             probs = np.zeros((len(features), self.num_classes), np.float32)
             labels = self._shared.train_labels[np.where(ids < 0, 0, ids)]
             np.add.at(probs, (np.repeat(np.arange(len(features)), ids.shape[1]), labels.ravel()), weights.ravel())
             return probs
-        scores = torch.as_tensor(self.class_scores(features))
+        scores = torch.as_tensor(self.class_scores(features, queries))
         return torch.softmax(scores, 1).numpy()
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
@@ -276,7 +295,8 @@ class SPMClassifier(MemoryClassifier):
         cache = self.__dict__.setdefault("_split_proba", {})
         key = (dataset.fingerprint(), split)
         if key not in cache:
-            cache[key] = self.proba_from_features(self.features_of(dataset, split))
+            queries = None if self.config.mode == "knn" else self.split_queries(dataset, split)
+            cache[key] = self.proba_from_features(self.features_of(dataset, split), queries)
         return cache[key]
 
     def split_embed(self, dataset: Dataset, split: str) -> np.ndarray:
