@@ -1,5 +1,6 @@
 """Unlearning Explorer: pick what to forget, and see what changed against a model retrained without it."""
 
+import sys
 from pathlib import Path
 
 import streamlit as st
@@ -8,6 +9,11 @@ from pages.sidebar import jobs_sidebar_ui, sidebar_ui
 from pages.state import session_state
 
 HERE = Path(__file__).parent
+# Every open page runs its script in a thread of this one process, and the event loop that sends their output to
+# the browsers needs the GIL again after each message. Python makes a busy thread hand the GIL over every 5 ms by
+# default; with 20 pages rerunning at once the loop then waited seconds to send results already computed
+# (bench/classroom.py, server_p95_s). A 1 ms interval keeps it responsive.
+GIL_SWITCH_INTERVAL_S = 0.001
 PAGES = [
     ("pages/models.py", "Models", ":material/model_training:"),
     ("pages/forget.py", "Forget", ":material/delete_sweep:"),
@@ -25,6 +31,7 @@ def open_models() -> None:
 
 
 def main() -> None:
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     st.set_page_config(page_title="Unlearning Explorer", page_icon="assets/icon.png", layout="wide")
     pages = {path: st.Page(path, title=title, icon=icon) for path, title, icon in PAGES if (HERE / path).is_file()}
     # The default page is served at "/" but keeps its own pathname; it moves aside so that /models opens the

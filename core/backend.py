@@ -1,10 +1,11 @@
 """Long work on Ray: training, oracle seeds, method runs, layouts and sweeps, with progress and cancel.
 
-One :class:`Backend` per process (the app keeps it in ``st.cache_resource``; the CLI, benches and tests make
-their own). With no address it starts a local Ray instance on the first job, from a daemon thread that
-outlives Streamlit's script runs (a local ``ray.init`` dies with the thread that called it), and Ray stops
-with the process. ``UE_RAY_ADDRESS`` (or ``address=``) attaches to an existing cluster instead; its workers
-receive the ``core`` package with each job, and tasks that ask for a GPU go to GPU workers.
+One :class:`Backend` per process (the app keeps it in ``st.cache_resource`` and starts it at its first
+visitor; the CLI, benches and tests make their own). With no address it starts a local Ray instance on the
+first job (or on ``start``), from a daemon thread that outlives Streamlit's script runs (a local ``ray.init``
+dies with the thread that called it), and Ray stops with the process. ``UE_RAY_ADDRESS`` (or ``address=``)
+attaches to an existing cluster instead; its workers receive the ``core`` package with each job, and tasks
+that ask for a GPU go to GPU workers.
 
 Only that thread, the monitor, talks to Ray: it submits, polls progress from a small actor, cancels, and
 hands finished results to a driver-side ``finalize`` (which writes the store: workers return weights and
@@ -28,12 +29,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.job import Job, ProgressBoard, Task, limit_threads, worker_entry  # noqa: F401  (re-exported)
+from core.job import (  # noqa: F401  (Job, ProgressBoard, limit_threads and worker_entry are re-exported)
+    Job,
+    ProgressBoard,
+    Task,
+    limit_threads,
+    lower_thread_priority,
+    worker_entry,
+    worker_nice,
+)
 from core.models.base import Cancelled, CancelToken, Progress
 
 ADDRESS_ENV = "UE_RAY_ADDRESS"
 CPUS_ENV = "UE_RAY_CPUS"
 OBJECT_STORE_ENV = "UE_RAY_OBJECT_STORE_MB"
+LAZY_ENV = "UE_RAY_LAZY"  # "1": the app starts Ray on its first long job instead of at its first visitor
 DEFAULT_OBJECT_STORE_MB = 600  # Fashion-MNIST is ~220 MB as float32; a bounded store, not Ray's 30% of RAM
 ATTACH_TIMEOUT_S = 10.0
 PROGRESS_POLL_S = 0.5
@@ -251,6 +261,9 @@ class Backend:
                 raise BackendError(unreachable_message(self.address, err)) from err
         else:
             self._owns_ray = True
+            # Ray's processes fork from this thread: at the workers' niceness, they never take the CPU from the
+            # interactive threads of this process, even while a worker imports torch before its first task
+            lower_thread_priority(worker_nice())
             ray.init(num_cpus=self.num_cpus, object_store_memory=self.object_store_mb << 20,
                      job_config=ray.job_config.JobConfig(code_search_path=[str(PROJECT_ROOT)]), **common)
         self._board = ray.remote(num_cpus=0)(ProgressBoard).remote()

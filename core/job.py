@@ -57,6 +57,18 @@ def lower_priority(nice: int) -> None:
             pass
 
 
+def lower_thread_priority(nice: int) -> None:
+    """Raise the calling thread's nice value to ``nice`` (never lowers it). Processes it starts afterwards
+    inherit it: a local Ray started from such a thread runs every process, workers included, at ``nice``
+    from their first instruction (their imports too), not only once a task has begun."""
+    try:
+        tid = threading.get_native_id()
+        if os.getpriority(os.PRIO_PROCESS, tid) < nice:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+    except (OSError, AttributeError):  # no per-thread priority on this OS
+        pass
+
+
 # ---- jobs --------------------------------------------------------------------------------------
 @dataclass
 class Job:
@@ -75,6 +87,7 @@ class Job:
     finished: float = 0.0
     local: bool = False  # ran in this process's lane, not on a Ray worker
     expected_s: float | None = None  # how long the work should take once started (an estimate), when known
+    expected_from: str = ""  # what ``expected_s`` was judged from, for the user
     note: str = ""  # what the user should know beside the progress (e.g. why a recorded oracle trains instead)
     done_event: threading.Event = field(default_factory=threading.Event, repr=False)
     _cancel: Callable[[], None] = field(default=lambda: None, repr=False)

@@ -12,7 +12,7 @@ import os
 import streamlit as st
 
 from core import bundle, store, workflow
-from core.backend import Backend, Job, limit_threads
+from core.backend import LAZY_ENV, Backend, Job, limit_threads
 from core.data import Dataset, load_dataset
 from core.eval import neighbours as NB
 from core.models import get_model_kind, list_model_kinds
@@ -24,10 +24,15 @@ DEFAULT_DATASET = os.environ.get("UE_DATASET", "fashion-mnist")
 
 @st.cache_resource
 def backend() -> Backend:
-    """One Ray backend per server process, started on the first long job (pages draw while it starts).
-    This process keeps few BLAS/torch threads so interactive work does not fight the Ray workers."""
+    """One Ray backend per server process. Ray starts in the background at the first visitor (pages draw
+    meanwhile), so that the first long job does not wait for it and a room's first clicks do not race its
+    start; with ``UE_RAY_LAZY=1`` it starts on the first long job. This process keeps few BLAS/torch threads
+    so interactive work does not fight the Ray workers."""
     limit_threads()
-    return Backend()
+    engine = Backend()
+    if os.environ.get(LAZY_ENV) != "1":
+        engine.start()
+    return engine
 
 
 @st.cache_resource(max_entries=4)

@@ -12,6 +12,7 @@ from ray import cloudpickle
 
 from core import bundle, runs_db, store, workflow
 from core.backend import Backend, BackendError, Task
+from core.configs import config_to_dict
 from core.data import request_classes
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import a test module by name
@@ -78,6 +79,41 @@ def test_training_yields_the_cpu_to_the_pages(ray_backend):
     levels = job.wait(60)
     assert levels and min(levels) >= max(mine, DEFAULT_WORKER_NICE), (levels, job.error)  # no thread above it
     assert os.getpriority(os.PRIO_PROCESS, 0) == mine  # the driver (the app's process) keeps its priority
+
+
+def test_a_local_ray_runs_every_process_below_the_pages(ray_backend):
+    """Ray's own processes (GCS, raylet, idle workers) fork from the monitor thread at the workers' niceness, so
+    even a worker importing torch before its first task never takes the CPU from a page."""
+    from core.job import worker_nice
+
+    assert ray_backend.status == "ready"
+    children = []
+    for pid in os.listdir("/proc"):
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if pid.isdigit() and int(fields[1]) == os.getpid():  # ppid: started by this process
+            children.append((open(f"/proc/{pid}/comm").read().strip(), int(fields[16])))  # comm, nice
+    ray_children = [(name, nice) for name, nice in children if name in ("gcs_server", "raylet")]
+    assert len(ray_children) == 2, children
+    assert all(nice >= worker_nice() for _, nice in ray_children), ray_children
+    assert os.getpriority(os.PRIO_PROCESS, 0) < worker_nice()  # the calling thread (a page's) is not lowered
+
+
+def test_the_app_starts_ray_at_its_first_visitor_unless_told_to_wait(monkeypatch):
+    import pages.common
+
+    started = []
+    monkeypatch.setattr(Backend, "start", lambda self, *a, **k: started.append(self) or self)
+    for lazy, expected in ((None, 1), ("1", 0)):
+        if lazy is None:
+            monkeypatch.delenv("UE_RAY_LAZY", raising=False)
+        else:
+            monkeypatch.setenv("UE_RAY_LAZY", lazy)
+        started.clear()
+        engine = pages.common.backend.__wrapped__()  # the function behind st.cache_resource: a new backend
+        assert len(started) == expected and (not started or started[0] is engine)
 
 
 def test_a_bad_worker_niceness_is_named(monkeypatch):
@@ -208,3 +244,29 @@ def test_an_oracle_job_is_estimated_from_the_stored_original(digits, parametric_
     assert expected == pytest.approx(original.meta["train_log"]["train_s"] * kept)
     assert bundle.expected_train_seconds("parametric", digits, train_config=replace(bundle.recipe("digits"),
                                                                                    epochs=99)) is None
+
+
+def test_a_queued_oracle_is_estimated_from_the_latest_one_trained_on_this_backend(digits):
+    """Once an oracle of the recipe has trained on this backend's workers, a queued one's estimate is that
+    oracle's own start-to-finish time (scaled by the samples kept), not the stored original's."""
+    from core.job import Job
+
+    engine = Backend()
+    request, other = request_classes(digits, [0]), request_classes(digits, [1, 2])
+    assert workflow.measured_train_seconds(engine, "parametric", digits, None, None, request) is None
+    done = Job("oracle:parametric:x", "oracle")
+    tc = workflow.oracle_train_config("parametric", digits, 2)
+    config = bundle.resolve("parametric", digits)[0]
+    done.result = bundle.TrainedModel("x", None, {
+        "kind": "parametric", "config": config_to_dict(config), "train_config": config_to_dict(tc),
+        "dataset_fingerprint": digits.fingerprint(), "num_train_ids": digits.num_train - len(other.ids)})
+    done.started = time.time() - 50.0
+    done._finish("done", done.result)
+    engine._jobs[done.key] = done
+    kept = digits.num_train - len(request.ids)
+    expected = workflow.measured_train_seconds(engine, "parametric", digits, None, None, request)
+    assert expected == pytest.approx(50.0 * kept / (digits.num_train - len(other.ids)), rel=0.01)
+    longer = replace(bundle.recipe("digits", "parametric"), epochs=99)  # another recipe: no measurement
+    assert workflow.measured_train_seconds(engine, "parametric", digits, None, longer, request) is None
+    done.local = True  # loaded here, not trained on a worker: not a measurement
+    assert workflow.measured_train_seconds(engine, "parametric", digits, None, None, request) is None
