@@ -100,6 +100,8 @@ def model_job(engine: Backend, kind: str, dataset: Dataset, request: ForgetReque
     if job is not None and (job.active or job.finished_ok or not start):
         if owner and start:
             job.owners.add(owner)
+        if job.state == "queued" and request is not None and not job.local:  # a measurement may exist by now
+            _estimate(job, engine, kind, dataset, config, base_tc, request)
         return job
     if not start:
         return None
@@ -112,8 +114,50 @@ def model_job(engine: Backend, kind: str, dataset: Dataset, request: ForgetReque
         return engine.run_local(key, f"loading {title}", load, owner)
     job = engine.submit(key, title, train_remote(kind, dataset, request, 0, config, tc, gpu, cpus), owner)
     if job.expected_s is None and request is not None:
-        job.expected_s = bundle.expected_train_seconds(kind, dataset, config, base_tc, request)
+        _estimate(job, engine, kind, dataset, config, base_tc, request)
     return job
+
+
+def _estimate(job: Job, engine: Backend, kind: str, dataset: Dataset, config, train_config,
+              request: ForgetRequest) -> None:
+    """Set a queued oracle's ``expected_s``: measured on this backend when one of its recipe has trained here,
+    else the stored original's training time, else left as it is."""
+    if (measured := measured_train_seconds(engine, kind, dataset, config, train_config, request)) is not None:
+        job.expected_s, job.expected_from = measured, "the last one trained here"
+    elif job.expected_s is None:
+        stored = bundle.expected_train_seconds(kind, dataset, config, train_config, request)
+        if stored is not None:
+            job.expected_s, job.expected_from = stored, "the stored original's training"
+
+
+def measured_train_seconds(engine: Backend, kind: str, dataset: Dataset, config, train_config,
+                           request: ForgetRequest) -> float | None:
+    """How long a model of this recipe (any seed, any excluded set) without ``request`` should take on this
+    backend's workers: the latest one trained there, start to finish, scaled by the share of training samples
+    kept. None before one has finished; ``bundle.expected_train_seconds`` (the stored original's time, measured
+    on whichever machine trained it) is the fallback."""
+    recipe = _recipe_without_seed(*bundle.resolve(kind, dataset, config, train_config)[:2])
+    latest = None
+    for job in engine.jobs():
+        meta = getattr(job.result, "meta", None)
+        if job.local or not job.finished_ok or not isinstance(meta, dict) or not meta.get("num_train_ids") or \
+                meta.get("dataset_fingerprint") != dataset.fingerprint() or meta.get("kind") != kind:
+            continue
+        if (latest is None or job.finished > latest.finished) and \
+                _recipe_without_seed(meta.get("config"), meta.get("train_config")) == recipe:
+            latest = job
+    if latest is None:
+        return None
+    kept = dataset.num_train - len(request.ids)
+    return latest.elapsed * kept / latest.result.meta["num_train_ids"]
+
+
+def _recipe_without_seed(config, train_config) -> tuple[str, str]:
+    """A recipe as comparable JSON (configs or their dicts), the seed and device left out."""
+    config = config if isinstance(config, dict) else config_to_dict(config)
+    tc = {k: v for k, v in (train_config if isinstance(train_config, dict) else config_to_dict(train_config)).items()
+          if k not in ("seed", "device")}
+    return json.dumps(config, sort_keys=True, default=str), json.dumps(tc, sort_keys=True, default=str)
 
 
 def oracle_jobs(engine: Backend, kind: str, dataset: Dataset, request: ForgetRequest, k: int | None = None,

@@ -33,7 +33,8 @@ def job_status_ui(job: Job | None, label: str = "") -> bool:
     if job.active:
         cols = st.columns([5, 1])
         if job.state == "queued" and job.expected_s:
-            left = f" (about {duration(job.expected_s)} once it starts, judging by the original's training)"
+            basis = job.expected_from or "an estimate"
+            left = f" (about {duration(job.expected_s)} once it starts, judging by {basis})"
         else:
             left = f" (about {duration(job.eta)} left)" if job.eta is not None else ""
         cols[0].progress(job.progress, text=f"{label or job.title}: {job.message}{left}")
