@@ -195,6 +195,25 @@ def test_svc_mia_calls_retain_like_samples_members():
     assert kept["n_members"] == 200 and kept["loss_mia"] > 90 and gone["loss_mia"] == pytest.approx(50, abs=10)
 
 
+def test_svc_mia_scores_repeated_targets_as_each_on_its_own():
+    """Distinct target rows are predicted once and mapped back: the same efficacy as predicting every row."""
+    from sklearn.svm import SVC
+
+    rng = np.random.default_rng(1)
+    n = 120
+    y = rng.integers(0, 3, n)
+    p = rng.dirichlet(np.ones(3), n)
+    forget = np.repeat(p[:10], 6, axis=0), np.repeat(y[:10], 6)  # 60 rows, 10 distinct
+    out = MB.svc_mia(*forget, p[10:70], y[10:70], p[70:], y[70:], features=("confidence", "prob"))
+    for name in ("confidence", "prob"):
+        shadow_in = MB._svc_features(p[10:70][MB.matched_heldout(y[70:], y[10:70], 0, size=50)],
+                                     y[10:70][MB.matched_heldout(y[70:], y[10:70], 0, size=50)])[name]
+        shadow_out, target = MB._svc_features(p[70:], y[70:])[name], MB._svc_features(*forget)[name]
+        clf = SVC(C=3, gamma="auto", kernel="rbf").fit(np.vstack([shadow_in, shadow_out]),
+                                                       np.r_[np.ones(len(shadow_in)), np.zeros(len(shadow_out))])
+        assert out["efficacy"][name] == float((1 - clf.predict(target).mean()) * 100)
+
+
 def test_anamnesis_index():
     assert R.anamnesis_index({"steps": 5, "cap": 500}, [{"steps": 10, "cap": 500}] * 2)["ain"] == 0.5
     assert R.anamnesis_index({"steps": 0, "cap": 500}, [{"steps": 1, "cap": 500}])["ain"] is None  # too few steps
