@@ -29,15 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.job import (  # noqa: F401  (Job, ProgressBoard, limit_threads and worker_entry are re-exported)
-    Job,
-    ProgressBoard,
-    Task,
-    limit_threads,
-    lower_thread_priority,
-    worker_entry,
-    worker_nice,
-)
+from core.job import Job, ProgressBoard, Task, limit_threads, worker_entry  # noqa: F401  (re-exported)
 from core.models.base import Cancelled, CancelToken, Progress
 
 ADDRESS_ENV = "UE_RAY_ADDRESS"
@@ -261,9 +253,6 @@ class Backend:
                 raise BackendError(unreachable_message(self.address, err)) from err
         else:
             self._owns_ray = True
-            # Ray's processes fork from this thread: at the workers' niceness, they never take the CPU from the
-            # interactive threads of this process, even while a worker imports torch before its first task
-            lower_thread_priority(worker_nice())
             ray.init(num_cpus=self.num_cpus, object_store_memory=self.object_store_mb << 20,
                      job_config=ray.job_config.JobConfig(code_search_path=[str(PROJECT_ROOT)]), **common)
         self._board = ray.remote(num_cpus=0)(ProgressBoard).remote()

@@ -57,18 +57,6 @@ def lower_priority(nice: int) -> None:
             pass
 
 
-def lower_thread_priority(nice: int) -> None:
-    """Raise the calling thread's nice value to ``nice`` (never lowers it). Processes it starts afterwards
-    inherit it: a local Ray started from such a thread runs every process, workers included, at ``nice``
-    from their first instruction (their imports too), not only once a task has begun."""
-    try:
-        tid = threading.get_native_id()
-        if os.getpriority(os.PRIO_PROCESS, tid) < nice:
-            os.setpriority(os.PRIO_PROCESS, tid, nice)
-    except (OSError, AttributeError):  # no per-thread priority on this OS
-        pass
-
-
 # ---- jobs --------------------------------------------------------------------------------------
 @dataclass
 class Job:

@@ -81,26 +81,6 @@ def test_training_yields_the_cpu_to_the_pages(ray_backend):
     assert os.getpriority(os.PRIO_PROCESS, 0) == mine  # the driver (the app's process) keeps its priority
 
 
-def test_a_local_ray_runs_every_process_below_the_pages(ray_backend):
-    """Ray's own processes (GCS, raylet, idle workers) fork from the monitor thread at the workers' niceness, so
-    even a worker importing torch before its first task never takes the CPU from a page."""
-    from core.job import worker_nice
-
-    assert ray_backend.status == "ready"
-    children = []
-    for pid in os.listdir("/proc"):
-        try:
-            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if pid.isdigit() and int(fields[1]) == os.getpid():  # ppid: started by this process
-            children.append((open(f"/proc/{pid}/comm").read().strip(), int(fields[16])))  # comm, nice
-    ray_children = [(name, nice) for name, nice in children if name in ("gcs_server", "raylet")]
-    assert len(ray_children) == 2, children
-    assert all(nice >= worker_nice() for _, nice in ray_children), ray_children
-    assert os.getpriority(os.PRIO_PROCESS, 0) < worker_nice()  # the calling thread (a page's) is not lowered
-
-
 def test_the_app_starts_ray_at_its_first_visitor_unless_told_to_wait(monkeypatch):
     import pages.common
 
