@@ -81,6 +81,28 @@ def test_training_yields_the_cpu_to_the_pages(ray_backend):
     assert os.getpriority(os.PRIO_PROCESS, 0) == mine  # the driver (the app's process) keeps its priority
 
 
+def test_a_local_ray_runs_below_the_pages_and_its_monitor_does_not(ray_backend):
+    """Ray's own processes (GCS, raylet) start from a thread at the workers' niceness, so a busy Ray never takes
+    the CPU from a page; the monitor thread, which holds the GIL while it submits, keeps the pages' priority."""
+    from core.job import worker_nice
+
+    assert ray_backend.status == "ready"
+    children = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            name = open(f"/proc/{pid}/comm").read().strip()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():  # ppid: started by this process
+            children.append((name, int(fields[16])))  # nice
+    ray_children = [(name, nice) for name, nice in children if name in ("gcs_server", "raylet")]
+    assert len(ray_children) == 2, children
+    assert all(nice >= worker_nice() for _, nice in ray_children), ray_children
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, ray_backend._thread.native_id) == mine < worker_nice()
+
+
 def test_the_app_starts_ray_at_its_first_visitor_unless_told_to_wait(monkeypatch):
     import pages.common
 
