@@ -53,11 +53,9 @@ class BackendError(RuntimeError):
 def init_below_pages(ray, **options) -> None:
     """``ray.init(**options)`` for a local instance, called from a thread of its own that first lowers its
     niceness to the workers' (``worker_nice``) and then waits for ever: Ray's processes and the Ray threads of
-    this process inherit that niceness from it, so they never take the CPU from the pages' threads (19 Forget
-    clicks at once: the server's part at p95 0.34-0.79 s over three runs, 3.5-5.0 s over two with Ray at normal
-    priority, bench/classroom.py). A local Ray's processes die with the thread that started them, hence the
-    wait. The caller (the monitor thread) keeps its own priority: a thread that holds the GIL must not be one
-    the kernel puts last."""
+    this process inherit that niceness from it, so they do not take the CPU from the pages' threads. A local
+    Ray's processes die with the thread that started them, hence the wait. The caller (the monitor thread)
+    keeps its own priority: a thread that holds the GIL must not be one the kernel puts last."""
     done, failure = threading.Event(), []
 
     def owner() -> None:
