@@ -29,7 +29,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.job import Job, ProgressBoard, Task, limit_threads, worker_entry, worker_nice  # noqa: F401  (re-exported)
+from core.job import (  # noqa: F401  (Job, ProgressBoard, limit_threads and worker_entry are re-exported)
+    Job,
+    ProgressBoard,
+    Task,
+    limit_threads,
+    lower_priority,
+    worker_entry,
+    worker_nice,
+)
 from core.models.base import Cancelled, CancelToken, Progress
 
 ADDRESS_ENV = "UE_RAY_ADDRESS"
@@ -59,7 +67,7 @@ def init_below_pages(ray, **options) -> None:
     done, failure = threading.Event(), []
 
     def owner() -> None:
-        lower_priority_of_this_thread(worker_nice())
+        lower_priority(worker_nice(), [threading.get_native_id()])
         try:
             ray.init(**options)
         except BaseException as err:  # handed to the caller, which reports it
@@ -71,17 +79,6 @@ def init_below_pages(ray, **options) -> None:
     done.wait()
     if failure:
         raise failure[0]
-
-
-def lower_priority_of_this_thread(nice: int) -> None:
-    """Raise the calling thread's nice value to ``nice`` (never lowers it; Linux sets it per thread, and what
-    the thread starts inherits it). A no-op where the OS offers no per-thread priority."""
-    try:
-        tid = threading.get_native_id()
-        if os.getpriority(os.PRIO_PROCESS, tid) < nice:
-            os.setpriority(os.PRIO_PROCESS, tid, nice)
-    except (OSError, AttributeError):
-        pass
 
 
 def check_address(address: str, timeout: float = ATTACH_TIMEOUT_S) -> None:

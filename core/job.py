@@ -42,13 +42,15 @@ def worker_nice() -> int:
     return int(raw)
 
 
-def lower_priority(nice: int) -> None:
-    """Raise the nice value of every thread of this process to ``nice`` (never lowers one; Linux sets it per
-    thread, and torch's pools may predate the task). A no-op where the OS offers no per-thread priority."""
-    try:
-        tids = [int(t) for t in os.listdir("/proc/self/task")]
-    except OSError:
-        tids = [0]
+def lower_priority(nice: int, tids: list[int] | None = None) -> None:
+    """Raise the nice value of every thread of this process (or of the native thread ids ``tids``) to ``nice``
+    (never lowers one; Linux sets it per thread, torch's pools may predate the task, and what a thread starts
+    inherits its value). A no-op where the OS offers no per-thread priority."""
+    if tids is None:
+        try:
+            tids = [int(t) for t in os.listdir("/proc/self/task")]
+        except OSError:
+            tids = [0]
     for tid in tids:
         try:
             if os.getpriority(os.PRIO_PROCESS, tid) < nice:
