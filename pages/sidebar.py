@@ -104,15 +104,18 @@ def jobs_sidebar_ui() -> None:
         return
     with st.sidebar:
         if all(j.local for j in active):
-            # loads and warm-ups in this process end within seconds, while the user is still picking: drawn once,
+            # loads and warm-ups in this process end within seconds, while the user is still picking: listed once,
             # since a redraw timer then raced the user's first clicks (a class picked then was sometimes lost)
-            background_work_list(engine, owner)
+            st.markdown("**Background work**")
+            st.caption(" · ".join(j.title for j in active))
         else:
             background_work_ui(engine, owner)
 
 
-def background_work_list(engine, owner: str) -> None:
-    """The running jobs of ``owner`` with progress, elapsed time and what is left (nothing once none runs)."""
+@st.fragment(run_every=PROGRESS_REFRESH_S)
+def background_work_ui(engine, owner: str) -> None:
+    """The running jobs of ``owner`` with progress, elapsed time and what is left, redrawn on their own every
+    few seconds (empty once none runs)."""
     active = [j for j in engine.jobs(owner=owner) if j.active]
     if not active:
         return
@@ -124,9 +127,6 @@ def background_work_list(engine, owner: str) -> None:
         if job.eta is not None:
             timing += f", ~{duration(job.eta)} left"
         st.progress(job.progress, text=f"{job.title}: {job.message}{timing}")
-
-
-background_work_ui = st.fragment(run_every=PROGRESS_REFRESH_S)(background_work_list)  # redrawn every few seconds
 
 
 def page_dataset(page_file: str, required: bool = True) -> Dataset | None:
