@@ -49,7 +49,11 @@ class SPMNet(nn.Module):
 
     def fuse(self, query_features: torch.Tensor, prototypes: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """Logits over classes; a class with no support gets -inf (probability exactly 0)."""
-        logits = self.w_q(query_features) @ self.w_s(prototypes).T * self.scale
+        return self.fuse_queries(self.w_q(query_features), prototypes, present)
+
+    def fuse_queries(self, queries: torch.Tensor, prototypes: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """``fuse`` from the queries' ``W_q f(x)`` already computed (no deletion changes them)."""
+        logits = queries @ self.w_s(prototypes).T * self.scale
         return logits.masked_fill(~present, float("-inf"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -258,10 +262,8 @@ class SPMClassifier(MemoryClassifier):
         protos = torch.as_tensor(self.prototypes, dtype=torch.float32, device=device)
         present = torch.as_tensor(self.counts > 0, device=device)
         if queries is None:
-            features = torch.as_tensor(features, dtype=torch.float32, device=device)
-            return net.fuse(features, protos, present).cpu().numpy()
-        logits = queries @ net.w_s(protos).T * net.scale
-        return logits.masked_fill(~present, float("-inf")).cpu().numpy()
+            queries = net.w_q(torch.as_tensor(features, dtype=torch.float32, device=device))
+        return net.fuse_queries(queries, protos, present).cpu().numpy()
 
     @torch.no_grad()
     def neighbours(self, features: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
