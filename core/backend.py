@@ -67,8 +67,8 @@ def init_below_pages(ray, **options) -> None:
     done, failure = threading.Event(), []
 
     def owner() -> None:
-        lower_priority(worker_nice(), [threading.get_native_id()])
         try:
+            lower_priority(worker_nice(), [threading.get_native_id()])
             ray.init(**options)
         except BaseException as err:  # handed to the caller, which reports it
             failure.append(err)

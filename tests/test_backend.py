@@ -103,6 +103,18 @@ def test_a_local_ray_runs_below_the_pages_and_its_monitor_does_not(ray_backend):
     assert os.getpriority(os.PRIO_PROCESS, ray_backend._thread.native_id) == mine < worker_nice()
 
 
+def test_a_bad_worker_niceness_fails_the_local_start_instead_of_hanging_it(monkeypatch):
+    from core.backend import init_below_pages
+
+    class NeverCalled:
+        def init(self, **options):
+            raise AssertionError("ray.init must not run with a bad UE_WORKER_NICE")
+
+    monkeypatch.setenv("UE_WORKER_NICE", "high")
+    with pytest.raises(ValueError, match="UE_WORKER_NICE must be a whole number from 0 to 19, found 'high'"):
+        init_below_pages(NeverCalled())
+
+
 def test_the_app_starts_ray_at_its_first_visitor_unless_told_to_wait(monkeypatch):
     import pages.common
 
