@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages.sidebar import jobs_sidebar_ui, sidebar_ui
+from pages.sidebar import forgetting_sidebar_ui, jobs_sidebar_ui, sidebar_ui
 from pages.state import session_state
 
 HERE = Path(__file__).parent
@@ -47,6 +47,7 @@ def main() -> None:
     if goto in pages:
         st.switch_page(pages[goto], query_params=st.query_params.to_dict())
     navigation.run()
+    forgetting_sidebar_ui()  # after the page, so that a request made on it shows at once
     jobs_sidebar_ui()  # after the page, so that the jobs it has just started are listed
 
 

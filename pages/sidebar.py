@@ -70,8 +70,9 @@ def dataset_picker_ui() -> str:
 
 
 def sidebar_ui() -> Dataset | None:
-    """Dataset picker and what this session forgets; returns the dataset (None, with a message, when it cannot
-    load). The session's background work (``jobs_sidebar_ui``) is drawn after the page, which may start some."""
+    """Dataset picker; returns the dataset (None, with a message, when it cannot load). What this session
+    forgets (``forgetting_sidebar_ui``) and its background work (``jobs_sidebar_ui``) are drawn after the page,
+    which may change them."""
     state = session_state()
     link_ui()
     name = dataset_picker_ui()
@@ -88,10 +89,14 @@ def sidebar_ui() -> Dataset | None:
     st.sidebar.caption(f"{dataset.num_train:,} training / {len(dataset.y_test):,} test images, "
                        f"{dataset.num_classes} classes, {dataset.image_shape[1]}x{dataset.image_shape[2]}")
     link_classes_ui(dataset)
-    current = state.deletions_for(dataset).current
-    if current is not None:
-        st.sidebar.info(f"Forgetting: **{current.description}** ({len(current):,} samples)")
     return dataset
+
+
+def forgetting_sidebar_ui() -> None:
+    """What this session forgets now; drawn after the page, whose Forget, Undo or Reset may just have changed it."""
+    state = session_state()
+    if state.dataset is not None and (current := state.deletions_for(state.dataset).current) is not None:
+        st.sidebar.info(f"Forgetting: **{current.description}** ({len(current):,} samples)")
 
 
 def jobs_sidebar_ui() -> None:
