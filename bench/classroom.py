@@ -19,10 +19,15 @@ compared with the request computed alone.
     errors       Streamlit exception / error boxes seen, plus interactions that never settled within --timeout
     crosstalk    sessions whose description, sample count or before/after numbers differ from the request alone
                  (by more than TOLERANCE, 0.001 points: float rounding between processes is ~1e-5)
-    p50_s/p95_s  click "Forget" -> SPM result on the page, over every session (the issue asks p95 <= 2 s)
-    reply_p50_s/reply_p95_s  click "Forget" -> the websocket frame holding the SPM result reaches the browser:
-                 the same interaction without the browser's rendering (but with its handling of the click and of
-                 the frame, on the cores the server uses)
+    p50_s/p95_s  click "Forget" -> SPM result on the page, over every session (the issue asks p95 <= 2 s), on
+                 the page's own clock (PAGE_CLOCK_JS): from the mousedown's event time (when the input reached the
+                 browser) to the first animation frame after the result is in the page
+    reply_p50_s/reply_p95_s  the same click -> the websocket frame holding the SPM result reaches the page: the
+                 interaction without the browser's rendering (but with its handling of the click and of the frame,
+                 on the cores the server uses)
+    harness_p50_s/harness_p95_s, harness_reply_p95_s  the same click timed by this script around Playwright's
+                 calls: they add Playwright's checks before it presses the button (visible, stable over two
+                 animation frames, enabled) and its polls through the driver, under load 0.5 s and more
     server_p50_s/server_p95_s  the server's part alone, measured inside it by bench/server_timing (a start-up hook
                  on the server's PYTHONPATH, never part of the app): the Forget click's rerun request reached
                  the server -> the frame holding the SPM result was handed to that session's websocket
@@ -82,6 +87,42 @@ EXPORT = "Export this table (CSV)"
 VERDICT = "Verdict:"
 DOWNLOAD_WAIT_S = 30.0
 ORACLES_DONE = re.compile(r"Oracles?: (\d+) of (\d+) finished")
+# Installed in every session's page before Streamlit loads: times the Forget click on the page's own clock, from the
+# mousedown on the Forget button (its event timestamp: when the input reached the browser) to the first websocket
+# frame holding the SPM result (reply) and to the first animation frame after the result is in the page (shown).
+# Playwright's part (its checks before it presses the button, its polls through the driver) is left out.
+PAGE_CLOCK_JS = r"""
+(() => {
+  const marker = MARKER, shownRe = new RegExp(SHOWN);
+  const clock = window.__ueClock = {click: null, reply: null, shown: null};
+  document.addEventListener("mousedown", (e) => {
+    if (clock.click === null && e.target.closest && e.target.closest(".st-key-forget-go")) clock.click = e.timeStamp;
+  }, true);
+  const latin1 = new TextDecoder("latin1");
+  const Native = window.WebSocket;
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("message", (ev) => {
+        if (clock.click === null || clock.reply !== null) return;
+        const at = performance.now();
+        const seen = (text) => { if (clock.reply === null && text.includes(marker)) clock.reply = at; };
+        if (typeof ev.data === "string") seen(ev.data);
+        else if (ev.data instanceof ArrayBuffer) seen(latin1.decode(ev.data));
+        else if (ev.data instanceof Blob) ev.data.arrayBuffer().then((b) => seen(latin1.decode(b)));
+      });
+    }
+  };
+  new MutationObserver(() => {
+    if (clock.click === null || clock.shown !== null) return;
+    const main = document.querySelector("[data-testid='stMain']");
+    if (main && shownRe.test(main.textContent)) {
+      clock.shown = -1;
+      requestAnimationFrame(() => { clock.shown = performance.now(); });
+    }
+  }).observe(document, {subtree: true, childList: true, characterData: true});
+})();
+""".replace("MARKER", json.dumps(REPLY_MARKER.decode())).replace("SHOWN", json.dumps(DELETED_JS))
 
 
 def log(message: str) -> None:
@@ -145,16 +186,16 @@ def timed_env(env: dict, log: Path) -> dict:
 
 
 def server_forget_seconds(log: Path) -> list[float]:
-    """Per session, from the hook's log: its first SPM result handed to the websocket, less the time its last
-    rerun request (the Forget click) reached the server before it: the server's part of the Forget click."""
-    last_rerun: dict[str, float] = {}
+    """Per session, from the hook's log: its first SPM result handed to the websocket, less the time the rerun
+    request of its Forget click reached the server before it: the server's part of the Forget click."""
+    clicked: dict[str, float] = {}
     seconds: dict[str, float] = {}
     for line in log.read_text().splitlines() if log.is_file() else []:
         kind, at, session = line.split()
-        if kind == "rerun":
-            last_rerun[session] = float(at)
-        elif kind == "result" and session not in seconds and session in last_rerun:
-            seconds[session] = float(at) - last_rerun[session]
+        if kind == "click":
+            clicked[session] = float(at)
+        elif kind == "result" and session not in seconds and session in clicked:
+            seconds[session] = float(at) - clicked[session]
     return list(seconds.values())
 
 
@@ -432,12 +473,24 @@ class StartLine:
         await asyncio.wait_for(self.go.wait(), timeout_s)
 
 
+async def page_clock(page, timeout_s: float) -> dict:
+    """The Forget click as the page's own clock saw it (PAGE_CLOCK_JS): ``forget_s`` to the result shown and
+    ``reply_s`` to the frame holding it, from the mousedown."""
+    await page.wait_for_function("() => window.__ueClock && window.__ueClock.shown > 0", timeout=timeout_s * 1000)
+    clock = await page.evaluate("window.__ueClock")
+    out = {"forget_s": (clock["shown"] - clock["click"]) / 1000}
+    if clock["reply"] is not None:
+        out["reply_s"] = (clock["reply"] - clock["click"]) / 1000
+    return out
+
+
 async def run_session(i: int, context, url: str, ref: dict, timeout_s: float,
                       start_line: StartLine | None = None) -> dict:
     """One student: open Forget, pick this session's set, (wait at the start line,) Forget (timed), open
     Predictions (timed), read."""
     rec: dict = {"session": i, "request": ref["description"], "errors": set(), "failures": [], "shown": {}}
     page = await context.new_page()
+    await page.add_init_script(PAGE_CLOCK_JS)
     reply, table_reply = ServerReply(page, REPLY_MARKER), ServerReply(page, EXPORT.encode())
     # what the browser saw go wrong, for a session that fails: a renderer crash, a closed websocket, console errors
     rec["browser"] = []
@@ -459,8 +512,9 @@ async def run_session(i: int, context, url: str, ref: dict, timeout_s: float,
         reply.arm()
         await page.locator(".st-key-forget-go button").click(timeout=timeout_s * 1000)
         await wait_text(page, DELETED_JS, timeout_s)
-        rec["forget_s"] = time.perf_counter() - start
-        rec["reply_s"] = reply.seconds()
+        rec["harness_s"] = time.perf_counter() - start
+        rec["harness_reply_s"] = reply.seconds()
+        rec.update(await page_clock(page, timeout_s))
         text = await main_text(page)
         found = SPM_DELETED.search(text) or ANY_DELETED.search(text)
         now = NOW_FORGETTING.search(text)
@@ -753,6 +807,8 @@ def classroom_report(args, ref: dict, run: dict, notes: list[str]) -> dict:
             crosstalk += 1
     forget_s = [r["forget_s"] for r in records if "forget_s" in r]
     reply_s = [r["reply_s"] for r in records if r.get("reply_s") is not None]
+    harness_s = [r["harness_s"] for r in records if "harness_s" in r]
+    harness_reply_s = [r["harness_reply_s"] for r in records if r.get("harness_reply_s") is not None]
     predictions_s = [r["predictions_s"] for r in records if "predictions_s" in r]
     table_reply_s = [r["predictions_reply_s"] for r in records if r.get("predictions_reply_s") is not None]
     n = args.sessions
@@ -783,10 +839,14 @@ def classroom_report(args, ref: dict, run: dict, notes: list[str]) -> dict:
         print(f"  session {r['session']:2d} {r['request']:<26} open {secs(r.get('open_s'))}  "
               f"forget {secs(r.get('forget_s'))}  predictions {secs(r.get('predictions_s'))}  "
               f"deleted {r['shown'].get('forget_n', '-')}  {status}{f'  errors {bad}' if bad else ''}")
-    print(f"  Forget click -> SPM result: p50 {secs(percentile(forget_s, 50))}, p95 {secs(percentile(forget_s, 95))} "
-          f"over {len(forget_s)} interactions (issue: p95 <= 2 s)")
-    print(f"  Forget click -> the server's reply reaches the browser (before rendering): p50 "
+    print(f"  Forget click -> SPM result shown (the page's clock, from the mousedown): p50 "
+          f"{secs(percentile(forget_s, 50))}, p95 {secs(percentile(forget_s, 95))} over {len(forget_s)} interactions "
+          "(issue: p95 <= 2 s)")
+    print(f"  Forget click -> the server's reply reaches the page (before rendering): p50 "
           f"{secs(percentile(reply_s, 50))}, p95 {secs(percentile(reply_s, 95))} over {len(reply_s)}")
+    print(f"  the same click as Playwright saw it (its checks before pressing, its polls through the driver): "
+          f"shown p50 {secs(percentile(harness_s, 50))}, p95 {secs(percentile(harness_s, 95))}; reply p50 "
+          f"{secs(percentile(harness_reply_s, 50))}, p95 {secs(percentile(harness_reply_s, 95))}")
     server_s = run.get("server_forget_s") or []
     print(f"  Forget click -> the server's part (the rerun request reached it -> the frame with the result handed to "
           f"the websocket; bench/server_timing): p50 {secs(percentile(server_s, 50))}, "
@@ -805,6 +865,8 @@ def classroom_report(args, ref: dict, run: dict, notes: list[str]) -> dict:
         "errors": errors, "crosstalk": crosstalk, "interactions": len(forget_s),
         "p50_s": rounded(percentile(forget_s, 50)), "p95_s": rounded(percentile(forget_s, 95)),
         "reply_p50_s": rounded(percentile(reply_s, 50)), "reply_p95_s": rounded(percentile(reply_s, 95)),
+        "harness_p50_s": rounded(percentile(harness_s, 50)), "harness_p95_s": rounded(percentile(harness_s, 95)),
+        "harness_reply_p95_s": rounded(percentile(harness_reply_s, 95)),
         "server_p50_s": rounded(percentile(server_s, 50)), "server_p95_s": rounded(percentile(server_s, 95)),
         "rss_mb_per_session": rounded(per_session, 1),
         "predictions_p50_s": rounded(percentile(predictions_s, 50)),

@@ -383,6 +383,8 @@ def test_classroom_bench_three_sessions_no_error_no_crosstalk():
     assert summary["sessions"] == 3 and summary["interactions"] == 3, summary
     assert summary["errors"] == 0 and summary["crosstalk"] == 0, summary["notes"]
     assert summary["reply_p95_s"] is not None, summary  # the frame holding the result was seen arriving
+    # the page's clock: each result is shown after the frame holding it arrived
+    assert 0 < summary["reply_p95_s"] <= summary["p95_s"] and summary["harness_p95_s"] is not None, summary
     # the server's own part, timed inside it, is part of what the browser waited for
     assert summary["server_p95_s"] is not None and summary["server_p95_s"] <= summary["reply_p95_s"], summary
     assert summary["first_comparison_s"] is not None and list(summary["first_comparison_by_class"]) == ["0"], summary

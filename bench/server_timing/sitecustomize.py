@@ -3,7 +3,7 @@
 ``bench/classroom.py`` puts this folder first on the server's PYTHONPATH with ``UE_BENCH_TIMING_LOG`` set; Python
 then imports it at start-up. In the Streamlit process only, it appends one line per event to that file:
 
-    rerun <unix time> <session id>   a browser's request to rerun the script reached the server (not a fragment's)
+    click <unix time> <session id>   the rerun request of a click on the Forget button reached the server
     result <unix time> <session id>  the frame holding an SPM result ("... samples from the memory in ...") was
                                      handed to that browser's websocket
 
@@ -16,6 +16,7 @@ import time
 
 LOG = os.environ.get("UE_BENCH_TIMING_LOG")
 MARKER = " samples from the memory in "
+BUTTON = "forget-go"  # the Forget button's key, which ends its widget id
 
 
 def _install(path: str) -> None:
@@ -30,8 +31,10 @@ def _install(path: str) -> None:
     handle_backmsg, send_message = app_session.AppSession.handle_backmsg, runtime.Runtime._send_message
 
     def timed_backmsg(self, msg):
-        if msg.WhichOneof("type") == "rerun_script" and not msg.rerun_script.fragment_id:
-            write("rerun", self.id)
+        if msg.WhichOneof("type") == "rerun_script" and any(
+                w.id.endswith(BUTTON) and w.WhichOneof("value") == "trigger_value" and w.trigger_value
+                for w in msg.rerun_script.widget_states.widgets):
+            write("click", self.id)
         return handle_backmsg(self, msg)
 
     def timed_send(self, session_info, msg):
