@@ -82,3 +82,29 @@ def test_the_attack_compares_listed_ids_with_test_samples_of_their_classes(digit
     assert np.abs(got - share).max() < 0.05
     assert np.array_equal(M.heldout_for(request_classes(digits, [4]), digits), np.flatnonzero(digits.y_test == 4))
     assert len(M.heldout_for(request_random(digits, 0.1, 0), digits)) == len(digits.y_test)
+
+
+def test_split_metrics_are_computed_once_per_model_and_request_and_handed_out_as_copies(digits):
+    from core.data.requests import request_classes
+
+    class Counted:
+        """Predicts every label right except class 0's, counting the predictions asked for."""
+
+        def __init__(self):
+            self.calls = 0
+
+        def split_proba(self, dataset, split):
+            self.calls += 1
+            labels = dataset.y_test if split == "test" else dataset.y_train
+            return onehot(np.where(labels == 0, 1, labels), dataset.num_classes)
+
+    model, request = Counted(), request_classes(digits, [0])
+    first = M.split_metrics(model, digits, request)
+    first["TA"], first["per_class"][0] = -1.0, -1.0  # a caller's changes stay its own
+    again = M.split_metrics(model, digits, request)
+    assert model.calls == 2  # test and train predictions, once
+    assert again["FA"] == 0.0 and again["RA"] == 100.0 and again["per_class"][0] == 0.0 and again["TA"] > 0
+    assert again == M.model_metrics(model.split_proba(digits, "test"), model.split_proba(digits, "train"), digits,
+                                    request)
+    M.split_metrics(model, digits, request_classes(digits, [1]))
+    assert model.calls == 6  # another request is computed anew

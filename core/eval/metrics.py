@@ -161,8 +161,14 @@ def gaps_to_oracles(metrics: dict, test_probs: np.ndarray, oracle_metrics: list[
 
 
 def split_metrics(model: Classifier, dataset: Dataset, request: ForgetRequest) -> dict:
-    """``model_metrics`` of a classifier's (cached) predictions on the whole test and training sets."""
-    return model_metrics(model.split_proba(dataset, "test"), model.split_proba(dataset, "train"), dataset, request)
+    """``model_metrics`` of a classifier's (cached) predictions on the whole test and training sets. Memoised on
+    the (immutable) model per dataset and request: one comparison asks for each model's several times. Each call
+    gets its own copy."""
+    memo, key = model.__dict__.setdefault("_split_metrics", {}), (dataset.fingerprint(), request.key())
+    if key not in memo:
+        memo[key] = model_metrics(model.split_proba(dataset, "test"), model.split_proba(dataset, "train"), dataset,
+                                  request)
+    return {name: list(value) if isinstance(value, list) else value for name, value in memo[key].items()}
 
 
 def evaluate(model: Classifier, oracle: Classifier, dataset: Dataset, request: ForgetRequest,
