@@ -47,7 +47,8 @@ def main() -> None:
     if goto in pages:
         st.switch_page(pages[goto], query_params=st.query_params.to_dict())
     navigation.run()
-    forgetting_sidebar_ui()  # after the page, so that a request made on it shows at once
+    if navigation.url_path != "forget":  # the Forget page names the request itself, redrawn without the sidebar
+        forgetting_sidebar_ui()  # after the page, so that a request made on it shows at once
     jobs_sidebar_ui()  # after the page, so that the jobs it has just started are listed
 
 

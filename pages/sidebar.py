@@ -93,7 +93,8 @@ def sidebar_ui() -> Dataset | None:
 
 
 def forgetting_sidebar_ui() -> None:
-    """What this session forgets now; drawn after the page, whose Forget, Undo or Reset may just have changed it."""
+    """What this session forgets now; drawn after the page, which may just have changed it (app.py leaves it off the
+    Forget page, whose own heading names the request)."""
     state = session_state()
     if state.dataset is not None and (current := state.deletions_for(state.dataset).current) is not None:
         st.sidebar.info(f"Forgetting: **{current.description}** ({len(current):,} samples)")

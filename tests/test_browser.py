@@ -291,11 +291,11 @@ def test_progress_and_the_verdict_arrive_without_a_click(app_url):
         page.locator(".st-key-forget-classes").get_by_text("5: 5", exact=True).first.wait_for(timeout=MODEL_S * 1000)
         time.sleep(1.0)
         page.locator(".st-key-forget-go button").click(timeout=MODEL_S * 1000)
-        page.get_by_text("Now forgetting").first.wait_for(timeout=MODEL_S * 1000)
+        page.get_by_text("Now forgetting: class 5").first.wait_for(timeout=MODEL_S * 1000)
         sidebar = page.locator("[data-testid='stSidebar']")
-        # drawn after the page in the run that made the request, not one rerun later
-        sidebar.get_by_text(re.compile(r"Forgetting: class 5")).first.wait_for(timeout=5_000)
         page.get_by_role("link", name="Predictions", exact=True).first.click()
+        # every other page's sidebar names the request, from its first run on
+        sidebar.get_by_text(re.compile(r"Forgetting: class 5")).first.wait_for(timeout=10_000)
         main = page.locator("[data-testid='stMain']")
         progress, finished, deadline = set(), set(), time.time() + 300
         text = ""
