@@ -34,7 +34,8 @@ compared with the request computed alone.
     predictions_p50_s/p95_s, predictions_reply_p50_s/p95_s  the Predictions link -> its metrics table rendered, and
                  the frame holding it received
     rss_mb_per_session  (RSS after N - RSS after 1) / (N - 1) of the streamlit process (Ray's processes not counted)
-    cpu_s        CPU seconds of the server, Ray and chromium while sessions 1..N-1 ran: on one machine the browsers
+    cpu_s        CPU seconds of the server, Ray and chromium while sessions 1..N-1 ran, and the machine's steal time
+                 (a virtual machine's CPUs waiting for the host: noise no code here causes): on one machine the browsers
                  share the server's cores. ``--browser-nice 10`` runs chromium at nice 10; where the kernel groups
                  processes by session (sched_autogroup_enabled, as here), nice orders only processes of one group,
                  so chromium (a session of its own) still shares the CPU with the server's group
@@ -234,6 +235,15 @@ def cpu_seconds(pid: int) -> float:
     return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def steal_seconds() -> float:
+    """The machine's steal time so far, summed over its CPUs (0 where /proc/stat has no such column)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except OSError:
+        return 0.0
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
 def browser_pids() -> list[int]:
     """This machine's chromium processes (during the run, the benchmark's own)."""
     out = []
@@ -284,10 +294,12 @@ class Server:
         return sum(rss_mb(p) or 0.0 for p in session_members(self.proc.pid) if p != self.proc.pid)
 
     def cpu(self) -> dict[str, float]:
-        """CPU seconds used so far by the server process, by the processes it started (Ray) and by chromium."""
+        """CPU seconds used so far by the server process, by the processes it started (Ray) and by chromium, and
+        the machine's steal time (its virtual CPUs waiting while the host ran someone else)."""
         ray = [p for p in session_members(self.proc.pid) if p != self.proc.pid] if self.alive else []
         return {"server": cpu_seconds(self.proc.pid) if self.alive else 0.0,
-                "ray": sum(cpu_seconds(p) for p in ray), "browsers": sum(cpu_seconds(p) for p in browser_pids())}
+                "ray": sum(cpu_seconds(p) for p in ray), "browsers": sum(cpu_seconds(p) for p in browser_pids()),
+                "steal": steal_seconds()}
 
     def stop(self) -> None:
         """SIGTERM the server (Ray stops with it), then end what it left behind in its session."""
@@ -857,7 +869,8 @@ def classroom_report(args, ref: dict, run: dict, notes: list[str]) -> dict:
     print(f"  errors {errors}, cross-talk {crosstalk} session(s)")
     if run["cpu"]:
         print(f"  CPU seconds while sessions 1..{n - 1} ran: server {run['cpu']['server']:.1f}, Ray "
-              f"{run['cpu']['ray']:.1f}, browsers {run['cpu']['browsers']:.1f} (chromium at nice {args.browser_nice})")
+              f"{run['cpu']['ray']:.1f}, browsers {run['cpu']['browsers']:.1f} (chromium at nice {args.browser_nice}); "
+              f"the machine's steal time {run['cpu']['steal']:.1f}")
     print(f"  streamlit RSS: {mb(rss['before'])} before, {mb(rss['after_1'])} after 1 session, {mb(rss['after_n'])} "
           f"after {n}" + (f" -> {per_session:.1f} MB per extra session" if per_session is not None else "")
           + f"; Ray's processes {mb(rss['ray_processes'])}")
