@@ -137,10 +137,9 @@ def main() -> None:
 @st.fragment
 def forget_ui(dataset: Dataset, session: ForgetSession) -> None:
     """The request and what it did. A fragment: picking and clicking Forget rerun this part alone, not the sidebar
-    and the page around it (per click, about a fifth fewer messages to send and a fifth less for the browser to
-    redraw; with a classroom on one server both add up). The sidebar is redrawn at the next full run (Undo,
-    Reset, a finished job, another page), so the sidebar box naming the request is left off this page, whose
-    heading names it."""
+    and the page around it: fewer messages for the server to send and less for the browser to redraw, which add
+    up with a classroom on one server. The sidebar is redrawn at the next full run (Undo, Reset, a finished job,
+    another page), so the sidebar box naming the request is left off this page, whose heading names it."""
     request_ui(dataset, session)
     request = session.current
     if request is None:
