@@ -4,8 +4,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from core import bundle, workflow
-from core import recorded as R
+from core import bundle
 from core.backend import Job
 from core.data import Dataset, ForgetRequest, ForgetRequestError, parse_ids_bytes, parse_ids_text
 from core.data.requests import request_classes, request_ids, request_random
@@ -15,7 +14,7 @@ from core.views import class_label
 from pages import common
 from pages.common import by_design_kinds, forget_session, method_job, oracle_jobs, ready_model, session_runs
 from pages.sidebar import page_dataset
-from pages.widgets import config_form_ui, job_status_ui, poll_while_active, untrained_model_ui
+from pages.widgets import config_form_ui, job_status_ui, oracle_jobs_ui, poll_while_active, untrained_model_ui
 
 KINDS = ("classes", "random fraction", "sample ids")
 
@@ -47,12 +46,10 @@ def request_ui(dataset: Dataset, session: ForgetSession) -> None:
                       disabled=session.current is None)
     cols = st.columns([1, 1, 1, 3])
     if cols[0].button("Forget", type="primary", key="forget-go"):
-        try:
-            request = session.push(dataset, make(), add_to_current=add)
+        try:  # what is forgotten now is the heading just below: no toast (its animation is browser work per click)
+            session.push(dataset, make(), add_to_current=add)
         except ForgetRequestError as err:
             st.error(f"Nothing was forgotten: {err}")
-        else:
-            st.toast(f"Forgetting {request.description}")
     if cols[1].button("Undo", disabled=session.current is None, key="forget-undo",
                       help="Go back to the previous request (the original models are never changed)."):
         session.undo()
@@ -77,11 +74,7 @@ def by_design_ui(dataset: Dataset, session: ForgetSession) -> list[Job | None]:
                        "no weight changed.")
             oracles = oracle_jobs(kind, dataset, request)
             jobs += oracles
-            for i, job in enumerate(oracles, 1):
-                if job_status_ui(job, f"{kind} oracle {i} of {len(oracles)}"):
-                    how = "its predictions recorded for the shipped model" if R.is_recorded(job.result) else "ready"
-                    st.caption(f"oracle {i} of {len(oracles)} (seed {workflow.train_seed(job.result)}): {how} "
-                               f"({workflow.train_seconds(job.result) or 0:.0f} s of training).")
+            oracle_jobs_ui(kind, oracles, f"{kind}-{request.key()}")
     return jobs
 
 

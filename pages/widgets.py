@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
+from core import bundle, recorded
 from core.backend import Job
 from core.configs import field_help
 from core.data import Dataset
@@ -32,12 +33,7 @@ def job_status_ui(job: Job | None, label: str = "") -> bool:
         st.caption(job.note)
     if job.active:
         cols = st.columns([5, 1])
-        if job.state == "queued" and job.expected_s:
-            basis = job.expected_from or "an estimate"
-            left = f" (about {duration(job.expected_s)} once it starts, judging by {basis})"
-        else:
-            left = f" (about {duration(job.eta)} left)" if job.eta is not None else ""
-        cols[0].progress(job.progress, text=f"{label or job.title}: {job.message}{left}")
+        cols[0].progress(job.progress, text=f"{label or job.title}: {job_state_text(job)}")
         if cols[1].button("Cancel", key=f"cancel-{job.key}"):
             job.cancel()
             st.rerun()
@@ -46,6 +42,46 @@ def job_status_ui(job: Job | None, label: str = "") -> bool:
     elif job.state == "cancelled":
         st.warning(f"{label or job.title} was cancelled.")
     return False
+
+
+def job_state_text(job: Job) -> str:
+    """What a job is doing and how long it should take: its message, then the estimate once it starts (and what
+    that was judged from) while queued, else the time left when known."""
+    if job.state == "queued" and job.expected_s:
+        return (f"{job.message} (about {duration(job.expected_s)} once started, judging by "
+                f"{job.expected_from or 'an estimate'})")
+    return f"{job.message} (about {duration(job.eta)} left)" if job.eta is not None else job.message
+
+
+def oracle_jobs_ui(kind: str, jobs: list[Job | None], key: str) -> None:
+    """The K oracles of one model in a line or two: those ready (seed, recorded or trained), one bar and one Cancel
+    for those still going (each one's state and estimate in its text), and any that failed. One bar and one button
+    for all K, not a row each: with a classroom on one machine, every element drawn is browser work per click."""
+    jobs = [j for j in jobs if j is not None]
+    ready = [(i, j) for i, j in enumerate(jobs, 1) if j.finished_ok]
+    if ready:
+        st.caption(f"{kind} oracles ready, {len(ready)} of {len(jobs)}: " + "; ".join(
+            f"#{i} seed {bundle.train_seed(j.result)}, "
+            + ("its predictions recorded for the shipped model" if recorded.is_recorded(j.result) else "trained")
+            + f" ({bundle.train_seconds(j.result) or 0:.0f} s of training)" for i, j in ready) + ".")
+    going = [(i, j) for i, j in enumerate(jobs, 1) if j.active]
+    if going:
+        states: dict[str, list[str]] = {}  # oracles in the same state (queued, same estimate) named once
+        for i, job in going:
+            states.setdefault(job_state_text(job), []).append(f"#{i}")
+        cols = st.columns([5, 1])
+        cols[0].progress(sum(j.progress for _, j in going) / len(going),
+                         text=f"{kind} oracles still going, {len(going)} of {len(jobs)}: "
+                              + "; ".join(f"{', '.join(ids)} {text}" for text, ids in states.items()))
+        if cols[1].button("Cancel", key=f"cancel-oracles-{key}", help="Cancel the oracles still going."):
+            for _, job in going:
+                job.cancel()
+            st.rerun()
+    for i, job in enumerate(jobs, 1):
+        if not job.finished_ok and not job.active:  # failed or cancelled, with the cause
+            job_status_ui(job, f"{kind} oracle {i} of {len(jobs)}")
+        elif job.note:
+            st.caption(f"{kind} oracle {i}: {job.note}")
 
 
 def poll_while_active(jobs: list[Job | None], seconds: float = PROGRESS_REFRESH_S) -> None:

@@ -271,7 +271,8 @@ def test_recorded_oracles_compare_at_once_and_the_real_ones_train_on_demand(monk
         bundle._MEMO.pop(oracle.key, None)
     at = forget_class(started_app(), "5: 5")
     assert not at.exception, at.exception
-    assert sum("its predictions recorded" in c.value for c in at.caption) == 3
+    (ready,) = [c.value for c in at.caption if c.value.startswith("spm oracles ready, 3 of 3")]
+    assert ready.count("its predictions recorded") == 3, ready
     def trained_oracle_jobs():
         return [j for j in backend().jobs() if j.key.startswith("oracle:spm:") and "without class 5" in j.title]
 
@@ -293,3 +294,35 @@ def test_recorded_oracles_compare_at_once_and_the_real_ones_train_on_demand(monk
     assert any(c.value.startswith("Oracles: 3 of 3 finished") and "recorded" not in c.value for c in at.caption)
     assert [b for b in at.button if b.key == "pred-residue"]
     recorded.load.cache_clear()
+
+
+def oracle_jobs_page():
+    """Three oracles of one model as the Forget page draws them: one trained, two queued with one estimate."""
+    from types import SimpleNamespace
+
+    import streamlit as st
+
+    from core.backend import Job
+    from pages.widgets import oracle_jobs_ui
+
+    if "jobs" not in st.session_state:
+        cancelled = st.session_state["cancelled"] = []
+        done = Job("o1", "oracle 1")
+        done._finish("done", result=SimpleNamespace(classifier=None, meta={"train_config": {"seed": 1},
+                                                                           "train_log": {"train_s": 12.0}}))
+        st.session_state["jobs"] = [done] + [
+            Job(f"o{i}", f"oracle {i}", expected_s=150.0, expected_from="the stored original's training",
+                _cancel=lambda i=i: cancelled.append(i)) for i in (2, 3)]
+    oracle_jobs_ui("spm", st.session_state["jobs"], "test")
+
+
+def test_the_oracles_still_going_share_one_bar_with_their_estimate_and_one_cancel():
+    at = AppTest.from_function(oracle_jobs_page).run()
+    assert not at.exception, at.exception
+    assert [c.value for c in at.caption] == ["spm oracles ready, 1 of 3: #1 seed 1, trained (12 s of training)."]
+    (bar,) = at.get("progress")
+    assert bar.proto.text == ("spm oracles still going, 2 of 3: #2, #3 queued (about 2.5 min once started, judging by "
+                              "the stored original's training)")
+    (cancel,) = [b for b in at.button if b.key == "cancel-oracles-test"]
+    cancel.click().run()
+    assert at.session_state["cancelled"] == [2, 3]  # both going oracles, not the finished one
