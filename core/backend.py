@@ -212,6 +212,17 @@ class Backend:
     def get(self, key: str) -> Job | None:
         return self._jobs.get(key)
 
+    def release(self, job: Job, owner: str) -> bool:
+        """``owner`` no longer needs ``job`` (e.g. its session undid the request the job serves): drop its claim,
+        and cancel the job when it is still going and no other session claims it. Returns whether it was
+        cancelled; another session's job is never stopped."""
+        with self._lock:
+            job.owners.discard(owner)
+            orphaned = job.active and not job.owners
+        if orphaned:
+            job.cancel()
+        return orphaned
+
     def jobs(self, owner: str | None = None) -> list[Job]:
         """Jobs, oldest first; with ``owner`` only those that session asked for."""
         out = [j for j in self._jobs.values() if owner is None or owner in j.owners]

@@ -120,6 +120,14 @@ def oracle_jobs(kind: str, dataset: Dataset, request, start: bool = True, record
                                 recorded=recorded)
 
 
+def release_request_jobs(dataset: Dataset, request) -> int:
+    """This session no longer needs ``request``'s oracles and method runs (it undid or reset it): each one still
+    going that no other session asked for is cancelled. Returns how many were."""
+    me, engine = session_state().id, backend()
+    jobs = [j for kind in list_model_kinds() for j in oracle_jobs(kind, dataset, request, start=False, recorded=False)]
+    return sum(engine.release(j, me) for j in [*jobs, *session_runs(request)] if j is not None)
+
+
 def method_job(method: str, original: bundle.TrainedModel, dataset: Dataset, request, config) -> Job:
     """A post-hoc method run on Ray; its result is an unscored MethodRun (see :func:`scored_runs`)."""
     key = workflow.run_key(method, original.key, request, config)

@@ -12,7 +12,15 @@ from core.session import ForgetSession
 from core.unlearn import get_method, list_methods
 from core.views import class_label
 from pages import common
-from pages.common import by_design_kinds, forget_session, method_job, oracle_jobs, ready_model, session_runs
+from pages.common import (
+    by_design_kinds,
+    forget_session,
+    method_job,
+    oracle_jobs,
+    ready_model,
+    release_request_jobs,
+    session_runs,
+)
 from pages.sidebar import page_dataset
 from pages.widgets import config_form_ui, job_status_ui, oracle_jobs_ui, poll_while_active, untrained_model_ui
 
@@ -51,10 +59,17 @@ def request_ui(dataset: Dataset, session: ForgetSession) -> None:
         except ForgetRequestError as err:
             st.error(f"Nothing was forgotten: {err}")
     if cols[1].button("Undo", disabled=session.current is None, key="forget-undo",
-                      help="Go back to the previous request (the original models are never changed)."):
+                      help="Go back to the previous request (the original models are never changed); its oracles "
+                           "and method runs still going stop, unless another session asked for them too."):
+        if sum(r.key() == session.current.key() for r in session.history) == 1:  # not also an earlier step
+            release_request_jobs(dataset, session.current)
         session.undo()
         st.rerun()
-    if cols[2].button("Reset", disabled=session.current is None, key="forget-reset", help="Forget nothing."):
+    if cols[2].button("Reset", disabled=session.current is None, key="forget-reset",
+                      help="Forget nothing; the oracles and method runs still going for this session stop, unless "
+                           "another session asked for them too."):
+        for request in {r.key(): r for r in session.history}.values():
+            release_request_jobs(dataset, request)
         session.reset()
         st.rerun()
 

@@ -2,6 +2,7 @@
 that must not see each other's deletions."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,25 @@ def test_forget_then_predictions_against_oracle_and_undo():
     at.switch_page("pages/forget.py").run()
     at.button(key="forget-undo").click().run()
     assert any("Nothing is forgotten" in i.value for i in at.info)
+
+
+def test_undo_stops_the_undone_requests_oracles():
+    at = started_app()
+    at.switch_page("pages/forget.py").run()
+    at.radio(key="forget-kind").set_value("random fraction").run()
+    at.number_input(key="forget-seed").set_value(4321).run()
+    at.button(key="forget-go").click().run()
+    jobs = [j for j in backend().jobs() if j.key.startswith("oracle:spm:") and "random 10% (seed 4321)" in j.title]
+    assert len(jobs) == 3, [j.title for j in backend().jobs()]
+    clicked = time.time()
+    at.button(key="forget-undo").click().run()
+    assert not at.exception, at.exception
+    for job in jobs:
+        job.wait(60)
+    # each stopped, unless it had finished before the click; two workers leave at least one still queued then
+    assert all(j.state == "cancelled" or (j.state == "done" and j.finished <= clicked) for j in jobs), \
+        [(j.state, j.finished - clicked) for j in jobs]
+    assert any(j.state == "cancelled" for j in jobs)
 
 
 def test_ids_request_with_unknown_ids_is_refused():

@@ -161,6 +161,20 @@ def test_cancel_stops_a_running_task_and_nothing_is_finalized(ray_backend):
     assert stored == []
 
 
+def test_a_released_job_stops_only_when_no_session_still_asks_for_it(ray_backend):
+    stored = []
+    job = ray_backend.submit("released", "slow", Task(counting, (200, 0.1), finalize=stored.append), owner="a")
+    assert ray_backend.submit("released", "slow", Task(counting, (200, 0.1)), owner="b") is job  # shared
+    assert wait_until(lambda: job.state == "running" and job.progress > 0, 60)
+    assert ray_backend.release(job, "a") is False  # b still asks for it
+    assert job.active and job.owners == {"b"}
+    assert ray_backend.release(job, "b") is True
+    job.wait(30)
+    assert job.state == "cancelled" and stored == []
+    done = ray_backend.add_done("released-done", "done", 1, owner="a")
+    assert ray_backend.release(done, "a") is False and done.state == "done"  # a finished job stays
+
+
 def test_a_killed_worker_is_retried_once_then_the_job_fails_with_the_cause(ray_backend):
     stored = []
     job = ray_backend.submit("killed", "slow", Task(counting, (400, 0.05), finalize=stored.append))
