@@ -330,13 +330,21 @@ def cmd_record_oracles(args) -> dict:
             trained = _wait(job, bar)
             path = recorded.record(trained, dataset, Path(args.out))
             files.append({"request": request.description, "seed": workflow.train_seed(trained), "oracle": trained.key,
-                          "file": str(path), "kb": round(path.stat().st_size / 1024, 1)})
+                          "file": _shown(path), "kb": round(path.stat().st_size / 1024, 1)})
     finally:
         bar.close()
         engine.shutdown()
     return {"dataset": dataset.name, "model": args.model, "oracle_k": workflow.oracle_count(args.oracles),
             "files": files, "total_mb": round(sum(f["kb"] for f in files) / 1024, 2),
             "wall_s": time.perf_counter() - start}
+
+
+def _shown(path: Path) -> str:
+    """``path`` as the user would type it: relative to the working folder when it lies inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _jsonable(value) -> bool:

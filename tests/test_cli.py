@@ -135,6 +135,14 @@ def test_ctrl_c_cancels_the_training_task_and_stores_nothing(tmp_path):
     assert not any(tmp_path.glob("models/*/weights.safetensors"))
 
 
+def test_record_oracles_names_its_files_relative_to_the_working_folder(tmp_path, monkeypatch):
+    from core.cli import _shown
+
+    monkeypatch.chdir(tmp_path)
+    assert _shown(tmp_path / "assets" / "oracles" / "k.npz") == os.path.join("assets", "oracles", "k.npz")
+    assert _shown(Path("/elsewhere/k.npz")) == "/elsewhere/k.npz"  # outside it: as given
+
+
 def test_cli_record_oracles_writes_records_the_app_reads(tmp_path, monkeypatch, digits, spm_model):
     from core import recorded
 
