@@ -1,12 +1,15 @@
 """One user's deletions: a history with undo, and the by-design models as that user has edited them.
 
 The original models are shared read-only by every browser session; a session only holds requests and
-the new (memory-edited) model objects derived from them, so nothing it does reaches another session.
+the new (memory-edited) model objects derived from them, so nothing it does reaches another session. Sessions
+that forget the same set share one edited model (``shared_deletion``): the same model, computed once.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 
 from core.data.dataset import Dataset
@@ -83,5 +86,24 @@ class ForgetSession:
         if model_key not in self.applied:
             start = time.perf_counter()
             edited = original.forget(list(request.ids))  # type: ignore[attr-defined]
-            self.applied[model_key] = AppliedDeletion(edited, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self.applied[model_key] = AppliedDeletion(shared_deletion(original, request, edited), seconds)
         return self.applied[model_key]
+
+
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_deletion(original: Classifier, request: ForgetRequest, edited: Classifier) -> Classifier:
+    """The model edited from ``original`` for ``request`` that sessions share: the first one made while any session
+    still holds it, else ``edited``. Sessions forgetting the same set (a class the teacher names) then share one
+    edited model and every prediction, metric and comparison memoised on it, computed once rather than once per
+    student. Each session still makes and times its own deletion; a memory edit is a function of the original and
+    the ids alone, so the two are the same model. Held weakly, on the original object (a reloaded or retrained
+    original starts afresh): a model no session holds any more is freed as before."""
+    try:
+        with _SHARED_LOCK:
+            shared = original.__dict__.setdefault("_shared_deletions", weakref.WeakValueDictionary())
+            return shared.setdefault(request.key(), edited)
+    except (AttributeError, TypeError):  # a model without __dict__ or weak references: not shared
+        return edited

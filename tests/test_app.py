@@ -143,6 +143,26 @@ def test_ids_request_with_unknown_ids_is_refused():
     assert any("999999" in e.value for e in at.error)
 
 
+def test_two_sessions_forgetting_the_same_class_share_one_comparison(monkeypatch):
+    from core import comparison
+
+    computed = []
+    real = comparison._compared
+    monkeypatch.setattr(comparison, "_compared", lambda *a, **k: computed.append(a[-1].key()) or real(*a, **k))
+    first, second = started_app(), started_app()
+    for at in (first, second):
+        forget_class(at, "6: 6")
+        assert any("Deleted" in s.value for s in at.success)
+        wait_for_jobs()
+        at.switch_page("pages/predictions.py").run()
+        wait_for_jobs()
+        at.run()
+        assert not at.exception, at.exception
+    assert verdicts(first) and verdicts(first) == verdicts(second)
+    assert first.dataframe[0].value.equals(second.dataframe[0].value)
+    assert len(computed) == 1, computed  # one comparison against the 3 oracles, for both sessions
+
+
 def test_two_sessions_do_not_see_each_others_deletions():
     first, second = started_app(), started_app()
     forget_class(first, "1: 1")

@@ -35,6 +35,24 @@ def test_history_undo_and_reset(digits, spm_model):
     assert np.all(spm_model.counts > 0)  # the shared original never changed
 
 
+def test_sessions_forgetting_the_same_set_share_one_edited_model_and_time_their_own_deletion(digits, spm_model):
+    import gc
+
+    first, second, other = (ForgetSession(digits.fingerprint()) for _ in range(3))
+    for session, classes in ((first, [3]), (second, [3]), (other, [4])):
+        session.push(digits, request_classes(digits, classes))
+    a, b, c = (s.apply_by_design("spm", spm_model) for s in (first, second, other))
+    assert a.model is b.model and a is not b  # one model, each session's own deletion and its time
+    assert a.seconds > 0 and b.seconds > 0
+    assert c.model is not a.model and c.model.counts[3] > 0 and a.model.counts[3] == 0
+    first.reset()
+    second.undo()
+    del a, b
+    gc.collect()
+    assert request_classes(digits, [3]).key() not in spm_model._shared_deletions  # none holds it: freed
+    assert np.all(spm_model.counts > 0)
+
+
 def test_a_request_for_another_dataset_is_refused(digits):
     session = ForgetSession("another-fingerprint")
     with pytest.raises(ForgetRequestError, match="another dataset"):
