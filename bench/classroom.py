@@ -10,7 +10,8 @@ Classroom: a fresh UE_HOME; a fresh process makes sure the SPM original exists a
 alone (``spm-delete`` on the stored original, ``metrics.split_metrics`` as the Predictions page shows them). Then
 ``streamlit run app.py`` (127.0.0.1, headless, UE_NO_DOWNLOAD=1, UE_DATASET=--dataset) and one chromium with one
 browser context per session. Session i forgets class i/2 (even i) or a random 10% with seed i (odd i): every set
-differs. Session 0 runs alone first (it loads what sessions share), then sessions 1..N-1 run at once; with
+differs (``--same-class C``: every session forgets class C, as when a teacher names one class to the room).
+Session 0 runs alone first (it loads what sessions share), then sessions 1..N-1 run at once; with
 ``--clicks together`` (the default) they wait until every page has loaded and its set is picked, then click Forget
 at the same instant. Each session: Forget page -> pick -> click "Forget", timed to the SPM result ("Deleted N
 samples from the memory in X ms"); then the Predictions page, timed to its metrics table, whose CSV export is
@@ -131,13 +132,16 @@ def log(message: str) -> None:
 
 
 # ---- the requests, computed alone in a fresh process ------------------------------------------------------
-def session_specs(n: int, num_classes: int) -> list[dict]:
-    """Session i: class i/2 for even i (while classes last), else a random FRACTION_PCT% with seed i."""
+def session_specs(n: int, num_classes: int, same_class: int | None = None) -> list[dict]:
+    """Session i: class i/2 for even i (while classes last), else a random FRACTION_PCT% with seed i; with
+    ``same_class``, every session that class (a teacher naming one class to the room)."""
+    if same_class is not None:
+        return [{"kind": "classes", "cls": same_class} for _ in range(n)]
     return [{"kind": "classes", "cls": i // 2} if i % 2 == 0 and i // 2 < num_classes
             else {"kind": "random fraction", "seed": i} for i in range(n)]
 
 
-def reference(dataset_name: str, n: int) -> None:
+def reference(dataset_name: str, n: int, same_class: int | None = None) -> None:
     """Internal (--reference): make sure the SPM original exists (trains it when neither stored nor shipped) and
     print, as JSON, each session's request computed alone: description, size, and the numbers the page shows."""
     from core import bundle, workflow
@@ -152,7 +156,7 @@ def reference(dataset_name: str, n: int) -> None:
     original = workflow.original("spm", dataset)
     ready_s = time.perf_counter() - start
     out = []
-    for spec in session_specs(n, dataset.num_classes):
+    for spec in session_specs(n, dataset.num_classes, same_class):
         request = request_classes(dataset, [spec["cls"]]) if spec["kind"] == "classes" else \
             request_random(dataset, FRACTION_PCT / 100, spec["seed"])
         result = get_method("spm-delete").run(original.classifier, dataset, request)
@@ -166,9 +170,11 @@ def reference(dataset_name: str, n: int) -> None:
                       "num_classes": dataset.num_classes, "class_names": list(dataset.class_names), "specs": out}))
 
 
-def run_reference(env: dict, dataset: str, n: int, timeout: float) -> dict:
+def run_reference(env: dict, dataset: str, n: int, timeout: float, same_class: int | None = None) -> dict:
+    same = [] if same_class is None else ["--same-class", str(same_class)]
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--reference", "--dataset", dataset,
-                           "--sessions", str(n)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+                           "--sessions", str(n), *same], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"the reference process failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -719,6 +725,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--first-comparison-classes", default="0",
                     help="the classes the teacher forgets, each on its own fresh home: 0,3,9 or all "
                          "(first_comparison_s is the slowest)")
+    ap.add_argument("--same-class", type=int, default=None,
+                    help="every session forgets this class (a teacher naming one class), instead of a different set "
+                         "each")
     ap.add_argument("--keep", type=Path, help="folder for the server's log and a screenshot of each failed session")
     ap.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
@@ -727,7 +736,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.reference:
-        reference(args.dataset, args.sessions)
+        reference(args.dataset, args.sessions, args.same_class)
         return
     if args.sessions < 0:
         raise SystemExit("--sessions must be 0 (the first comparison alone) or more")
@@ -739,7 +748,9 @@ def main(argv=None) -> None:
         env = app_env(home, args.dataset)
         try:
             log(f"the SPM original on {args.dataset} and {args.sessions} requests computed alone (fresh process)")
-            ref = run_reference(env, args.dataset, args.sessions, 3600)
+            ref = run_reference(env, args.dataset, args.sessions, 3600, args.same_class)
+            if args.same_class is not None:
+                notes.append(f"every session forgot class {args.same_class} (--same-class)")
             log(f"SPM ready in {ref['spm_ready_s']:.1f} s ({'loaded' if ref['spm_was_available'] else 'trained'})")
             server = Server(timed_env(env, home / "timing.log"), home / "streamlit.log")
             server.start(120)
