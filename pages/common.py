@@ -115,9 +115,27 @@ def oracle_job(kind: str, dataset: Dataset, request, seed_offset: int = 1, start
 
 
 def oracle_jobs(kind: str, dataset: Dataset, request, start: bool = True, recorded: bool = True) -> list[Job | None]:
-    """The K oracles of ``request`` on Ray (None: not started); a record stands in for an untrained one."""
-    return workflow.oracle_jobs(backend(), kind, dataset, request, owner=session_state().id, start=start,
-                                recorded=recorded)
+    """The K oracles of ``request`` on Ray (None: not started); a record stands in for an untrained one. Oracles
+    this session cancelled are shown as they are, not started again, until it asks (``restart_oracles``)."""
+    state = session_state()
+    if start and state.cancelled:
+        existing = workflow.oracle_jobs(backend(), kind, dataset, request, start=False)
+        start = not any(j is not None and j.key in state.cancelled for j in existing)
+    return workflow.oracle_jobs(backend(), kind, dataset, request, owner=state.id, start=start, recorded=recorded)
+
+
+def cancel_oracles(jobs: list[Job]) -> None:
+    """This session cancels ``jobs``: each stops unless another session asked for it too (``Backend.release``), and
+    none is started again for this session until it asks (``restart_oracles``)."""
+    state = session_state()
+    for job in jobs:
+        state.cancelled.add(job.key)
+        backend().release(job, state.id)
+
+
+def restart_oracles(jobs: list[Job]) -> None:
+    """Let ``jobs``, cancelled by this session, start again at the next redraw."""
+    session_state().cancelled.difference_update(j.key for j in jobs)
 
 
 def release_request_jobs(dataset: Dataset, request) -> int:

@@ -44,6 +44,7 @@ class SessionState:
     checkpoints: dict[str, object] = field(default_factory=dict)  # "fingerprint:kind" -> this session's own model
     deletions: dict[str, ForgetSession] = field(default_factory=dict)  # dataset fingerprint -> request history
     method_runs: dict[str, list[str]] = field(default_factory=dict)  # request key -> this session's run job keys
+    cancelled: set[str] = field(default_factory=set)  # oracle job keys cancelled here: not started again unasked
     purged_copies: dict[str, bytes] = field(default_factory=dict)  # "request key:model" -> purged copy (zip)
     embeddings: EmbeddingsState = field(default_factory=EmbeddingsState)
     retrieval: RetrievalState = field(default_factory=RetrievalState)

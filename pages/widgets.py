@@ -73,15 +73,21 @@ def oracle_jobs_ui(kind: str, jobs: list[Job | None], key: str) -> None:
         cols[0].progress(sum(j.progress for _, j in going) / len(going),
                          text=f"{kind} oracles still going, {len(going)} of {len(jobs)}: "
                               + "; ".join(f"{', '.join(ids)} {text}" for text, ids in states.items()))
-        if cols[1].button("Cancel", key=f"cancel-oracles-{key}", help="Cancel the oracles still going."):
-            for _, job in going:
-                job.cancel()
+        if cols[1].button("Cancel", key=f"cancel-oracles-{key}",
+                          help="Stop the oracles still going (one that another session asked for too goes on for it)."):
+            common.cancel_oracles([job for _, job in going])
             st.rerun()
+    stopped = []
     for i, job in enumerate(jobs, 1):
         if not job.finished_ok and not job.active:  # failed or cancelled, with the cause
             job_status_ui(job, f"{kind} oracle {i} of {len(jobs)}")
+            if job.state == "cancelled":
+                stopped.append(job)
         elif job.note:
             st.caption(f"{kind} oracle {i}: {job.note}")
+    if stopped and st.button(f"Train the {kind} oracles again", key=f"restart-oracles-{key}"):
+        common.restart_oracles(stopped)
+        st.rerun()
 
 
 def poll_while_active(jobs: list[Job | None], seconds: float = PROGRESS_REFRESH_S) -> None:

@@ -134,6 +134,32 @@ def test_undo_stops_the_undone_requests_oracles():
     assert any(j.state == "cancelled" for j in jobs)
 
 
+def test_cancelled_oracles_stay_cancelled_until_asked_again():
+    at = started_app()
+    at.switch_page("pages/forget.py").run()
+    at.radio(key="forget-kind").set_value("random fraction").run()
+    at.number_input(key="forget-seed").set_value(4322).run()
+    at.button(key="forget-go").click().run()
+
+    def oracles():
+        return [j for j in backend().jobs() if j.key.startswith("oracle:spm:") and "(seed 4322)" in j.title]
+
+    first = oracles()
+    assert len(first) == 3 and any(j.active for j in first)
+    (cancel,) = [b for b in at.button if b.key.startswith("cancel-oracles-spm-")]
+    cancel.click().run()
+    for job in first:
+        job.wait(60)
+    for _ in range(2):  # the redraws after they end (the page's poll) start nothing again
+        at.run()
+    assert not at.exception, at.exception
+    assert all(j.state in ("cancelled", "done") for j in oracles()) and any(j.state == "cancelled" for j in oracles())
+    assert any("was cancelled" in w.value for w in at.warning)
+    at.button(key=next(b.key for b in at.button if b.key.startswith("restart-oracles-spm-"))).click().run()
+    restarted = [j for j in oracles() if not any(j is f for f in first)]
+    assert restarted and all(j.active or j.state == "done" for j in restarted), [j.state for j in oracles()]
+
+
 def test_ids_request_with_unknown_ids_is_refused():
     at = started_app()
     at.switch_page("pages/forget.py").run()
