@@ -5,7 +5,9 @@ else), and forgetting class 0 leaves the retained classes' test accuracy within 
 both the original's and the oracles' mean (the same recipe retrained without class 0 on the seed + 1, 2, 3,
 never the original's own) while the forget accuracy comes within FORGET_MARGIN points of the oracles'. A
 method that misses this at its defaults on some seed is a finding, not a reason to tune the test: that one
-case is an xfail with the measured numbers.
+case is an xfail with the measured numbers, on the AVX2 kernels tests/conftest.py selects: outcomes this close to
+the margins change with the CPU's float kernels. On one machine's AVX-512 kernels, rl's defining property and
+salun's forgetting failed at seed 1, and ssd forgot the class at seeds 0, 1 and 2.
 Also: registration, the input model is never touched, progress and cancellation, the probe diagnostics.
 """
 
@@ -55,7 +57,6 @@ FINDINGS: dict[tuple[str, int], str] = {
     ("ga", 1): "measured: FA 100.0 (100.0; 0.0), retained 97.8 (98.5; 98.7): " + _BUDGET + "5 steps at lr 1e-4",
     ("ga", 2): "measured: FA 99.3 (100.0; 0.0), retained 99.4 (99.1; 98.8): " + _BUDGET + "5 steps at lr 1e-4",
     ("neggrad+", 0): "measured: FA 61.3 (100.0; 0.0), retained 95.4 (99.1; 98.5): the ascent hurts D_r first",
-    ("neggrad+", 1): "measured: FA 25.4 (100.0; 0.0), retained 97.5 (98.5; 98.7)",
     ("neggrad+", 2): "measured: FA 0.0 (100.0; 0.0), retained 94.8 (99.1; 98.8): over-unlearning, retained drops 4.3",
     ("rl", 1): "measured: FA 81.0 (100.0; 0.0), retained 98.1 (98.5; 98.7)",
     ("rl", 2): "measured: FA 66.9 (100.0; 0.0), retained 99.4 (99.1; 98.8)",
@@ -64,6 +65,7 @@ FINDINGS: dict[tuple[str, int], str] = {
     ("scrub", 2): "measured: FA 97.2 (100.0; 0.0), retained 98.8 (99.1; 98.8): " + _BUDGET + "2 max steps at lr 5e-4",
     ("ssd", 0): "measured: FA 100.0 (100.0; 0.0), retained 99.1 (99.1; 98.5): alpha 10 selects too few weights",
     ("ssd", 1): "measured: FA 100.0 (100.0; 0.0), retained 98.5 (98.5; 98.7): alpha 10 selects too few weights",
+    ("ssd", 2): "measured: FA 100.0 (100.0; 0.0), retained 99.1 (99.1; 98.8): alpha 10 selects too few weights",
 }
 
 
