@@ -115,12 +115,16 @@ def test_forget_then_predictions_against_oracle_and_undo():
     assert any("Nothing is forgotten" in i.value for i in at.info)
 
 
-def test_undo_stops_the_undone_requests_oracles():
-    at = started_app()
+def forget_random(at: AppTest, seed: int) -> AppTest:
+    """Forget a random 10% (the slider's default) picked with ``seed``: its oracles train on Ray."""
     at.switch_page("pages/forget.py").run()
     at.radio(key="forget-kind").set_value("random fraction").run()
-    at.number_input(key="forget-seed").set_value(4321).run()
-    at.button(key="forget-go").click().run()
+    at.number_input(key="forget-seed").set_value(seed).run()
+    return at.button(key="forget-go").click().run()
+
+
+def test_undo_stops_the_undone_requests_oracles():
+    at = forget_random(started_app(), 4321)
     jobs = [j for j in backend().jobs() if j.key.startswith("oracle:spm:") and "random 10% (seed 4321)" in j.title]
     assert len(jobs) == 3, [j.title for j in backend().jobs()]
     clicked = time.time()
@@ -135,11 +139,7 @@ def test_undo_stops_the_undone_requests_oracles():
 
 
 def test_cancelled_oracles_stay_cancelled_until_asked_again():
-    at = started_app()
-    at.switch_page("pages/forget.py").run()
-    at.radio(key="forget-kind").set_value("random fraction").run()
-    at.number_input(key="forget-seed").set_value(4322).run()
-    at.button(key="forget-go").click().run()
+    at = forget_random(started_app(), 4322)
 
     def oracles():
         return [j for j in backend().jobs() if j.key.startswith("oracle:spm:") and "(seed 4322)" in j.title]
