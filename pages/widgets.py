@@ -55,8 +55,9 @@ def job_state_text(job: Job) -> str:
 
 def oracle_jobs_ui(kind: str, jobs: list[Job | None], key: str) -> None:
     """The K oracles of one model in a line or two: those ready (seed, recorded or trained), one bar and one Cancel
-    for those still going (each one's state and estimate in its text), and any that failed. One bar and one button
-    for all K, not a row each: with a classroom on one machine, every element drawn is browser work per click."""
+    for those still going (each one's state and estimate in its text), and any that failed or were cancelled. One bar
+    and one button for all K, not a row each: with a classroom on one machine, every element drawn is browser work
+    per click."""
     jobs = [j for j in jobs if j is not None]
     ready = [(i, j) for i, j in enumerate(jobs, 1) if j.finished_ok]
     if ready:
@@ -77,17 +78,18 @@ def oracle_jobs_ui(kind: str, jobs: list[Job | None], key: str) -> None:
                           help="Stop the oracles still going (one that another session asked for too goes on for it)."):
             common.cancel_oracles([job for _, job in going])
             st.rerun()
-    stopped = []
+    stopped = [(i, j) for i, j in enumerate(jobs, 1) if j.state == "cancelled"]
     for i, job in enumerate(jobs, 1):
-        if not job.finished_ok and not job.active:  # failed or cancelled, with the cause
+        if job.state == "failed":  # with its cause
             job_status_ui(job, f"{kind} oracle {i} of {len(jobs)}")
-            if job.state == "cancelled":
-                stopped.append(job)
         elif job.note:
             st.caption(f"{kind} oracle {i}: {job.note}")
-    if stopped and st.button(f"Train the {kind} oracles again", key=f"restart-oracles-{key}"):
-        common.restart_oracles(stopped)
-        st.rerun()
+    if stopped:
+        st.warning(f"{kind} oracle{'s' if len(stopped) > 1 else ''} {', '.join(f'#{i}' for i, _ in stopped)} "
+                   f"{'were' if len(stopped) > 1 else 'was'} cancelled.")
+        if st.button(f"Train the {kind} oracles again", key=f"restart-oracles-{key}"):
+            common.restart_oracles([j for _, j in stopped])
+            st.rerun()
 
 
 def poll_while_active(jobs: list[Job | None], seconds: float = PROGRESS_REFRESH_S) -> None:
