@@ -124,9 +124,9 @@ def oracle_jobs(kind: str, dataset: Dataset, request, start: bool = True, record
     return workflow.oracle_jobs(backend(), kind, dataset, request, owner=state.id, start=start, recorded=recorded)
 
 
-def cancel_oracles(jobs: list[Job]) -> None:
+def cancel_jobs(jobs: list[Job]) -> None:
     """This session cancels ``jobs``: each stops unless another session asked for it too (``Backend.release``), and
-    none is started again for this session until it asks (``restart_oracles``)."""
+    an oracle among them is not started again for this session until it asks (``restart_oracles``)."""
     state = session_state()
     for job in jobs:
         state.cancelled.add(job.key)
@@ -138,12 +138,14 @@ def restart_oracles(jobs: list[Job]) -> None:
     session_state().cancelled.difference_update(j.key for j in jobs)
 
 
-def release_request_jobs(dataset: Dataset, request) -> int:
+def release_request_jobs(dataset: Dataset, request) -> None:
     """This session no longer needs ``request``'s oracles and method runs (it undid or reset it): each one still
-    going that no other session asked for is cancelled. Returns how many were."""
+    going that no other session asked for is cancelled."""
     me, engine = session_state().id, backend()
     jobs = [j for kind in list_model_kinds() for j in oracle_jobs(kind, dataset, request, start=False, recorded=False)]
-    return sum(engine.release(j, me) for j in [*jobs, *session_runs(request)] if j is not None)
+    for job in [*jobs, *session_runs(request)]:
+        if job is not None:
+            engine.release(job, me)
 
 
 def method_job(method: str, original: bundle.TrainedModel, dataset: Dataset, request, config) -> Job:

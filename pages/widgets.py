@@ -34,8 +34,9 @@ def job_status_ui(job: Job | None, label: str = "") -> bool:
     if job.active:
         cols = st.columns([5, 1])
         cols[0].progress(job.progress, text=f"{label or job.title}: {job_state_text(job)}")
-        if cols[1].button("Cancel", key=f"cancel-{job.key}"):
-            job.cancel()
+        if cols[1].button("Cancel", key=f"cancel-{job.key}",
+                          help="Stop it (if another session asked for it too, it goes on for that one)."):
+            common.cancel_jobs([job])
             st.rerun()
     elif job.state == "failed":
         st.error(f"{label or job.title} failed: {job.error}")
@@ -76,7 +77,7 @@ def oracle_jobs_ui(kind: str, jobs: list[Job | None], key: str) -> None:
                               + "; ".join(f"{', '.join(ids)} {text}" for text, ids in states.items()))
         if cols[1].button("Cancel", key=f"cancel-oracles-{key}",
                           help="Stop the oracles still going (one that another session asked for too goes on for it)."):
-            common.cancel_oracles([job for _, job in going])
+            common.cancel_jobs([job for _, job in going])
             st.rerun()
     stopped = [(i, j) for i, j in enumerate(jobs, 1) if j.state == "cancelled"]
     for i, job in enumerate(jobs, 1):
