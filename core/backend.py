@@ -223,6 +223,12 @@ class Backend:
             job.cancel()
         return orphaned
 
+    def discard(self, job: Job) -> None:
+        """Forget ``job`` once it has ended (e.g. failed), so that the next call asking for its key starts it again."""
+        with self._lock:
+            if not job.active and self._jobs.get(job.key) is job:
+                del self._jobs[job.key]
+
     def jobs(self, owner: str | None = None) -> list[Job]:
         """Jobs, oldest first; with ``owner`` only those that session asked for."""
         out = [j for j in self._jobs.values() if owner is None or owner in j.owners]

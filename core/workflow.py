@@ -90,14 +90,15 @@ def model_job(engine: Backend, kind: str, dataset: Dataset, request: ForgetReque
     moved by ``seed_offset``): a stored model loads in this process (seconds, never behind training), any
     other trains on Ray with ``cpus`` cores (one by default, so that oracles train side by side). Keyed by
     the model's store key, so every caller asking for it shares one job. With ``start`` False, only an
-    existing job is returned."""
+    existing job is returned. A failed job is returned as it is, its error saying why, not started again by
+    every caller that asks (a page asks at each redraw): ``Backend.discard`` it to try again."""
     base_tc = tc = train_config or bundle.recipe(dataset.name, kind)
     if seed_offset:
         tc = oracle_train_config(kind, dataset, seed_offset, tc)
     store_key = bundle.resolve(kind, dataset, config, tc, request)[2]
     key = f"{'model' if request is None else 'oracle'}:{kind}:{store_key}"
     job = engine.get(key)
-    if job is not None and (job.active or job.finished_ok or not start):
+    if job is not None and (job.active or job.finished_ok or job.state == "failed" or not start):
         if owner and start:
             job.owners.add(owner)
         if job.state == "queued" and request is not None and not job.local:  # a measurement may exist by now

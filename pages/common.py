@@ -63,7 +63,10 @@ def forget_session(dataset: Dataset) -> ForgetSession:
 
 # ---- models and oracles as background jobs ------------------------------------------------------
 def model_job(kind: str, dataset: Dataset, start: bool = True, asked: bool = False) -> Job | None:
-    """The job that trains (on Ray) or loads (here) the original ``kind`` model (started when ``start``)."""
+    """The job that trains (on Ray) or loads (here) the original ``kind`` model (started when ``start``; when the
+    user ``asked``, also started again after a failure)."""
+    if asked:
+        retry_jobs([workflow.model_job(backend(), kind, dataset, start=False)])
     return workflow.model_job(backend(), kind, dataset, owner=session_state().id, start=start or asked)
 
 
@@ -109,33 +112,54 @@ def warm_job(kind: str, dataset: Dataset, trained: bundle.TrainedModel) -> Job:
                                f"{kind}: predictions on {dataset.name}", work, owner=session_state().id)
 
 
-def oracle_job(kind: str, dataset: Dataset, request, seed_offset: int = 1, start: bool = True) -> Job | None:
-    """One oracle of ``request`` (by default the first of the K, seed offset 1), e.g. a reference kind's."""
+def oracle_job(kind: str, dataset: Dataset, request, seed_offset: int = 1, start: bool = True,
+               asked: bool = False) -> Job | None:
+    """One oracle of ``request`` (by default the first of the K, seed offset 1), e.g. a reference kind's; one this
+    session cancelled, or one that failed, is started again only when the user ``asked``."""
+    existing = workflow.model_job(backend(), kind, dataset, request, seed_offset, start=False)
+    if asked:
+        retry_jobs([existing])
+    elif existing is not None and existing.key in session_state().cancelled:
+        start = False
     return workflow.model_job(backend(), kind, dataset, request, seed_offset, owner=session_state().id, start=start)
 
 
-def oracle_jobs(kind: str, dataset: Dataset, request, start: bool = True, recorded: bool = True) -> list[Job | None]:
+def oracle_jobs(kind: str, dataset: Dataset, request, start: bool = True, recorded: bool = True,
+                asked: bool = False) -> list[Job | None]:
     """The K oracles of ``request`` on Ray (None: not started); a record stands in for an untrained one. Oracles
-    this session cancelled are shown as they are, not started again, until it asks (``restart_oracles``)."""
+    this session cancelled, and any that failed, are shown as they are, not started again, until the user
+    ``asked`` (or ``retry_jobs``)."""
     state = session_state()
-    if start and state.cancelled:
+    if asked or (start and state.cancelled):
         existing = workflow.oracle_jobs(backend(), kind, dataset, request, start=False)
-        start = not any(j is not None and j.key in state.cancelled for j in existing)
+        if asked:
+            retry_jobs(existing)
+        else:
+            start = not any(j is not None and j.key in state.cancelled for j in existing)
     return workflow.oracle_jobs(backend(), kind, dataset, request, owner=state.id, start=start, recorded=recorded)
 
 
 def cancel_jobs(jobs: list[Job]) -> None:
     """This session cancels ``jobs``: each stops unless another session asked for it too (``Backend.release``), and
-    an oracle among them is not started again for this session until it asks (``restart_oracles``)."""
+    an oracle among them is not started again for this session until it asks (``retry_jobs``)."""
     state = session_state()
     for job in jobs:
         state.cancelled.add(job.key)
         backend().release(job, state.id)
 
 
-def restart_oracles(jobs: list[Job]) -> None:
-    """Let ``jobs``, cancelled by this session, start again at the next redraw."""
-    session_state().cancelled.difference_update(j.key for j in jobs)
+def kept_for_others(job: Job) -> bool:
+    """Whether ``job`` goes on though this session cancelled it (another session asked for it too)."""
+    return job.active and job.key in session_state().cancelled
+
+
+def retry_jobs(jobs: list[Job | None]) -> None:
+    """Let ``jobs`` that this session cancelled or that failed start again when next asked for (the next redraw)."""
+    state = session_state()
+    for job in (j for j in jobs if j is not None):
+        state.cancelled.discard(job.key)
+        if job.state == "failed":
+            backend().discard(job)
 
 
 def release_request_jobs(dataset: Dataset, request) -> None:

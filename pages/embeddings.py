@@ -64,7 +64,7 @@ def models_ui(column, dataset: Dataset, session: ForgetSession) -> MapModels | N
         if job.finished_ok:
             maps.oracle, maps.keys["oracle"] = job.result.classifier, job.result.key
         else:
-            job_status_ui(job, "oracle (the third panel appears when it is trained)")
+            job_status_ui(job, "oracle (the third panel appears when it is trained)", retry=True)
     return maps
 
 

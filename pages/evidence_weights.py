@@ -30,7 +30,7 @@ def trained_oracles_ui(kind: str, oracles: list[bundle.TrainedModel], dataset: D
     if not any(j is not None and (j.active or j.finished_ok) for j in jobs) and st.button(
             f"Train the {len(oracles)} oracles", key="pred-train-oracles",
             help="Retrains the recipe without the forgotten samples on each oracle's seed, in the background."):
-        jobs = oracle_jobs(kind, dataset, request, recorded=False)
+        jobs = oracle_jobs(kind, dataset, request, recorded=False, asked=True)
     for i, job in enumerate(jobs, 1):
         if job is not None and not job.finished_ok:
             job_status_ui(job, f"oracle {i} of {len(jobs)}")

@@ -58,7 +58,7 @@ def oracle_ui(dataset: Dataset, q: int):
         return job.result, job
     if (job is None or not job.active) and st.button(f"Train the oracle without {class_label(dataset, q)}",
                                                      key="gen-oracle", help="The same recipe, on the backend."):
-        oracle_job(KIND, dataset, request)
+        oracle_job(KIND, dataset, request, asked=True)
         st.rerun()
     return None, job
 

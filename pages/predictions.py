@@ -69,7 +69,7 @@ def metrics_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, reques
         job = oracle_job(ref, dataset, request, start=wanted)
         if wanted and job is not None:
             jobs.append(job)
-            if job_status_ui(job, f"{ref} oracle"):
+            if job_status_ui(job, f"{ref} oracle", retry=True):
                 references.append(reference_gaps(ref, view, job.result.classifier, dataset, request))
     for ref in references:
         st.caption(f"Against the {ref.name} oracle: AvgGap {ref.gaps['AvgGap']:.2f}, PG {ref.gaps['PG']:.2f} (the "

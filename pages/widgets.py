@@ -21,17 +21,20 @@ from pages import common
 PROGRESS_REFRESH_S = 2.0  # how often the sidebar's running jobs and a page's job poll redraw (each a small rerun)
 
 
-def job_status_ui(job: Job | None, label: str = "") -> bool:
+def job_status_ui(job: Job | None, label: str = "", retry: bool = False) -> bool:
     """Progress bar, error or cancel button for a job; True when it has finished successfully. The bar shows the
     job as the page was drawn; the sidebar's copy moves by itself, and the page reruns when the job ends
-    (``poll_while_active``)."""
+    (``poll_while_active``). With ``retry``, a job that failed or that this session cancelled gets a button that
+    starts it again (for a job the page asks for at each redraw: neither is started again unasked)."""
     if job is None:
         return False
     if job.finished_ok:
         return True
     if job.note:
         st.caption(job.note)
-    if job.active:
+    if common.kept_for_others(job):
+        st.caption(f"{label or job.title}: cancelled here; it goes on for another session that asked for it too.")
+    elif job.active:
         cols = st.columns([5, 1])
         cols[0].progress(job.progress, text=f"{label or job.title}: {job_state_text(job)}")
         if cols[1].button("Cancel", key=f"cancel-{job.key}",
@@ -42,6 +45,10 @@ def job_status_ui(job: Job | None, label: str = "") -> bool:
         st.error(f"{label or job.title} failed: {job.error}")
     elif job.state == "cancelled":
         st.warning(f"{label or job.title} was cancelled.")
+    if retry and (job.state in ("failed", "cancelled") or common.kept_for_others(job)) and \
+            st.button("Try again", key=f"retry-{job.key}"):
+        common.retry_jobs([job])
+        st.rerun()
     return False
 
 
@@ -66,7 +73,11 @@ def oracle_jobs_ui(kind: str, jobs: list[Job | None], key: str) -> None:
             f"#{i} seed {bundle.train_seed(j.result)}, "
             + ("its predictions recorded for the shipped model" if recorded.is_recorded(j.result) else "trained")
             + f" ({bundle.train_seconds(j.result) or 0:.0f} s of training)" for i, j in ready) + ".")
-    going = [(i, j) for i, j in enumerate(jobs, 1) if j.active]
+    going = [(i, j) for i, j in enumerate(jobs, 1) if j.active and not common.kept_for_others(j)]
+    if kept := [f"#{i}" for i, j in enumerate(jobs, 1) if common.kept_for_others(j)]:
+        st.caption(f"{kind} oracle{'s' if len(kept) > 1 else ''} {', '.join(kept)}: cancelled here; "
+                   f"{'they go' if len(kept) > 1 else 'it goes'} on for another session that asked for "
+                   f"{'them' if len(kept) > 1 else 'it'} too.")
     if going:
         states: dict[str, list[str]] = {}  # oracles in the same state (queued, same estimate) named once
         for i, job in going:
@@ -81,16 +92,17 @@ def oracle_jobs_ui(kind: str, jobs: list[Job | None], key: str) -> None:
             st.rerun()
     stopped = [(i, j) for i, j in enumerate(jobs, 1) if j.state == "cancelled"]
     for i, job in enumerate(jobs, 1):
-        if job.state == "failed":  # with its cause
+        if job.state == "failed":  # with its cause; not started again until the button below
             job_status_ui(job, f"{kind} oracle {i} of {len(jobs)}")
         elif job.note:
             st.caption(f"{kind} oracle {i}: {job.note}")
     if stopped:
         st.warning(f"{kind} oracle{'s' if len(stopped) > 1 else ''} {', '.join(f'#{i}' for i, _ in stopped)} "
                    f"{'were' if len(stopped) > 1 else 'was'} cancelled.")
-        if st.button(f"Train the {kind} oracles again", key=f"restart-oracles-{key}"):
-            common.restart_oracles([j for _, j in stopped])
-            st.rerun()
+    if (again := [j for j in jobs if j.state in ("failed", "cancelled") or common.kept_for_others(j)]) and \
+            st.button(f"Train the {kind} oracles again", key=f"restart-oracles-{key}"):
+        common.retry_jobs(again)
+        st.rerun()
 
 
 def poll_while_active(jobs: list[Job | None], seconds: float = PROGRESS_REFRESH_S) -> None:

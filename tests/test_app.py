@@ -160,6 +160,44 @@ def test_cancelled_oracles_stay_cancelled_until_asked_again():
     assert restarted and all(j.active or j.state == "done" for j in restarted), [j.state for j in oracles()]
 
 
+def test_a_failed_oracle_shows_its_cause_and_starts_again_only_when_asked(monkeypatch, spm_model):
+    from dataclasses import replace
+
+    from core import workflow
+
+    real = workflow.train_remote
+
+    def on_a_missing_gpu(*args, **kwargs):  # the worker fails at once, as an oracle asked on a GPU it lacks would
+        task = real(*args, **kwargs)
+        kind, dataset, config, train_config, excluded = task.args
+        task.args = (kind, dataset, config, replace(train_config, device="cuda"), excluded)
+        return task
+
+    monkeypatch.setattr(workflow, "train_remote", on_a_missing_gpu)
+    at = forget_random(started_app(), 4323)
+
+    def oracles():
+        return [j for j in backend().jobs() if j.key.startswith("oracle:spm:") and "(seed 4323)" in j.title]
+
+    first = oracles()
+    assert len(first) == 3
+    for job in first:
+        job.wait(60)
+    assert all(j.state == "failed" for j in first), [j.state for j in first]
+    for _ in range(2):  # the redraws after the failure show it and start nothing again
+        at.run()
+    assert not at.exception, at.exception
+    assert len(oracles()) == 3 and all(any(j is f for f in first) for j in oracles())
+    failures = [e.value for e in at.error if e.value.startswith("spm oracle")]
+    assert len(failures) == 3 and all("CUDA was asked for but torch sees no GPU" in e for e in failures), failures
+    monkeypatch.undo()
+    at.button(key=next(b.key for b in at.button if b.key.startswith("restart-oracles-spm-"))).click().run()
+    restarted = [j for j in oracles() if not any(j is f for f in first)]
+    assert len(restarted) == 3 and all(j.active or j.state == "done" for j in restarted), [j.state for j in oracles()]
+    for job in restarted:  # what is left of the test needs no oracle: free the workers for the next tests
+        job.cancel()
+
+
 def test_ids_request_with_unknown_ids_is_refused():
     at = started_app()
     at.switch_page("pages/forget.py").run()
@@ -363,7 +401,8 @@ def test_recorded_oracles_compare_at_once_and_the_real_ones_train_on_demand(monk
 
 
 def oracle_jobs_page():
-    """Three oracles of one model as the Forget page draws them: one trained, two queued with one estimate."""
+    """Three oracles of one model as the Forget page draws them: one trained, two queued with one estimate (the
+    first of them asked for by another session too)."""
     from types import SimpleNamespace
 
     import streamlit as st
@@ -376,9 +415,12 @@ def oracle_jobs_page():
         done = Job("o1", "oracle 1")
         done._finish("done", result=SimpleNamespace(classifier=None, meta={"train_config": {"seed": 1},
                                                                            "train_log": {"train_s": 12.0}}))
-        st.session_state["jobs"] = [done] + [
-            Job(f"o{i}", f"oracle {i}", expected_s=150.0, expected_from="the stored original's training",
-                _cancel=lambda i=i: cancelled.append(i)) for i in (2, 3)]
+        queued = [Job(f"o{i}", f"oracle {i}", expected_s=150.0, expected_from="the stored original's training")
+                  for i in (2, 3)]
+        for i, job in enumerate(queued, 2):
+            job._cancel = lambda i=i, job=job: cancelled.append(i) or job._finish("cancelled")
+        queued[0].owners.add("another session")
+        st.session_state["jobs"] = [done, *queued]
     oracle_jobs_ui("spm", st.session_state["jobs"], "test")
 
 
@@ -391,4 +433,13 @@ def test_the_oracles_still_going_share_one_bar_with_their_estimate_and_one_cance
                               "the stored original's training)")
     (cancel,) = [b for b in at.button if b.key == "cancel-oracles-test"]
     cancel.click().run()
-    assert at.session_state["cancelled"] == [2, 3]  # both going oracles, not the finished one
+    assert not at.exception, at.exception
+    assert at.session_state["cancelled"] == [3]  # #2 goes on for the other session; the finished #1 is untouched
+    assert "spm oracle #2: cancelled here; it goes on for another session that asked for it too." in \
+        [c.value for c in at.caption]
+    assert [w.value for w in at.warning] == ["spm oracle #3 was cancelled."]
+    assert not at.get("progress") and not [b for b in at.button if b.key == "cancel-oracles-test"]
+    at.button(key="restart-oracles-test").click().run()
+    assert not at.exception, at.exception
+    (bar,) = at.get("progress")  # this session follows #2 again (restarting #3 is the Forget page's next redraw)
+    assert bar.proto.text.startswith("spm oracles still going, 1 of 3: #2 queued")
