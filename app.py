@@ -5,9 +5,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages.sidebar import forgetting_sidebar_ui, jobs_sidebar_ui, sidebar_ui
-from pages.state import session_state
-
 HERE = Path(__file__).parent
 # Every open page runs its script in a thread of this one process, and the event loop that sends their output to
 # the browsers needs the GIL again after each message. Python makes a busy thread hand the GIL over every 5 ms by
@@ -39,6 +36,11 @@ def main() -> None:
     pages[PAGES[0][0]] = st.Page(PAGES[0][0], title=PAGES[0][1], icon=PAGES[0][2], url_path="start", default=True)
     alias = st.Page(open_models, title=PAGES[0][1], url_path="models", visibility="hidden")
     navigation = st.navigation([*pages.values(), alias])
+    # Imported after st.navigation: on a new server Streamlit's first run lists every file of pages/ (helpers too)
+    # as pages until this script names its own, and these imports (torch) take seconds.
+    from pages.sidebar import forgetting_sidebar_ui, jobs_sidebar_ui, sidebar_ui
+    from pages.state import session_state
+
     st.sidebar.title("Unlearning Explorer")
     state = session_state()
     state.dataset = sidebar_ui()

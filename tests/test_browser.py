@@ -329,6 +329,44 @@ def test_every_page_opens_by_its_own_url(app_url):
         browser.close()
 
 
+NAV_FRAMES_JS = """
+window.__navFrames = [];
+const record = () => {
+  const names = [...document.querySelectorAll("[data-testid='stSidebarNav'] a")];
+  window.__navFrames.push(names.map(a => a.innerText.trim().split("\\n").pop()));
+  requestAnimationFrame(record);
+};
+requestAnimationFrame(record);
+"""
+
+
+def test_a_new_servers_first_visitor_is_shown_the_apps_own_pages_at_once(tmp_path):
+    """Streamlit's first run on a new server lists every file of pages/ (helpers such as common.py too) as pages
+    until app.py names its own. app.py names them before its slow imports (torch), so the first visitor, often the
+    teacher, sees that list for a frame or so at most, not for the seconds those imports take."""
+    env = {**os.environ, "UE_HOME": str(tmp_path), "UE_DATASET": "digits", "UE_NO_DOWNLOAD": "1",
+           "UE_RAY_LAZY": "1", "PYTHONPATH": str(ROOT)}
+    with open(tmp_path / "streamlit.log", "w") as log:
+        proc, url = start_app(env, log)
+        try:
+            assert wait_healthy(proc, url, STARTUP_S), (tmp_path / "streamlit.log").read_text()[-2000:]
+            with sync_api.sync_playwright() as p:
+                browser = launch(p)
+                page = browser.new_page()
+                page.add_init_script(NAV_FRAMES_JS)
+                page.goto(url, timeout=STARTUP_S * 1000)
+                page.locator("[data-testid='stMain'] h2").first.wait_for(timeout=STARTUP_S * 1000)
+                frames = page.evaluate("() => window.__navFrames")
+                browser.close()
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    ours = ["Models", "Forget", "Predictions", "Embeddings", "Retrieval", "Generate", "Runs"]
+    helpers = [names for names in frames if "common" in names]
+    assert frames[-1] == ours, frames[-1]
+    assert len(helpers) <= 3, f"pages/ listed for {len(helpers)} animation frames: {helpers[0]}"
+
+
 def test_own_weights_upload_replaces_the_original_in_this_session_only(app_url):
     import io as _io
 
