@@ -49,9 +49,12 @@ def main() -> None:
     if goto in pages:
         st.switch_page(pages[goto], query_params=st.query_params.to_dict())
     navigation.run()
-    if navigation.url_path != "forget":  # the Forget page names the request itself, redrawn without the sidebar
+    # The Forget page reruns without the sidebar (a fragment): it names the request itself, and shows its models'
+    # loading itself, so the sidebar leaves both out there rather than show them as they were at the last full run.
+    on_forget = navigation.url_path == "forget"
+    if not on_forget:
         forgetting_sidebar_ui()  # after the page, so that a request made on it shows at once
-    jobs_sidebar_ui()  # after the page, so that the jobs it has just started are listed
+    jobs_sidebar_ui(list_loads=not on_forget)  # after the page, so that the jobs it has just started are listed
 
 
 main()

@@ -100,13 +100,14 @@ def forgetting_sidebar_ui() -> None:
         st.sidebar.info(f"Forgetting: **{current.description}** ({len(current):,} samples)")
 
 
-def jobs_sidebar_ui() -> None:
-    """This session's own background work: progress, elapsed time and an estimate of what is left."""
+def jobs_sidebar_ui(list_loads: bool = True) -> None:
+    """This session's own background work: progress, elapsed time and an estimate of what is left. Loads and
+    warm-ups in this process alone are listed as they are now, not redrawn (``list_loads`` False: not listed)."""
     engine, owner = common.backend(), session_state().id
     if engine.status == "failed":
         st.sidebar.error(f"Compute backend: {engine.error}")
     active = [j for j in engine.jobs(owner=owner) if j.active]
-    if not active:
+    if not active or (not list_loads and all(j.local for j in active)):
         return
     with st.sidebar:
         if all(j.local for j in active):

@@ -198,6 +198,39 @@ def test_a_failed_oracle_shows_its_cause_and_starts_again_only_when_asked(monkey
         job.cancel()
 
 
+def jobs_sidebar_page():
+    """The sidebar's job list while a load of this session runs, as on most pages and as on the Forget page."""
+    import threading
+
+    import streamlit as st
+
+    from pages.common import backend
+    from pages.sidebar import jobs_sidebar_ui
+    from pages.state import session_state
+
+    if "release" not in st.session_state:
+        st.session_state["release"] = release = threading.Event()
+        st.session_state["job"] = backend().run_local(f"test:slow-load:{session_state().id}", "loading a test model",
+                                                      lambda progress, cancel: release.wait(60), session_state().id)
+    jobs_sidebar_ui(list_loads=st.session_state.get("list_loads", True))
+
+
+def test_the_forget_page_leaves_loads_out_of_the_sidebar_it_does_not_redraw():
+    """Loads in this process are listed in the sidebar as they are at a full run; the Forget page reruns without
+    the sidebar, so there a finished load would stay listed: app.py leaves them out there."""
+    at = AppTest.from_function(jobs_sidebar_page).run()
+    try:
+        assert not at.exception, at.exception
+        assert [c.value for c in at.sidebar.caption] == ["loading a test model"]
+        at.session_state["list_loads"] = False
+        at.run()
+        assert not at.exception, at.exception
+        assert not at.sidebar.caption and "Background work" not in [m.value for m in at.sidebar.markdown]
+    finally:
+        at.session_state["release"].set()
+        at.session_state["job"].wait(60)
+
+
 def test_ids_request_with_unknown_ids_is_refused():
     at = started_app()
     at.switch_page("pages/forget.py").run()
@@ -390,6 +423,10 @@ def test_recorded_oracles_compare_at_once_and_the_real_ones_train_on_demand(monk
     assert any(c.value.startswith("Oracles: 3 of 3 finished") and "All of them are recorded" in c.value
                for c in at.caption)
     assert not [b for b in at.button if b.key == "pred-residue"]  # it reads weights: not on recorded oracles
+    at.switch_page("pages/embeddings.py").run()  # the oracle's map needs weights too: offered, not started
+    assert not at.exception, at.exception
+    assert not trained_oracle_jobs() and [b for b in at.button if b.key == "emb-train-oracle"]
+    at.switch_page("pages/predictions.py").run()
     at.button(key="pred-train-oracles").click().run()
     assert len(trained_oracle_jobs()) == 3, [j.title for j in backend().jobs()]
     wait_for_jobs()
