@@ -22,7 +22,7 @@ from pages.state import session_state
 DEFAULT_DATASET = os.environ.get("UE_DATASET", "fashion-mnist")
 
 
-@st.cache_resource
+@st.cache_resource(show_spinner="Starting the compute backend")
 def backend() -> Backend:
     """One Ray backend per server process. Ray starts in the background at the first visitor (pages draw
     meanwhile), so that the first long job does not wait for it and a room's first clicks do not race its
@@ -35,7 +35,7 @@ def backend() -> Backend:
     return engine
 
 
-@st.cache_resource(max_entries=4)
+@st.cache_resource(max_entries=4, show_spinner="Loading the dataset (once per server)")
 def cached_dataset(name: str) -> Dataset:
     return load_dataset(name)
 
@@ -46,7 +46,7 @@ def stored_original(kind: str, key: str, _dataset: Dataset) -> bundle.TrainedMod
     return workflow.original(kind, _dataset, allow_train=False)
 
 
-@st.cache_resource(max_entries=8)
+@st.cache_resource(max_entries=8, show_spinner="Indexing the training features for the neighbour search")
 def original_index(model_key: str, _model, _dataset: Dataset) -> NB.NeighbourIndex:
     """FAISS index of an original model's training features (read-only, shared by sessions)."""
     return NB.NeighbourIndex(NB.training_features(_model, _dataset), NB.held_mask(_model, _dataset))

@@ -63,7 +63,7 @@ def oracle_ui(dataset: Dataset, q: int):
     return None, job
 
 
-@st.cache_resource
+@st.cache_resource(show_spinner=False)
 def drawn() -> tuple[dict, threading.Lock]:
     """Image sets already drawn, shared by sessions (sampling is a function of the model and the settings, so a
     set drawn once is the set anyone would draw), the oldest dropped first."""
