@@ -8,7 +8,7 @@
 
 For each self-retrieval setting (a training query may / may not retrieve its own entry) it trains or
 loads MUNKEY, K MUNKEY oracles retrained on D_r (seed offsets 1..K, never the original's seed; --oracles),
-and a plain ViT of the same size with the same budget (original and oracle); both kinds train with their
+and a plain ViT of the same size with the same budget (original, and an oracle on seed + 1); both kinds train with their
 own recipe (AdamW + warm-up, core.models.vit.VIT_RECIPES; --epochs shortens it). It prints TA, RA, FA and
 MIA AUROC after deletion, of the MUNKEY oracles (mean) and of the ViT oracle, the AvgGap to each next to
 the oracle-to-oracle AvgGap (mean ± sd over pairs), the verdict, AvgGap before deletion, deletion time
@@ -39,6 +39,9 @@ from core.models.munkey import MunkeyConfig  # noqa: E402
 from core.models.vit import PlainViTConfig  # noqa: E402
 
 KEYS = ("TA", "RA", "FA", "MIA")
+# The single oracles (the plain-ViT reference, a lever's own MUNKEY oracle) train on seed + 1, as the app's
+# reference oracle does: an oracle never shares the original's seed (initial weights and data order).
+REFERENCE_OFFSET = 1
 
 
 def log(msg: str) -> None:
@@ -46,6 +49,8 @@ def log(msg: str) -> None:
 
 
 def train(kind, ds, config, tc, request=None, seed_offset=0):
+    if request is not None and seed_offset < 1:
+        raise ValueError("an oracle never trains on the original's seed: give it a seed offset of 1 or more")
     tc = replace(tc, seed=tc.seed + seed_offset)
     start = time.perf_counter()
     model = bundle.train_or_load(kind, ds, config, tc, excluded=request)
@@ -152,7 +157,7 @@ def lever_rows(ds, tc, levers: list[str], request, own_oracles: bool) -> list[di
       so deletion does not change it; compare it with the oracle's, which never saw D_f;
     - after deleting D_f: FA, and AvgGap to the plain-ViT oracle (the same for every lever) and, with
       ``own_oracles``, to the lever's own MUNKEY oracle (same config retrained on D_r), before and after."""
-    vit_oracle = train("vit", ds, PlainViTConfig(), tc, request).classifier
+    vit_oracle = train("vit", ds, PlainViTConfig(), tc, request, REFERENCE_OFFSET).classifier
     vit_m = M.split_metrics(vit_oracle, ds, request)
     rows = []
     for lever in ["default", *levers]:
@@ -168,7 +173,7 @@ def lever_rows(ds, tc, levers: list[str], request, own_oracles: bool) -> list[di
                 f"D_f {r['a_img_forget']:6.2f}  D_f - test {r['excess']:+.2f}  FA after {r['fa_deleted']:6.2f}  "
                 f"AvgGap ViT oracle {r['avg_gap_vit']:.2f}")
         if own_oracles:
-            oracle = train("munkey", ds, config, recipe, request).classifier
+            oracle = train("munkey", ds, config, recipe, request, REFERENCE_OFFSET).classifier
             o = M.split_metrics(oracle, ds, request)
             before = M.split_metrics(model, ds, request)
             d_o = munkey_diag.diagnostics(oracle, ds, request)
@@ -204,7 +209,7 @@ def main() -> None:
     requests.append(("class0", request_classes(ds, [0])))
     if args.levers:
         rows = lever_rows(ds, tc, [v for v in args.levers.split(",") if v], requests[0][1], args.lever_oracles)
-        oracle = train("munkey", ds, MunkeyConfig(), tc, requests[0][1])
+        oracle = train("munkey", ds, MunkeyConfig(), tc, requests[0][1], REFERENCE_OFFSET)
         d = munkey_diag.diagnostics(oracle.classifier, ds, requests[0][1])
         print(f"default oracle (never saw D_f)  A_img test {d['A_img_test']:6.2f}  D_f {d['A_img_forget']:6.2f}  "
               f"D_f - test {d['A_img_forget'] - d['A_img_test']:+.2f}")
@@ -214,7 +219,7 @@ def main() -> None:
     vit = train("vit", ds, PlainViTConfig(), tc)
     vit_acc = M.accuracy(vit.classifier.split_proba(ds, "test"), ds.y_test)
     print(f"ViT test acc {vit_acc:.2f}  (train {workflow.train_seconds(vit):.1f}s)", flush=True)
-    vit_models = {label: train("vit", ds, PlainViTConfig(), tc, r) for label, r in requests}
+    vit_models = {label: train("vit", ds, PlainViTConfig(), tc, r, REFERENCE_OFFSET) for label, r in requests}
     settings = {"both": (True, False), "self": (True,), "no-self": (False,)}[args.settings]
     results = [bench_setting(ds, tc, s, requests, vit_models, args.token_lr, args.oracles) for s in settings]
 
