@@ -35,9 +35,13 @@ def main() -> None:
     # Models page through a hidden alias, as every other page opens by its name.
     pages[PAGES[0][0]] = st.Page(PAGES[0][0], title=PAGES[0][1], icon=PAGES[0][2], url_path="start", default=True)
     alias = st.Page(open_models, title=PAGES[0][1], url_path="models", visibility="hidden")
-    navigation = st.navigation([*pages.values(), alias])
-    # Imported after st.navigation: on a new server Streamlit's first run lists every file of pages/ (helpers too)
-    # as pages until this script names its own, and these imports (torch) take seconds.
+    # The navigation is drawn here as links: Streamlit's own sidebar navigation is off (.streamlit/config.toml),
+    # because on a new server its first run listed every file of pages/ (common.py, widgets.py...) as a page
+    # until this script named its own.
+    navigation = st.navigation([*pages.values(), alias], position="hidden")
+    for page in pages.values():
+        st.sidebar.page_link(page)
+    st.sidebar.divider()
     from pages.sidebar import forgetting_sidebar_ui, jobs_sidebar_ui, sidebar_ui
     from pages.state import session_state
 

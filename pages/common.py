@@ -116,12 +116,14 @@ def oracle_job(kind: str, dataset: Dataset, request, seed_offset: int = 1, start
                asked: bool = False) -> Job | None:
     """One oracle of ``request`` (by default the first of the K, seed offset 1), e.g. a reference kind's; one this
     session cancelled, or one that failed, is started again only when the user ``asked``."""
-    existing = workflow.model_job(backend(), kind, dataset, request, seed_offset, start=False)
-    if asked:
-        retry_jobs([existing])
-    elif existing is not None and existing.key in session_state().cancelled:
-        start = False
-    return workflow.model_job(backend(), kind, dataset, request, seed_offset, owner=session_state().id, start=start)
+    state = session_state()
+    if asked or (start and state.cancelled):
+        existing = workflow.model_job(backend(), kind, dataset, request, seed_offset, start=False)
+        if asked:
+            retry_jobs([existing])
+        elif existing is not None and existing.key in state.cancelled:
+            start = False
+    return workflow.model_job(backend(), kind, dataset, request, seed_offset, owner=state.id, start=start)
 
 
 def oracle_jobs(kind: str, dataset: Dataset, request, start: bool = True, recorded: bool = True,
