@@ -150,9 +150,12 @@ def cancel_jobs(jobs: list[Job]) -> None:
         backend().release(job, state.id)
 
 
-def kept_for_others(job: Job) -> bool:
-    """Whether ``job`` goes on though this session cancelled it (another session asked for it too)."""
-    return job.active and job.key in session_state().cancelled
+def cancelled_here(job: Job) -> str:
+    """For a job this session cancelled that has not ended: "kept" when it goes on because another session asked
+    for it too, "stopping" while its cancellation takes effect (a Ray task stops within seconds); else ""."""
+    if not job.active or job.key not in session_state().cancelled:
+        return ""
+    return "kept" if job.owners else "stopping"
 
 
 def retry_jobs(jobs: list[Job | None]) -> None:

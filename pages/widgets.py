@@ -32,8 +32,9 @@ def job_status_ui(job: Job | None, label: str = "", retry: bool = False) -> bool
         return True
     if job.note:
         st.caption(job.note)
-    if common.kept_for_others(job):
-        st.caption(f"{label or job.title}: cancelled here; it goes on for another session that asked for it too.")
+    if here := common.cancelled_here(job):
+        st.caption(f"{label or job.title}: " + ("cancelled here; it goes on for another session that asked for it "
+                                                 "too." if here == "kept" else "stopping."))
     elif job.active:
         cols = st.columns([5, 1])
         cols[0].progress(job.progress, text=f"{label or job.title}: {job_state_text(job)}")
@@ -45,7 +46,7 @@ def job_status_ui(job: Job | None, label: str = "", retry: bool = False) -> bool
         st.error(f"{label or job.title} failed: {job.error}")
     elif job.state == "cancelled":
         st.warning(f"{label or job.title} was cancelled.")
-    if retry and (job.state in ("failed", "cancelled") or common.kept_for_others(job)) and \
+    if retry and (job.state in ("failed", "cancelled") or common.cancelled_here(job) == "kept") and \
             st.button("Try again", key=f"retry-{job.key}"):
         common.retry_jobs([job])
         st.rerun()
@@ -73,11 +74,13 @@ def oracle_jobs_ui(kind: str, jobs: list[Job | None], key: str) -> None:
             f"#{i} seed {bundle.train_seed(j.result)}, "
             + ("its predictions recorded for the shipped model" if recorded.is_recorded(j.result) else "trained")
             + f" ({bundle.train_seconds(j.result) or 0:.0f} s of training)" for i, j in ready) + ".")
-    going = [(i, j) for i, j in enumerate(jobs, 1) if j.active and not common.kept_for_others(j)]
-    if kept := [f"#{i}" for i, j in enumerate(jobs, 1) if common.kept_for_others(j)]:
+    going = [(i, j) for i, j in enumerate(jobs, 1) if j.active and not common.cancelled_here(j)]
+    if kept := [f"#{i}" for i, j in enumerate(jobs, 1) if common.cancelled_here(j) == "kept"]:
         st.caption(f"{kind} oracle{'s' if len(kept) > 1 else ''} {', '.join(kept)}: cancelled here; "
                    f"{'they go' if len(kept) > 1 else 'it goes'} on for another session that asked for "
                    f"{'them' if len(kept) > 1 else 'it'} too.")
+    if stopping := [f"#{i}" for i, j in enumerate(jobs, 1) if common.cancelled_here(j) == "stopping"]:
+        st.caption(f"{kind} oracle{'s' if len(stopping) > 1 else ''} {', '.join(stopping)}: stopping.")
     if going:
         states: dict[str, list[str]] = {}  # oracles in the same state (queued, same estimate) named once
         for i, job in going:
@@ -99,7 +102,7 @@ def oracle_jobs_ui(kind: str, jobs: list[Job | None], key: str) -> None:
     if stopped:
         st.warning(f"{kind} oracle{'s' if len(stopped) > 1 else ''} {', '.join(f'#{i}' for i, _ in stopped)} "
                    f"{'were' if len(stopped) > 1 else 'was'} cancelled.")
-    if (again := [j for j in jobs if j.state in ("failed", "cancelled") or common.kept_for_others(j)]) and \
+    if (again := [j for j in jobs if j.state in ("failed", "cancelled") or common.cancelled_here(j) == "kept"]) and \
             st.button(f"Train the {kind} oracles again", key=f"restart-oracles-{key}"):
         common.retry_jobs(again)
         st.rerun()

@@ -454,8 +454,9 @@ def oracle_jobs_page():
                                                                            "train_log": {"train_s": 12.0}}))
         queued = [Job(f"o{i}", f"oracle {i}", expected_s=150.0, expected_from="the stored original's training")
                   for i in (2, 3)]
+        slow = st.session_state.get("slow_cancel", False)  # a Ray task takes a moment to stop
         for i, job in enumerate(queued, 2):
-            job._cancel = lambda i=i, job=job: cancelled.append(i) or job._finish("cancelled")
+            job._cancel = lambda i=i, job=job: cancelled.append(i) or (None if slow else job._finish("cancelled"))
         queued[0].owners.add("another session")
         st.session_state["jobs"] = [done, *queued]
     oracle_jobs_ui("spm", st.session_state["jobs"], "test")
@@ -480,3 +481,18 @@ def test_the_oracles_still_going_share_one_bar_with_their_estimate_and_one_cance
     assert not at.exception, at.exception
     (bar,) = at.get("progress")  # this session follows #2 again (restarting #3 is the Forget page's next redraw)
     assert bar.proto.text.startswith("spm oracles still going, 1 of 3: #2 queued")
+
+
+def test_an_oracle_cancelled_here_reads_stopping_until_it_has_stopped():
+    at = AppTest.from_function(oracle_jobs_page)
+    at.session_state["slow_cancel"] = True
+    at.run()
+    at.button(key="cancel-oracles-test").click().run()
+    assert not at.exception, at.exception
+    captions = [c.value for c in at.caption]
+    assert "spm oracle #3: stopping." in captions  # not "goes on for another session": none asked for it
+    assert "spm oracle #2: cancelled here; it goes on for another session that asked for it too." in captions
+    at.session_state["jobs"][2]._finish("cancelled")
+    at.run()
+    assert [w.value for w in at.warning] == ["spm oracle #3 was cancelled."]
+    assert "spm oracle #3: stopping." not in [c.value for c in at.caption]
