@@ -13,7 +13,7 @@ from core.validate import parse_query
 from core.views import duration
 from pages import common
 from pages.state import session_state
-from pages.widgets import PROGRESS_REFRESH_S
+from pages.widgets import refresh_seconds
 
 PICKER = "sidebar-dataset"
 FORGET_KIND, FORGET_CLASSES = "forget-kind", "forget-classes"  # the Forget page's widgets a link pre-fills
@@ -119,21 +119,28 @@ def jobs_sidebar_ui(list_loads: bool = True) -> None:
             background_work_ui(engine, owner)
 
 
-@st.fragment(run_every=PROGRESS_REFRESH_S)
 def background_work_ui(engine, owner: str) -> None:
     """The running jobs of ``owner`` with progress, elapsed time and what is left, redrawn on their own every
-    few seconds (empty once none runs)."""
-    active = [j for j in engine.jobs(owner=owner) if j.active]
-    if not active:
-        return
-    st.markdown("**Background work**")
-    if engine.status == "starting":
-        st.caption("Starting Ray (a few seconds, once per server)")
-    for job in active:
-        timing = f" · {duration(job.elapsed)}" if job.started else " · waiting for a worker"
-        if job.eta is not None:
-            timing += f", ~{duration(job.eta)} left"
-        st.progress(job.progress, text=f"{job.title}: {job.message}{timing}")
+    ``refresh_seconds`` (the page reruns to redraw more often once one may end sooner; empty once none runs)."""
+    seconds = refresh_seconds([j for j in engine.jobs(owner=owner) if j.active])
+
+    @st.fragment(run_every=seconds)
+    def redrawn() -> None:
+        active = [j for j in engine.jobs(owner=owner) if j.active]
+        if not active:
+            return
+        if refresh_seconds(active) <= seconds / 2:
+            st.rerun()
+        st.markdown("**Background work**")
+        if engine.status == "starting":
+            st.caption("Starting Ray (a few seconds, once per server)")
+        for job in active:
+            timing = f" · {duration(job.elapsed)}" if job.started else " · waiting for a worker"
+            if job.eta is not None:
+                timing += f", ~{duration(job.eta)} left"
+            st.progress(job.progress, text=f"{job.title}: {job.message}{timing}")
+
+    redrawn()
 
 
 def page_dataset(page_file: str, required: bool = True) -> Dataset | None:

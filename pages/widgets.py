@@ -19,6 +19,15 @@ from pages import common
 
 # ---- background jobs -----------------------------------------------------------------------------------
 PROGRESS_REFRESH_S = 2.0  # how often the sidebar's running jobs and a page's job poll redraw (each a small rerun)
+SLOWEST_REFRESH_S = 15.0  # ...at most this far apart while every job going has minutes left
+
+
+def refresh_seconds(jobs: list[Job]) -> float:
+    """How often to look at ``jobs`` going: a quarter of the time left to the soonest expected end, from
+    PROGRESS_REFRESH_S to SLOWEST_REFRESH_S; the shortest while one's end is unknown or it runs in this process. A room
+    of pages looking every 2 s at oracles due in 15 min costs the server and each browser a rerun each time."""
+    ends = [0.0 if j.local or j.eta is None else j.eta for j in jobs if j.active]
+    return min(SLOWEST_REFRESH_S, max(PROGRESS_REFRESH_S, min(ends, default=0.0) / 4))
 
 
 def job_status_ui(job: Job | None, label: str = "", retry: bool = False) -> bool:
@@ -108,14 +117,17 @@ def oracle_jobs_ui(kind: str, jobs: list[Job | None], key: str) -> None:
         st.rerun()
 
 
-def poll_while_active(jobs: list[Job | None], seconds: float = PROGRESS_REFRESH_S) -> None:
-    """Re-run the page as soon as any of ``jobs`` that is going now ends (checked every ``seconds``), so that
-    what depends on it (e.g. the comparison with each finished oracle) is redrawn."""
+def poll_while_active(jobs: list[Job | None]) -> None:
+    """Re-run the page as soon as any of ``jobs`` that is going now ends, so that what depends on it (e.g. the
+    comparison with each finished oracle) is redrawn; checked every ``refresh_seconds``, and the page reruns to
+    check more often once one may end sooner."""
     active = [j for j in jobs if j is not None and j.active]
     if active:
+        seconds = refresh_seconds(active)
+
         @st.fragment(run_every=seconds)
         def _poll():
-            if any(not j.active for j in active):
+            if any(not j.active for j in active) or refresh_seconds(active) <= seconds / 2:
                 st.rerun()
         _poll()
 

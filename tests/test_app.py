@@ -496,3 +496,19 @@ def test_an_oracle_cancelled_here_reads_stopping_until_it_has_stopped():
     at.run()
     assert [w.value for w in at.warning] == ["spm oracle #3 was cancelled."]
     assert "spm oracle #3: stopping." not in [c.value for c in at.caption]
+
+
+def test_a_page_looks_at_its_jobs_less_often_while_they_have_minutes_left():
+    from core.backend import Job
+    from pages.widgets import PROGRESS_REFRESH_S, SLOWEST_REFRESH_S, refresh_seconds
+
+    def job(local=False, expected_s=None):
+        return Job("k", "t", local=local, expected_s=expected_s)
+
+    oracle = job(expected_s=900.0)  # queued, ~15 min once started
+    assert refresh_seconds([oracle]) == SLOWEST_REFRESH_S
+    assert refresh_seconds([job(expected_s=20.0)]) == 5.0  # a quarter of what is left
+    assert refresh_seconds([oracle, job()]) == PROGRESS_REFRESH_S  # an end not known: as often as ever
+    assert refresh_seconds([oracle, job(local=True, expected_s=900.0)]) == PROGRESS_REFRESH_S  # a load here
+    oracle._finish("done")
+    assert refresh_seconds([oracle]) == PROGRESS_REFRESH_S  # nothing going
