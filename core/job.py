@@ -79,6 +79,7 @@ class Job:
     expected_s: float | None = None  # how long the work should take once started (an estimate), when known
     expected_from: str = ""  # what ``expected_s`` was judged from, for the user
     note: str = ""  # what the user should know beside the progress (e.g. why a recorded oracle trains instead)
+    cancelling: bool = False  # cancel() was called: it ends within seconds
     done_event: threading.Event = field(default_factory=threading.Event, repr=False)
     _cancel: Callable[[], None] = field(default=lambda: None, repr=False)
 
@@ -113,6 +114,7 @@ class Job:
             self.state, self.started = "running", time.time()
 
     def cancel(self) -> None:
+        self.cancelling = True
         self._cancel()
 
     def wait(self, timeout: float | None = None) -> Any:

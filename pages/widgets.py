@@ -24,9 +24,10 @@ SLOWEST_REFRESH_S = 15.0  # ...at most this far apart while every job going has 
 
 def refresh_seconds(jobs: list[Job]) -> float:
     """How often to look at ``jobs`` going: a quarter of the time left to the soonest expected end, from
-    PROGRESS_REFRESH_S to SLOWEST_REFRESH_S; the shortest while one's end is unknown or it runs in this process. A room
-    of pages looking every 2 s at oracles due in 15 min costs the server and each browser a rerun each time."""
-    ends = [0.0 if j.local or j.eta is None else j.eta for j in jobs if j.active]
+    PROGRESS_REFRESH_S to SLOWEST_REFRESH_S; the shortest while one's end is unknown, it runs in this process or it is
+    being cancelled. A room of pages looking every 2 s at oracles due in 15 min costs the server and each browser a
+    rerun each time."""
+    ends = [0.0 if j.local or j.cancelling or j.eta is None else j.eta for j in jobs if j.active]
     return min(SLOWEST_REFRESH_S, max(PROGRESS_REFRESH_S, min(ends, default=0.0) / 4))
 
 

@@ -510,5 +510,8 @@ def test_a_page_looks_at_its_jobs_less_often_while_they_have_minutes_left():
     assert refresh_seconds([job(expected_s=20.0)]) == 5.0  # a quarter of what is left
     assert refresh_seconds([oracle, job()]) == PROGRESS_REFRESH_S  # an end not known: as often as ever
     assert refresh_seconds([oracle, job(local=True, expected_s=900.0)]) == PROGRESS_REFRESH_S  # a load here
+    stopping = job(expected_s=900.0)
+    stopping.cancel()  # it ends within seconds: the page shows that as soon as it has
+    assert refresh_seconds([oracle, stopping]) == PROGRESS_REFRESH_S
     oracle._finish("done")
     assert refresh_seconds([oracle]) == PROGRESS_REFRESH_S  # nothing going
