@@ -8,6 +8,7 @@ original models and their neighbour indexes. A session's own state is ``pages.st
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import streamlit as st
 
@@ -116,14 +117,9 @@ def oracle_job(kind: str, dataset: Dataset, request, seed_offset: int = 1, start
                asked: bool = False) -> Job | None:
     """One oracle of ``request`` (by default the first of the K, seed offset 1), e.g. a reference kind's; one this
     session cancelled, or one that failed, is started again only when the user ``asked``."""
-    state = session_state()
-    if asked or (start and state.cancelled):
-        existing = workflow.model_job(backend(), kind, dataset, request, seed_offset, start=False)
-        if asked:
-            retry_jobs([existing])
-        elif existing is not None and existing.key in state.cancelled:
-            start = False
-    return workflow.model_job(backend(), kind, dataset, request, seed_offset, owner=state.id, start=start)
+    start = _may_start(lambda: [workflow.model_job(backend(), kind, dataset, request, seed_offset, start=False)],
+                       start, asked)
+    return workflow.model_job(backend(), kind, dataset, request, seed_offset, owner=session_state().id, start=start)
 
 
 def oracle_jobs(kind: str, dataset: Dataset, request, start: bool = True, recorded: bool = True,
@@ -131,14 +127,22 @@ def oracle_jobs(kind: str, dataset: Dataset, request, start: bool = True, record
     """The K oracles of ``request`` on Ray (None: not started); a record stands in for an untrained one. Oracles
     this session cancelled, and any that failed, are shown as they are, not started again, until the user
     ``asked`` (or ``retry_jobs``)."""
-    state = session_state()
-    if asked or (start and state.cancelled):
-        existing = workflow.oracle_jobs(backend(), kind, dataset, request, start=False)
-        if asked:
-            retry_jobs(existing)
-        else:
-            start = not any(j is not None and j.key in state.cancelled for j in existing)
-    return workflow.oracle_jobs(backend(), kind, dataset, request, owner=state.id, start=start, recorded=recorded)
+    start = _may_start(lambda: workflow.oracle_jobs(backend(), kind, dataset, request, start=False), start, asked)
+    return workflow.oracle_jobs(backend(), kind, dataset, request, owner=session_state().id, start=start,
+                                recorded=recorded)
+
+
+def _may_start(existing: Callable[[], list[Job | None]], start: bool, asked: bool) -> bool:
+    """Whether to start the oracles ``existing()`` looks up: when the user ``asked``, yes (any that failed or that
+    this session cancelled start again); else as ``start`` says, unless this session cancelled one of them. The
+    lookup runs only when it can change the answer."""
+    cancelled = session_state().cancelled
+    if asked:
+        retry_jobs(existing())
+        return True
+    if start and cancelled:
+        return not any(j is not None and j.key in cancelled for j in existing())
+    return start
 
 
 def cancel_jobs(jobs: list[Job]) -> None:

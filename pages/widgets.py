@@ -84,12 +84,13 @@ def oracle_jobs_ui(kind: str, jobs: list[Job | None], key: str) -> None:
             f"#{i} seed {bundle.train_seed(j.result)}, "
             + ("its predictions recorded for the shipped model" if recorded.is_recorded(j.result) else "trained")
             + f" ({bundle.train_seconds(j.result) or 0:.0f} s of training)" for i, j in ready) + ".")
-    going = [(i, j) for i, j in enumerate(jobs, 1) if j.active and not common.cancelled_here(j)]
-    if kept := [f"#{i}" for i, j in enumerate(jobs, 1) if common.cancelled_here(j) == "kept"]:
+    here = {j.key: common.cancelled_here(j) for j in jobs}  # "kept" / "stopping" for those cancelled here
+    going = [(i, j) for i, j in enumerate(jobs, 1) if j.active and not here[j.key]]
+    if kept := [f"#{i}" for i, j in enumerate(jobs, 1) if here[j.key] == "kept"]:
         st.caption(f"{kind} oracle{'s' if len(kept) > 1 else ''} {', '.join(kept)}: cancelled here; "
                    f"{'they go' if len(kept) > 1 else 'it goes'} on for another session that asked for "
                    f"{'them' if len(kept) > 1 else 'it'} too.")
-    if stopping := [f"#{i}" for i, j in enumerate(jobs, 1) if common.cancelled_here(j) == "stopping"]:
+    if stopping := [f"#{i}" for i, j in enumerate(jobs, 1) if here[j.key] == "stopping"]:
         st.caption(f"{kind} oracle{'s' if len(stopping) > 1 else ''} {', '.join(stopping)}: stopping.")
     if going:
         states: dict[str, list[str]] = {}  # oracles in the same state (queued, same estimate) named once
@@ -112,7 +113,7 @@ def oracle_jobs_ui(kind: str, jobs: list[Job | None], key: str) -> None:
     if stopped:
         st.warning(f"{kind} oracle{'s' if len(stopped) > 1 else ''} {', '.join(f'#{i}' for i, _ in stopped)} "
                    f"{'were' if len(stopped) > 1 else 'was'} cancelled.")
-    if (again := [j for j in jobs if j.state in ("failed", "cancelled") or common.cancelled_here(j) == "kept"]) and \
+    if (again := [j for j in jobs if j.state in ("failed", "cancelled") or here[j.key] == "kept"]) and \
             st.button(f"Train the {kind} oracles again", key=f"restart-oracles-{key}"):
         common.retry_jobs(again)
         st.rerun()
