@@ -40,7 +40,12 @@ class Comparison:
     spread: dict | None  # evidence.oracle_spread
     klom: dict | None  # per split (forget, retain, val): KLoM and KLoM-Gauss P50 / P95
     membership: dict | None  # offline LiRA summaries (model, original, left-out oracles) and the ranked ``rows``
-    attacks: dict = field(default_factory=dict)  # loss-attack AUROC and SVC MIA-efficacy per model
+    population: PopulationAttacks | None = field(default=None, repr=False, compare=False)  # see ``attacks``
+
+    @property
+    def attacks(self) -> dict:
+        """Loss-attack AUROC and SVC MIA-efficacy per model (``population_attacks``), computed when first read."""
+        return self.population.value() if self.population is not None else {}
 
     @property
     def k(self) -> int:
@@ -88,16 +93,44 @@ def attacks(model: Classifier, dataset: Dataset, request: ForgetRequest) -> dict
     return memo[key]
 
 
+class PopulationAttacks:
+    """The population attacks of a comparison's models, computed when first read and then kept: an SVC fit per
+    model is most of a comparison's cost, and the Predictions page draws them below the verdict and the metrics
+    table, which come first. Every copy ``compare`` hands out shares one."""
+
+    def __init__(self, models: dict[str, Classifier], dataset: Dataset, request: ForgetRequest):
+        self._inputs: tuple | None = (models, dataset, request)
+        self._value: dict | None = None
+        self._lock = threading.Lock()
+
+    def value(self) -> dict:
+        with self._lock:  # two pages reading at once: one computes, the other waits for its result
+            if self._value is None:
+                models, dataset, request = self._inputs
+                self._value = {name: attacks(m, dataset, request) for name, m in models.items()}
+                self._inputs = None  # the models are not kept alive for this
+            return self._value
+
+    def __getstate__(self) -> dict:
+        return {"value": self.value()}
+
+    def __setstate__(self, state: dict) -> None:
+        self._inputs, self._value, self._lock = None, state["value"], threading.Lock()
+
+
 def compare(model: Classifier, original: bundle.TrainedModel, oracle_models: Sequence[bundle.TrainedModel],
             dataset: Dataset, request: ForgetRequest, seconds: float | None = None) -> Comparison:
     """``model`` (the original after unlearning) against every finished oracle: ``evidence.judge`` with
-    ``original`` as the untouched reference, the metrics against the oracles' mean, and the population attacks.
+    ``original`` as the untouched reference, the metrics against the oracles' mean, and the population attacks
+    (computed when ``attacks`` is first read).
     Memoised on the (immutable) model per original, oracle set, dataset and request."""
     if not oracle_models:
         raise ValueError("no oracle has finished yet: a comparison needs at least one model retrained without the "
                          "forgotten samples")
     if len(request.ids) == 0:
         raise ValueError("the request has no forgotten sample: there is nothing to compare")
+    if request.mask(dataset.num_train).all():  # checked here: the attacks that need a retain set come later
+        raise ValueError("the request forgets every training sample: nothing is left to train an attack on")
     own = train_seed(original)
     shared = [o.key for o in oracle_models if train_seed(o) == own and o.meta.get("kind") == original.meta.get("kind")]
     if shared:
@@ -133,7 +166,7 @@ def _compared(model: Classifier, original: bundle.TrainedModel, oracle_models: S
     return Comparison(own_metrics, M.mean_metrics(oracle_metrics), [_oracle_entry(o) for o in oracle_models],
                       judged["verdict"], judged["sentence"], judged["scenario"], judged["criteria"],
                       judged["spread"], judged["klom"], judged["membership"],
-                      {name: attacks(m, dataset, request) for name, m in models.items()})
+                      PopulationAttacks(models, dataset, request))
 
 
 def transition_matrix(before: np.ndarray, after: np.ndarray, num_classes: int) -> np.ndarray:

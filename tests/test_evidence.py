@@ -457,6 +457,27 @@ def test_a_comparison_says_k_and_is_redone_when_another_oracle_finishes(class_ru
 
 
 @pytest.mark.slow
+def test_population_attacks_are_fitted_when_first_read_and_once(class_run, digits, monkeypatch):
+    """The SVC fits (most of a comparison's cost) wait until the attacks are read, below the verdict and the
+    metrics table on the Predictions page; every copy of the comparison shares them, a pickled one too."""
+    import pickle
+
+    from core import comparison, workflow
+
+    run, original, oracles = class_run
+    fits, real = [], comparison.svc_mia
+    monkeypatch.setattr(comparison, "svc_mia", lambda *a, **kw: fits.append(1) or real(*a, **kw))
+    fresh = workflow.execute("ft", original, digits, run.request)  # a model with no attack memoised on it
+    scored = workflow.score(fresh, original, oracles, digits).comparison
+    assert fits == [] and scored.verdict == "not forgotten" and scored.k == 3
+    assert set(scored.attacks) == {"method", "original", "oracle 1", "oracle 2", "oracle 3"} and len(fits) >= 1
+    fitted = len(fits)
+    again = workflow.compare(fresh.model, original, oracles, digits, run.request, seconds=1.0)
+    assert again is not scored and again.attacks == scored.attacks and len(fits) == fitted
+    assert pickle.loads(pickle.dumps(scored)).attacks == scored.attacks and len(fits) == fitted
+
+
+@pytest.mark.slow
 def test_a_comparison_refuses_what_it_cannot_judge(class_run, digits):
     from core import workflow
 

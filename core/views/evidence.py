@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -49,9 +49,14 @@ class EvidenceView:
     spread: list[dict]  # per metric: distance to the oracle mean beside the oracle-to-oracle distances
     klom: list[dict]  # per split: KLoM-Gauss and KLoM P50 / P95
     attacks: list[dict]  # offline LiRA on D_f vs held-out samples: AUC, balanced accuracy, TPR at 1% and 5% FPR
-    population: list[dict]  # loss-threshold AUROC and SVC MIA-efficacy per model
     membership: list[dict]  # ranked per-sample table (most member-like first)
     notes: list[str]  # which figures are indicative, and why
+    comparison: workflow.Comparison = field(repr=False)
+
+    @property
+    def population(self) -> list[dict]:
+        """Loss-threshold AUROC and SVC MIA-efficacy per model (computed when first read: ``Comparison.attacks``)."""
+        return population_rows(self.comparison.attacks)
 
 
 def _lies(position: str, effective: str, distance: bool) -> str:
@@ -168,7 +173,7 @@ def evidence_view(comparison: workflow.Comparison) -> EvidenceView:
                         comparison.oracle_seeds, comparison.scenario, comparison.scenario_rule, comparison.rule,
                         criteria_rows(comparison.criteria), bands, spread_rows(comparison.spread),
                         klom_rows(comparison.klom), attack_rows(comparison.membership),
-                        population_rows(comparison.attacks), list(membership.get("rows", [])), _notes(comparison))
+                        list(membership.get("rows", [])), _notes(comparison), comparison)
 
 
 # ---- relearn time ---------------------------------------------------------------------------------------------
