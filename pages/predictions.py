@@ -32,7 +32,16 @@ from pages.common import (
 from pages.evidence_panels import evidence_ui, oracles_ui, verdict_ui
 from pages.predictions_audit import audit_ui, method_ui, probes_ui, runs_ui
 from pages.sidebar import page_dataset
-from pages.widgets import image_grid_ui, job_status_ui, poll_while_active
+from pages.widgets import chosen_tab_ui, image_grid_ui, job_status_ui, poll_while_active
+
+# Below the verdict, one panel at a time: only the chosen tab is computed, sent and drawn (the evidence's attacks
+# and the charts and images of the others are most of the page's cost, on the server and in the browser).
+TABS = {
+    "Metrics": "the model's metrics before and after, against the oracles; the unlearning time and the speed-up",
+    "Evidence": "what the verdict rests on: criteria, the oracle spread, KLoM, membership, relearn time, residue",
+    "What changed": "per-class accuracy, class transitions and the test images whose prediction changed",
+    "Runs and audit": "every run of this request side by side, the audit report, the method's settings, probes",
+}
 
 
 def shown_ui(dataset: Dataset, session: ForgetSession, done_runs: list) -> ShownModel | None:
@@ -135,15 +144,23 @@ def main() -> None:
         st.error(f"No comparison for this request: {err}")
         return
     ev = verdict_ui(view)
-    jobs += oracle_work + metrics_ui(view, shown, dataset, request)
-    jobs += evidence_ui(ev, shown, oracles, dataset, request)
-    changes_ui(view, dataset, request)
-    runs_ui(view, shown, done_runs, dataset, request)
-    audit_ui(view, shown, dataset, request)
-    if shown.run is not None:
-        method_ui(shown, request)
-    if request.classes and (done_runs or oracles):
-        probes_ui(dataset, request, done_runs)
+    jobs += oracle_work
+    tab, container = chosen_tab_ui(list(TABS), "pred-tab")
+    with container:
+        st.caption(f"{tab}: {TABS[tab]}.")
+        if tab == "Metrics":
+            jobs += metrics_ui(view, shown, dataset, request)
+        elif tab == "Evidence":
+            jobs += evidence_ui(ev, shown, oracles, dataset, request)
+        elif tab == "What changed":
+            changes_ui(view, dataset, request)
+        else:
+            runs_ui(view, shown, done_runs, dataset, request)
+            audit_ui(view, shown, dataset, request)
+            if shown.run is not None:
+                method_ui(shown, request)
+            if request.classes and (done_runs or oracles):
+                probes_ui(dataset, request, done_runs)
     poll_while_active(jobs)
 
 

@@ -68,7 +68,7 @@ def audit_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, request:
                             lambda: report_files.report_html(report, names), f"{stem}.html", "text/html",
                             key="pred-audit-html", type="primary",
                             help="One self-contained page: the report and its figures, no external script. Relearn "
-                                 "time and the weights' residue are included once measured above.")
+                                 "time and the weights' residue are included once measured in the Evidence tab.")
     cols[1].download_button("JSON", lambda: json.dumps(report, indent=1), f"{stem}.json", "application/json",
                             key="pred-audit-json")
     cols[2].download_button("Markdown", lambda: audit.report_markdown(report, names), f"{stem}.md", "text/markdown",

@@ -35,6 +35,12 @@ def verdicts(at: AppTest) -> list[str]:
     return [e.value for e in [*at.success, *at.error, *at.warning, *at.info] if e.value.startswith("**Verdict:")]
 
 
+def predictions_tab(at: AppTest, tab: str) -> AppTest:
+    """Choose a tab of the Predictions page (only the chosen one is drawn)."""
+    at.session_state["pred-tab"] = tab
+    return at.run()
+
+
 def forget_class(at: AppTest, label: str) -> AppTest:
     at.switch_page("pages/forget.py").run()
     at.radio(key="forget-kind").set_value("classes").run()
@@ -80,6 +86,12 @@ def test_forget_then_predictions_against_oracle_and_undo():
     (sentence,) = verdicts(at)
     assert "3 oracles" in sentence, sentence
     assert any(c.value.startswith("Oracles: 3 of 3 finished (seeds 1, 2, 3)") for c in at.caption)
+    # the Metrics tab is drawn alone: the other tabs' tables, charts and images wait until one is chosen
+    assert len(at.dataframe) == 1 and not at.get("plotly_chart") and not at.get("imgs")
+    assert [b.proto.label for b in at.get("download_button")] == ["Export this table (CSV)"]
+    predictions_tab(at, "Evidence")
+    assert not at.exception, at.exception
+    assert verdicts(at) == [sentence] and not any("meaning" in d.value.columns for d in at.dataframe)
     criteria = next(d.value for d in at.dataframe if "measure" in d.value.columns)
     assert {"forget accuracy", "forgotten class's test accuracy"} <= set(criteria["measure"])
     assert {"band low", "band high", "original", "method lies"} <= set(criteria.columns)
@@ -94,16 +106,24 @@ def test_forget_then_predictions_against_oracle_and_undo():
     attacks = next(d.value for d in at.dataframe if "TPR at 1% FPR %" in d.value.columns)
     assert list(attacks["model"][:2]) == ["method", "original"] and "TPR at 5% FPR %" in attacks.columns
     assert any("SVC MIA-efficacy %" in d.value.columns for d in at.dataframe)
-    # the audit section reads SPM's memory and offers the report
-    assert any(s.value.startswith("Memory check: 0 of the") for s in at.success)
-    assert any("Mean membership exposure" in m.value for m in at.markdown)
-    assert len(at.get("download_button")) >= 5  # table, per-sample CSV, changed predictions, audit Markdown and JSON
+    assert [b.proto.label.split(" (")[0] for b in at.get("download_button")] == ["Download the per-sample table"]
     # what SPM's encoder, trained on class 0, still reveals: measured on demand against the oracles
     at.button(key="pred-residue").click().run()
     assert not at.exception, at.exception
+    assert at.session_state["pred-tab"] == "Evidence"  # a click inside a tab keeps it chosen
     residue = next(d.value for d in at.dataframe if "band high" in d.value.columns and "unlearned" in d.value.columns)
     assert list(residue["unlearned"]) == list(residue["original"])  # the deletion moved no weight
     assert any(e.value.startswith("The deletion moved no weight") for e in [*at.success, *at.warning])
+    predictions_tab(at, "What changed")
+    assert not at.exception, at.exception
+    assert len(at.get("plotly_chart")) == 2 and at.slider(key="pred-limit").value == 24
+    assert [b.proto.label for b in at.get("download_button")] == ["Export changed predictions (JSON)"]
+    # the audit section reads SPM's memory and offers the report
+    predictions_tab(at, "Runs and audit")
+    assert not at.exception, at.exception
+    assert any(s.value.startswith("Memory check: 0 of the") for s in at.success)
+    assert any("Mean membership exposure" in m.value for m in at.markdown)
+    assert len(at.get("download_button")) >= 3  # the audit report as HTML, JSON and Markdown
     # what else the model object carries, and a purged copy that carries none of it
     artifacts = next(d.value for d in at.dataframe if "in_purged_copy" in d.value.columns)
     assert artifacts.set_index("artifact").loc["memory entries", "forgotten_rows"] == 0
@@ -291,12 +311,14 @@ def test_method_forms_run_in_background_and_show_in_predictions():
     assert "damp" in at.radio(key="pred-model").options
     at.radio(key="pred-model").set_value("damp").run()
     assert not at.exception
+    predictions_tab(at, "Runs and audit")
     runs = next(d.value for d in at.dataframe if "selectivity" in d.value.columns)
     damp_row = runs.set_index("run").loc["damp"]  # DAMP's own quality is tested in test_damp/test_posthoc
     assert damp_row["FA"] < 90 and damp_row["speedup"] > 1 and damp_row["selectivity"] > 0
     assert any("layer" in d.value.columns and "alpha" in d.value.columns for d in at.dataframe)
     assert damp_row["oracles"] == 3 and damp_row["verdict"].capitalize() in verdicts(at)[0]
     # relearn time is measured on demand, for the unlearned network and each oracle
+    predictions_tab(at, "Evidence")
     at.button(key="pred-relearn").click().run()
     assert not at.exception, at.exception
     relearn = next(d.value for d in at.dataframe if "steps" in d.value.columns)
@@ -307,6 +329,7 @@ def test_method_forms_run_in_background_and_show_in_predictions():
     residue = next(d.value for d in at.dataframe if "band high" in d.value.columns and "unlearned" in d.value.columns)
     assert list(residue["measure"]) == ["kNN accuracy on weight features (%)"]
     # probe decodability per layer: the original, each of the K oracles and the run
+    predictions_tab(at, "Runs and audit")
     at.button(key="pred-probes").click().run()
     assert not at.exception, at.exception
     traces = [[t.get("name") for t in json.loads(c.proto.spec)["data"]] for c in at.get("plotly_chart")]
@@ -422,6 +445,7 @@ def test_recorded_oracles_compare_at_once_and_the_real_ones_train_on_demand(monk
     assert "3 oracles" in sentence, sentence
     assert any(c.value.startswith("Oracles: 3 of 3 finished") and "All of them are recorded" in c.value
                for c in at.caption)
+    predictions_tab(at, "Evidence")
     assert not [b for b in at.button if b.key == "pred-residue"]  # it reads weights: not on recorded oracles
     at.switch_page("pages/embeddings.py").run()  # the oracle's map needs weights too: offered, not started
     assert not at.exception, at.exception

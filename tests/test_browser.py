@@ -181,10 +181,19 @@ def test_lasso_grid_forget_predictions(app_url):
         assert wanted in text, f"Predictions page text: {text[:400]!r}"
         page.screenshot(path=str(OUT / "embeddings-4-predictions.png"), full_page=True)
 
-        # the audit report a user downloads names exactly the lassoed ids, and the memory holds none of them
+        # the audit report a user downloads names exactly the lassoed ids, and the memory holds none of them; its
+        # tab is drawn only once chosen, and stays chosen after a visit to another page
         import hashlib
 
         label = "Download the audit report (HTML, opens offline)"
+        assert label not in main.inner_text()
+        page.get_by_role("tab", name="What changed").click()
+        main.get_by_text("Test images whose prediction changed").first.wait_for(timeout=60_000)
+        page.get_by_role("tab", name="Runs and audit").click()  # a second choice on the page is taken too
+        main.get_by_text("Audit report", exact=True).first.wait_for(timeout=60_000)
+        page.get_by_role("link", name="Runs", exact=True).first.click()
+        page.get_by_role("heading", name="Runs").first.wait_for(timeout=60_000)
+        page.get_by_role("link", name="Predictions", exact=True).first.click()
         deadline = time.time() + 120  # the page reruns while the oracles train: poll the settled text
         while label not in main.inner_text() and time.time() < deadline:
             time.sleep(0.5)
