@@ -33,7 +33,7 @@ compared with the request computed alone.
                  on the server's PYTHONPATH, never part of the app): the Forget click's rerun request reached
                  the server -> the frame holding the SPM result was handed to that session's websocket
     predictions_p50_s/p95_s, predictions_reply_p50_s/p95_s  the Predictions link -> its metrics table rendered, and
-                 the frame holding it received
+                 the frame holding it received; predictions_server_p50_s/p95_s: the server's part (bench/server_timing)
     rss_mb_per_session  (RSS after N - RSS after 1) / (N - 1) of the streamlit process (Ray's processes not counted)
     cpu_s        CPU seconds of the server, Ray and chromium while sessions 1..N-1 ran, and the machine's steal time
                  (a virtual machine's CPUs waiting for the host: noise no code here causes): on one machine the browsers
@@ -203,6 +203,20 @@ def server_forget_seconds(log: Path) -> list[float]:
             clicked[session] = float(at)
         elif kind == "result" and session not in seconds and session in clicked:
             seconds[session] = float(at) - clicked[session]
+    return list(seconds.values())
+
+
+def server_table_seconds(log: Path) -> list[float]:
+    """Per session, from the hook's log: the first frame holding the Predictions page's metrics table handed to the
+    websocket, less the last whole-page rerun request before it (the Predictions link): the server's part of it."""
+    rerun: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    for line in log.read_text().splitlines() if log.is_file() else []:
+        kind, at, session = line.split()
+        if kind == "rerun" and session not in seconds:
+            rerun[session] = float(at)
+        elif kind == "table" and session not in seconds and session in rerun:
+            seconds[session] = float(at) - rerun[session]
     return list(seconds.values())
 
 
@@ -765,6 +779,7 @@ def main(argv=None) -> None:
                     args.keep.mkdir(parents=True, exist_ok=True)
                     shutil.copy(home / "streamlit.log", args.keep / "streamlit.log")
             run["server_forget_s"] = server_forget_seconds(home / "timing.log")
+            run["server_table_s"] = server_table_seconds(home / "timing.log")
         finally:
             shutil.rmtree(home, ignore_errors=True)
         class_names = ref["class_names"]
@@ -870,13 +885,15 @@ def classroom_report(args, ref: dict, run: dict, notes: list[str]) -> dict:
     print(f"  the same click as Playwright saw it (its checks before pressing, its polls through the driver): "
           f"shown p50 {secs(percentile(harness_s, 50))}, p95 {secs(percentile(harness_s, 95))}; reply p50 "
           f"{secs(percentile(harness_reply_s, 50))}, p95 {secs(percentile(harness_reply_s, 95))}")
-    server_s = run.get("server_forget_s") or []
+    server_s, server_table_s = run.get("server_forget_s") or [], run.get("server_table_s") or []
     print(f"  Forget click -> the server's part (the rerun request reached it -> the frame with the result handed to "
           f"the websocket; bench/server_timing): p50 {secs(percentile(server_s, 50))}, "
           f"p95 {secs(percentile(server_s, 95))} over {len(server_s)}")
     print(f"  Predictions link -> metrics table: p50 {secs(percentile(predictions_s, 50))}, "
           f"p95 {secs(percentile(predictions_s, 95))}; the server's reply holding it reaches the browser: p50 "
-          f"{secs(percentile(table_reply_s, 50))}, p95 {secs(percentile(table_reply_s, 95))}")
+          f"{secs(percentile(table_reply_s, 50))}, p95 {secs(percentile(table_reply_s, 95))}; the server's part "
+          f"(the link's rerun request reached it -> the frame with the table handed to the websocket): p50 "
+          f"{secs(percentile(server_table_s, 50))}, p95 {secs(percentile(server_table_s, 95))}")
     print(f"  errors {errors}, cross-talk {crosstalk} session(s)")
     if run["cpu"]:
         print(f"  CPU seconds while sessions 1..{n - 1} ran: server {run['cpu']['server']:.1f}, Ray "
@@ -897,6 +914,8 @@ def classroom_report(args, ref: dict, run: dict, notes: list[str]) -> dict:
         "predictions_p95_s": rounded(percentile(predictions_s, 95)),
         "predictions_reply_p50_s": rounded(percentile(table_reply_s, 50)),
         "predictions_reply_p95_s": rounded(percentile(table_reply_s, 95)),
+        "predictions_server_p50_s": rounded(percentile(server_table_s, 50)),
+        "predictions_server_p95_s": rounded(percentile(server_table_s, 95)),
         "rss_mb": {k: rounded(v, 1) for k, v in rss.items()},
         "cpu_s": {k: rounded(v, 1) for k, v in run["cpu"].items()}, "browser_nice": args.browser_nice,
         "clicks": args.clicks,
