@@ -44,8 +44,13 @@ class Comparison:
 
     @property
     def attacks(self) -> dict:
-        """Loss-attack AUROC and SVC MIA-efficacy per model (``population_attacks``), computed when first read."""
+        """Loss-attack AUROC and SVC MIA-efficacy per model (``PopulationAttacks``), computed when first read;
+        empty when they cannot be computed for this request (``attacks_error`` says why)."""
         return self.population.value() if self.population is not None else {}
+
+    @property
+    def attacks_error(self) -> str | None:
+        return self.population.error if self.population is not None and self.attacks == {} else None
 
     @property
     def k(self) -> int:
@@ -101,21 +106,25 @@ class PopulationAttacks:
     def __init__(self, models: dict[str, Classifier], dataset: Dataset, request: ForgetRequest):
         self._inputs: tuple | None = (models, dataset, request)
         self._value: dict | None = None
+        self.error: str | None = None  # why there are none, when they could not be computed
         self._lock = threading.Lock()
 
     def value(self) -> dict:
         with self._lock:  # two pages reading at once: one computes, the other waits for its result
             if self._value is None:
                 models, dataset, request = self._inputs
-                self._value = {name: attacks(m, dataset, request) for name, m in models.items()}
+                try:
+                    self._value = {name: attacks(m, dataset, request) for name, m in models.items()}
+                except ValueError as err:  # e.g. no held-out set matches D_f's classes: said where they are shown
+                    self._value, self.error = {}, str(err)
                 self._inputs = None  # the models are not kept alive for this
             return self._value
 
     def __getstate__(self) -> dict:
-        return {"value": self.value()}
+        return {"value": self.value(), "error": self.error}
 
     def __setstate__(self, state: dict) -> None:
-        self._inputs, self._value, self._lock = None, state["value"], threading.Lock()
+        self._inputs, self._value, self.error, self._lock = None, state["value"], state["error"], threading.Lock()
 
 
 def compare(model: Classifier, original: bundle.TrainedModel, oracle_models: Sequence[bundle.TrainedModel],

@@ -80,10 +80,13 @@ def klom_ui(ev: EvidenceView) -> None:
 def membership_ui(ev: EvidenceView, request: ForgetRequest, name: str) -> None:
     """Attack summaries (offline LiRA with TPR at fixed FPR; loss threshold and SVC), and the ranked table."""
     st.subheader("Membership of the forgotten samples")
-    if ev.population:
+    population = ev.population
+    if ev.comparison.attacks_error:
+        st.warning(f"No population attacks for this request: {ev.comparison.attacks_error}")
+    if population:
         st.caption("Population attacks: the loss threshold (AUROC; 50 looks unseen) and the SVC MIA-efficacy of "
                    "l1-sparse / SalUn (% of D_f called non-member; closer to the oracles' is better, not higher).")
-        number_table_ui(ev.population, "ev-population")
+        number_table_ui(population, "ev-population")
     if not ev.attacks:
         return
     st.caption("Offline LiRA with the oracles as the 'out' distribution: D_f against held-out test samples of the "

@@ -87,7 +87,7 @@ def test_forget_then_predictions_against_oracle_and_undo():
     assert "3 oracles" in sentence, sentence
     assert any(c.value.startswith("Oracles: 3 of 3 finished (seeds 1, 2, 3)") for c in at.caption)
     # the Metrics tab is drawn alone: the other tabs' tables, charts and images wait until one is chosen
-    assert len(at.dataframe) == 1 and not at.get("plotly_chart") and not at.get("imgs")
+    assert len(at.dataframe) == 1 and not at.get("plotly_chart") and not at.get("image")
     assert [b.proto.label for b in at.get("download_button")] == ["Export this table (CSV)"]
     predictions_tab(at, "Evidence")
     assert not at.exception, at.exception
@@ -116,7 +116,7 @@ def test_forget_then_predictions_against_oracle_and_undo():
     assert any(e.value.startswith("The deletion moved no weight") for e in [*at.success, *at.warning])
     predictions_tab(at, "What changed")
     assert not at.exception, at.exception
-    assert len(at.get("plotly_chart")) == 2 and at.slider(key="pred-limit").value == 24
+    assert len(at.get("plotly_chart")) == 2 and at.slider(key="pred-limit").value == 24 and at.get("image")
     assert [b.proto.label for b in at.get("download_button")] == ["Export changed predictions (JSON)"]
     # the audit section reads SPM's memory and offers the report
     predictions_tab(at, "Runs and audit")

@@ -475,6 +475,23 @@ def test_population_attacks_are_fitted_when_first_read_and_once(class_run, digit
     again = workflow.compare(fresh.model, original, oracles, digits, run.request, seconds=1.0)
     assert again is not scored and again.attacks == scored.attacks and len(fits) == fitted
     assert pickle.loads(pickle.dumps(scored)).attacks == scored.attacks and len(fits) == fitted
+    assert scored.attacks_error is None
+
+
+@pytest.mark.slow
+def test_population_attacks_that_cannot_be_computed_say_why_instead_of_raising(class_run, digits, monkeypatch):
+    from core import comparison, workflow
+
+    run, original, oracles = class_run
+
+    def refused(*args, **kwargs):
+        raise ValueError("the test set has no sample of class [5]: no held-out set matches D_f's classes")
+
+    monkeypatch.setattr(comparison, "svc_mia", refused)
+    fresh = workflow.execute("ft", original, digits, run.request)
+    scored = workflow.score(fresh, original, oracles, digits).comparison
+    assert scored.verdict == "not forgotten"  # the verdict does not rest on them
+    assert scored.attacks == {} and "no held-out set matches" in scored.attacks_error
 
 
 @pytest.mark.slow
