@@ -14,8 +14,8 @@ differs (``--same-class C``: every session forgets class C, as when a teacher na
 Session 0 runs alone first (it loads what sessions share), then sessions 1..N-1 run at once; with
 ``--clicks together`` (the default) they wait until every page has loaded and its set is picked, then click Forget
 at the same instant. Each session: Forget page -> pick -> click "Forget", timed to the SPM result ("Deleted N
-samples from the memory in X ms"); then the Predictions page, timed to its metrics table, whose CSV export is
-compared with the request computed alone.
+samples from the memory in X ms"); then (at once, or after ``--think`` seconds of reading) the Predictions page,
+timed to its metrics table, whose CSV export is compared with the request computed alone.
 
     errors       Streamlit exception / error boxes seen, plus interactions that never settled within --timeout
     crosstalk    sessions whose description, sample count or before/after numbers differ from the request alone
@@ -517,7 +517,7 @@ async def page_clock(page, timeout_s: float) -> dict:
 
 
 async def run_session(i: int, context, url: str, ref: dict, timeout_s: float,
-                      start_line: StartLine | None = None) -> dict:
+                      start_line: StartLine | None = None, think_s: float = 0.0) -> dict:
     """One student: open Forget, pick this session's set, (wait at the start line,) Forget (timed), open
     Predictions (timed), read."""
     rec: dict = {"session": i, "request": ref["description"], "errors": set(), "failures": [], "shown": {}}
@@ -555,6 +555,7 @@ async def run_session(i: int, context, url: str, ref: dict, timeout_s: float,
         if not SPM_DELETED.search(text):
             rec["failures"].append("the SPM block was not found by name; the first deletion shown was read")
         rec["errors"] |= await error_texts(page)
+        await asyncio.sleep(think_s)  # a student reading the result before the next click (--think)
         step = "open Predictions and wait for its metrics table"
         start = time.perf_counter()
         table_reply.arm()
@@ -578,7 +579,7 @@ async def run_session(i: int, context, url: str, ref: dict, timeout_s: float,
 
 
 async def classroom(server: Server, refs: list[dict], timeout_s: float, browser_exe: str,
-                    together: bool = True, keep: Path | None = None) -> dict:
+                    together: bool = True, keep: Path | None = None, think_s: float = 0.0) -> dict:
     from playwright.async_api import async_playwright
 
     rss = {"before": server.rss_mb()}
@@ -593,7 +594,8 @@ async def classroom(server: Server, refs: list[dict], timeout_s: float, browser_
             log(f"sessions 1..{len(refs) - 1} at once")
             cpu_start = server.cpu()
             start_line = StartLine(len(refs) - 1) if together else None
-            records += await asyncio.gather(*(run_session(i, contexts[i], server.url, refs[i], timeout_s, start_line)
+            records += await asyncio.gather(*(run_session(i, contexts[i], server.url, refs[i], timeout_s, start_line,
+                                                          think_s)
                                               for i in range(1, len(refs))))
         await asyncio.sleep(3.0)  # the pages keep polling while oracles train: a last look for error boxes
         for rec in records:
@@ -733,6 +735,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--clicks", choices=("together", "as-ready"), default="together",
                     help="together: every session opens its page and picks its set, then all click Forget at the "
                          "same instant; as-ready: each clicks as soon as it has picked, while others still load")
+    ap.add_argument("--think", type=float, default=0.0,
+                    help="seconds each session waits after its Forget result before it opens Predictions (0: at "
+                         "once, so the first sessions' pages load while the last clicks are still handled)")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds one interaction may take to settle")
     ap.add_argument("--skip-first-comparison", action="store_true", help="skip the fresh-home first comparison")
     ap.add_argument("--first-comparison-timeout", type=float, default=900.0, help="cap on the first comparison (s)")
@@ -772,7 +777,7 @@ def main(argv=None) -> None:
             try:
                 run = asyncio.run(classroom(server, ref["specs"], args.timeout,
                                             niced_chromium(args.browser_nice, home), args.clicks == "together",
-                                            args.keep))
+                                            args.keep, args.think))
             finally:
                 server.stop()
                 if args.keep:
@@ -868,6 +873,9 @@ def classroom_report(args, ref: dict, run: dict, notes: list[str]) -> dict:
                  + ("; they clicked Forget together once every page had loaded" if args.clicks == "together" else
                     "; each clicked Forget as soon as it had picked its set")
                  + "; p50/p95 cover every session's Forget click")
+    if args.think:
+        notes.append(f"each session waited {args.think:g} s after its Forget result before opening Predictions "
+                     "(--think)")
 
     print(f"Classroom on {args.dataset}: {n} sessions, one server, one chromium")
     for r in records:
@@ -918,7 +926,7 @@ def classroom_report(args, ref: dict, run: dict, notes: list[str]) -> dict:
         "predictions_server_p95_s": rounded(percentile(server_table_s, 95)),
         "rss_mb": {k: rounded(v, 1) for k, v in rss.items()},
         "cpu_s": {k: rounded(v, 1) for k, v in run["cpu"].items()}, "browser_nice": args.browser_nice,
-        "clicks": args.clicks,
+        "clicks": args.clicks, "think_s": args.think,
     }
 
 
