@@ -32,7 +32,7 @@ from pages.common import (
 from pages.evidence_panels import evidence_ui, oracles_ui, verdict_ui
 from pages.predictions_audit import audit_ui, method_ui, probes_ui, runs_ui
 from pages.sidebar import page_dataset
-from pages.widgets import chosen_tab_ui, image_grid_ui, job_status_ui, poll_while_active
+from pages.widgets import chosen_tab_ui, image_grid_ui, job_status_ui, keep_value, poll_while_active
 
 # Below the verdict, one panel at a time: only the chosen tab is computed, sent and drawn (the evidence's attacks
 # and the charts and images of the others are most of the page's cost, on the server and in the browser).
@@ -72,6 +72,7 @@ def metrics_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, reques
                    "and KL, how far one oracle lies from another).")
     jobs, references = [], []
     for ref in get_model_kind(shown.kind).reference_oracles:  # e.g. MUNKEY's plain ViT retrained on D_r
+        keep_value(f"pred-ref-{ref}", False)  # ticked stays ticked after a visit to another tab
         wanted = st.checkbox(f"Also compare with the {ref} oracle", key=f"pred-ref-{ref}",
                              help=f"The paper's other oracle for {shown.kind}: a {ref} of the same size retrained "
                                   "without the forgotten samples (trains in the background the first time).")

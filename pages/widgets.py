@@ -134,18 +134,24 @@ def poll_while_active(jobs: list[Job | None]) -> None:
         _poll()
 
 
+def keep_value(key: str, default) -> None:
+    """Call before drawing the widget ``key`` (with no value of its own): it gets the value it had when last drawn
+    in this session, else ``default``. Streamlit drops a widget's state on a run that does not draw it (another
+    page, another tab of a page)."""
+    kept = f"{key}-kept"
+    if key in st.session_state:
+        st.session_state[kept] = st.session_state[key]
+    else:
+        st.session_state[key] = st.session_state.get(kept, default)
+
+
 def chosen_tab_ui(labels: list[str], key: str) -> tuple[str, typing.Any]:
     """Tabs of which only the chosen one is drawn (Streamlit's lazy tabs: choosing another reruns the page);
     returns its label and its container. A page's costly panels are then computed, sent and rendered only when
     asked for. The choice is kept for this session, so that coming back to the page shows the same tab."""
-    chosen, default = f"{key}-chosen", f"{key}-default"  # the widget's own state is dropped on another page
-    if key not in st.session_state:  # the tabs are new on this run: the page was just opened
-        st.session_state[default] = st.session_state.get(chosen, labels[0])
-    # the default stays what it was when the page was opened: another one would make new tabs, losing the click
-    tabs = st.tabs(labels, key=key, on_change="rerun", default=st.session_state[default])
-    label, tab = next(((label, tab) for label, tab in zip(labels, tabs) if tab.open), (labels[0], tabs[0]))
-    st.session_state[chosen] = label
-    return label, tab
+    keep_value(key, labels[0])
+    tabs = st.tabs(labels, key=key, on_change="rerun")
+    return next(((label, tab) for label, tab in zip(labels, tabs) if tab.open), (labels[0], tabs[0]))
 
 
 def untrained_model_ui(kind: str, dataset: Dataset, key: str) -> Job | None:

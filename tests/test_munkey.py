@@ -291,6 +291,11 @@ def test_retrieval_page_before_and_after_deletion():
     assert {"oracle", "vit oracle"} <= set(table.columns)
     assert table.loc["FA", "vit oracle"] == 0.0  # the ViT oracle never saw class 0
     assert any("Against the vit oracle: AvgGap" in c.value for c in at.caption)
+    at.session_state["pred-tab"] = "Evidence"  # another tab and back: the second oracle is still asked for
+    at.run()
+    at.session_state["pred-tab"] = "Metrics"
+    at.run()
+    assert at.checkbox(key="pred-ref-vit").value and "vit oracle" in at.dataframe[0].value.columns
     # back on Retrieval: A_img before and after deletion and of the oracle, which never saw class 0
     at.switch_page("pages/retrieval.py").run()
     at.button(key="retrieval-aimg").click().run()
