@@ -192,31 +192,20 @@ def timed_env(env: dict, log: Path) -> dict:
             "UE_BENCH_TIMING_LOG": str(log)}
 
 
-def server_forget_seconds(log: Path) -> list[float]:
-    """Per session, from the hook's log: its first SPM result handed to the websocket, less the time the rerun
-    request of its Forget click reached the server before it: the server's part of the Forget click."""
-    clicked: dict[str, float] = {}
+def server_seconds(log: Path, begin: str, end: str) -> list[float]:
+    """Per session, from the hook's log (bench/server_timing): its first ``end`` event less the last ``begin``
+    event before it. ``click`` -> ``result``: the server's part of the Forget click; ``rerun`` -> ``table``: of the
+    Predictions link (the last whole-page rerun request before the metrics table is the link's)."""
+    begun: dict[str, float] = {}
     seconds: dict[str, float] = {}
     for line in log.read_text().splitlines() if log.is_file() else []:
         kind, at, session = line.split()
-        if kind == "click":
-            clicked[session] = float(at)
-        elif kind == "result" and session not in seconds and session in clicked:
-            seconds[session] = float(at) - clicked[session]
-    return list(seconds.values())
-
-
-def server_table_seconds(log: Path) -> list[float]:
-    """Per session, from the hook's log: the first frame holding the Predictions page's metrics table handed to the
-    websocket, less the last whole-page rerun request before it (the Predictions link): the server's part of it."""
-    rerun: dict[str, float] = {}
-    seconds: dict[str, float] = {}
-    for line in log.read_text().splitlines() if log.is_file() else []:
-        kind, at, session = line.split()
-        if kind == "rerun" and session not in seconds:
-            rerun[session] = float(at)
-        elif kind == "table" and session not in seconds and session in rerun:
-            seconds[session] = float(at) - rerun[session]
+        if session in seconds:
+            continue
+        if kind == begin:
+            begun[session] = float(at)
+        elif kind == end and session in begun:
+            seconds[session] = float(at) - begun[session]
     return list(seconds.values())
 
 
@@ -783,8 +772,8 @@ def main(argv=None) -> None:
                 if args.keep:
                     args.keep.mkdir(parents=True, exist_ok=True)
                     shutil.copy(home / "streamlit.log", args.keep / "streamlit.log")
-            run["server_forget_s"] = server_forget_seconds(home / "timing.log")
-            run["server_table_s"] = server_table_seconds(home / "timing.log")
+            run["server_forget_s"] = server_seconds(home / "timing.log", "click", "result")
+            run["server_table_s"] = server_seconds(home / "timing.log", "rerun", "table")
         finally:
             shutil.rmtree(home, ignore_errors=True)
         class_names = ref["class_names"]

@@ -50,7 +50,11 @@ class Comparison:
 
     @property
     def attacks_error(self) -> str | None:
-        return self.population.error if self.population is not None and self.attacks == {} else None
+        """Why ``attacks`` is empty, when they could not be computed (read after computing them)."""
+        if self.population is None:
+            return None
+        self.population.value()
+        return self.population.error
 
     @property
     def k(self) -> int:
