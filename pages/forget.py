@@ -22,24 +22,38 @@ from pages.common import (
     session_runs,
 )
 from pages.sidebar import page_dataset
-from pages.widgets import config_form_ui, job_status_ui, oracle_jobs_ui, poll_while_active, untrained_model_ui
+from pages.widgets import (
+    config_form_ui,
+    job_status_ui,
+    keep_value,
+    oracle_jobs_ui,
+    poll_while_active,
+    untrained_model_ui,
+)
 
 KINDS = ("classes", "random fraction", "sample ids")
 
 
 def asked_request_ui(dataset: Dataset) -> Callable[[], ForgetRequest]:
-    """The request pickers; returns what makes the request from what was picked (it may refuse it)."""
+    """The request pickers; returns what makes the request from what was picked (it may refuse it). What was
+    picked stays picked when the user comes back from another page (``keep_value``)."""
+    keep_value("forget-kind", KINDS[0])
     kind = st.radio("Forget", KINDS, horizontal=True, key="forget-kind",
                     help="Whole classes, a random share of the training set, or listed ids.")
     if kind == "classes":
-        classes = st.multiselect("Classes to forget", list(range(dataset.num_classes)),
+        options = list(range(dataset.num_classes))
+        keep_value("forget-classes", [], options)  # picked on another dataset: only the classes this one has
+        classes = st.multiselect("Classes to forget", options,
                                  format_func=lambda c: class_label(dataset, c), key="forget-classes")
         return lambda: request_classes(dataset, classes)
     if kind == "random fraction":
-        fraction = st.slider("Fraction of the training set (%)", 1, 50, 10, key="forget-fraction") / 100
-        seed = st.number_input("Seed", 0, 10_000, 0, key="forget-seed",
+        keep_value("forget-fraction", 10)
+        keep_value("forget-seed", 0)
+        fraction = st.slider("Fraction of the training set (%)", 1, 50, key="forget-fraction") / 100
+        seed = st.number_input("Seed", 0, 10_000, key="forget-seed",
                                help="The same seed picks the same samples, so results can be reproduced.")
         return lambda: request_random(dataset, fraction, int(seed))
+    keep_value("forget-ids", "")
     pasted = st.text_area("Training ids (commas, spaces or one per line)", key="forget-ids", placeholder="12, 40, 913")
     uploaded = st.file_uploader("...or a CSV/TXT file of ids", type=["csv", "txt"], key="forget-ids-file")
     if uploaded is not None:  # decoded by core, so that a non-UTF-8 file is named with its line
@@ -50,7 +64,8 @@ def asked_request_ui(dataset: Dataset) -> Callable[[], ForgetRequest]:
 def request_ui(dataset: Dataset, session: ForgetSession) -> None:
     """What to forget, and the Forget / Undo / Reset buttons that change this session's history."""
     make = asked_request_ui(dataset)
-    add = st.checkbox("Add to what is already forgotten", value=False, key="forget-add",
+    keep_value("forget-add", False)
+    add = st.checkbox("Add to what is already forgotten", key="forget-add",
                       disabled=session.current is None)
     cols = st.columns([1, 1, 1, 3])
     if cols[0].button("Forget", type="primary", key="forget-go"):
@@ -100,6 +115,7 @@ def methods_ui(dataset: Dataset, request: ForgetRequest) -> list[Job]:
     if not methods:
         st.caption("No post-hoc method applies to this request.")
         return []
+    keep_value("forget-methods", [], methods)  # those that apply to this request
     chosen = st.multiselect("Methods", methods, key="forget-methods",
                             format_func=lambda m: f"{m}: {get_method(m).description}")
     configs = {}

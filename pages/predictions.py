@@ -110,7 +110,8 @@ def changes_ui(view: PredictionView, dataset: Dataset, request: ForgetRequest) -
     st.subheader("Test images whose prediction changed")
     st.caption(f"{len(view.changed):,} of {len(dataset.y_test):,} test images changed their predicted class "
                "(largest confidence shifts first).")
-    shown = view.changed[:st.slider("Images to show", 8, 96, 24, 8, key="pred-limit")]
+    keep_value("pred-limit", 24)
+    shown = view.changed[:st.slider("Images to show", 8, 96, step=8, key="pred-limit")]
     image_grid_ui([dataset.x_test[r["test_id"]] for r in shown], [changed_caption(r, dataset.class_names)
                                                                    for r in shown])
     st.download_button("Export changed predictions (JSON)", json.dumps(view.changed), f"changed-{request.key()}.json",

@@ -134,15 +134,17 @@ def poll_while_active(jobs: list[Job | None]) -> None:
         _poll()
 
 
-def keep_value(key: str, default) -> None:
+def keep_value(key: str, default, options=None) -> None:
     """Call before drawing the widget ``key`` (with no value of its own): it gets the value it had when last drawn
     in this session, else ``default``. Streamlit drops a widget's state on a run that does not draw it (another
-    page, another tab of a page)."""
+    page, another tab of a page). With ``options`` (a multiselect's), picks no longer among them are dropped.
+    The widget's state is written only when it changes: a write re-sends the value to the browser."""
     kept = f"{key}-kept"
-    if key in st.session_state:
-        st.session_state[kept] = st.session_state[key]
-    else:
+    if key not in st.session_state:
         st.session_state[key] = st.session_state.get(kept, default)
+    if options is not None and any(v not in options for v in st.session_state[key]):
+        st.session_state[key] = [v for v in st.session_state[key] if v in options]
+    st.session_state[kept] = st.session_state[key]
 
 
 def chosen_tab_ui(labels: list[str], key: str) -> tuple[str, typing.Any]:
@@ -173,24 +175,25 @@ def untrained_model_ui(kind: str, dataset: Dataset, key: str) -> Job | None:
 
 # ---- config forms ------------------------------------------------------------------------------
 def config_form_ui(cls: type, key: str):
-    """Widgets for each field of a config dataclass, with the field's reason as help; returns the config."""
+    """Widgets for each field of a config dataclass, with the field's reason as help; returns the config. A value
+    the user set stays set when the form is drawn again after another page or a collapsed section."""
     helps = field_help(cls)
     hints = typing.get_type_hints(cls)
     values = {}
     for f in dataclasses.fields(cls):
         hint, default = hints[f.name], getattr(cls(), f.name)
         wkey, helptext = f"{key}-{f.name}", helps.get(f.name)
-        if dataclasses.is_dataclass(hint):
+        if dataclasses.is_dataclass(hint) or hint not in (bool, int, float, str):
             continue  # nested configs (e.g. the encoder) keep their defaults in forms
+        keep_value(wkey, hint(default))  # the widgets below take their value from here, not from an argument
         if hint is bool:
-            values[f.name] = st.checkbox(f.name, value=default, key=wkey, help=helptext)
+            values[f.name] = st.checkbox(f.name, key=wkey, help=helptext)
         elif hint is int:
-            values[f.name] = int(st.number_input(f.name, value=int(default), step=1, key=wkey, help=helptext))
+            values[f.name] = int(st.number_input(f.name, step=1, key=wkey, help=helptext))
         elif hint is float:
-            values[f.name] = float(st.number_input(f.name, value=float(default), format="%g", key=wkey,
-                                                   help=helptext))
-        elif hint is str:
-            values[f.name] = st.text_input(f.name, value=default, key=wkey, help=helptext)
+            values[f.name] = float(st.number_input(f.name, format="%g", key=wkey, help=helptext))
+        else:
+            values[f.name] = st.text_input(f.name, key=wkey, help=helptext)
     return dataclasses.replace(cls(), **values)
 
 

@@ -118,6 +118,8 @@ def test_forget_then_predictions_against_oracle_and_undo():
     assert not at.exception, at.exception
     assert len(at.get("plotly_chart")) == 2 and at.slider(key="pred-limit").value == 24 and at.get("image")
     assert [b.proto.label for b in at.get("download_button")] == ["Export changed predictions (JSON)"]
+    at.slider(key="pred-limit").set_value(8).run()
+    assert len(at.get("image")) == 8
     # the audit section reads SPM's memory and offers the report
     predictions_tab(at, "Runs and audit")
     assert not at.exception, at.exception
@@ -130,7 +132,10 @@ def test_forget_then_predictions_against_oracle_and_undo():
     at.button(key="pred-purge").click().run()
     assert not at.exception, at.exception
     assert any(b.proto.label == "Download the purged copy (zip)" for b in at.get("download_button"))
-    at.switch_page("pages/forget.py").run()
+    predictions_tab(at, "What changed")  # a widget inside a tab keeps its value across tabs
+    assert at.slider(key="pred-limit").value == 8 and len(at.get("image")) == 8
+    at.switch_page("pages/forget.py").run()  # ...and the Forget page's pickers keep theirs across pages
+    assert at.radio(key="forget-kind").value == "classes" and at.multiselect(key="forget-classes").value == [0]
     at.button(key="forget-undo").click().run()
     assert any("Nothing is forgotten" in i.value for i in at.info)
 
@@ -335,6 +340,31 @@ def test_method_forms_run_in_background_and_show_in_predictions():
     traces = [[t.get("name") for t in json.loads(c.proto.spec)["data"]] for c in at.get("plotly_chart")]
     probe = next(names for names in traces if "damp" in names)
     assert "original" in probe and sum(n.startswith("oracle ") for n in probe) == 3
+
+
+def test_the_forget_pages_pickers_and_method_settings_stay_set_after_another_page():
+    from core.unlearn import get_method
+
+    at = started_app()
+    at.switch_page("pages/forget.py").run()
+    at.radio(key="forget-kind").set_value("random fraction").run()
+    at.slider(key="forget-fraction").set_value(20).run()
+    at.number_input(key="forget-seed").set_value(7).run()
+    at.switch_page("pages/runs.py").run()
+    at.switch_page("pages/forget.py").run()
+    assert not at.exception, at.exception
+    assert at.radio(key="forget-kind").value == "random fraction"
+    assert (at.slider(key="forget-fraction").value, at.number_input(key="forget-seed").value) == (20, 7)
+    at = forget_class(at, "2: 2")
+    at.multiselect(key="forget-methods").select(f"damp: {get_method('damp').description}").run()
+    samples = at.number_input(key="cfg-damp-samples_per_class").value + 1
+    at.number_input(key="cfg-damp-samples_per_class").set_value(samples).run()
+    at.switch_page("pages/runs.py").run()
+    at.switch_page("pages/forget.py").run()
+    assert not at.exception, at.exception
+    assert at.multiselect(key="forget-classes").value == [2]
+    assert at.multiselect(key="forget-methods").value == ["damp"]
+    assert at.number_input(key="cfg-damp-samples_per_class").value == samples
 
 
 def test_a_dataset_that_cannot_load_leaves_a_clear_message_and_the_upload(monkeypatch):
