@@ -5,6 +5,7 @@ first comparison on a fresh home.
     .venv/bin/python bench/classroom.py --dataset digits --sessions 3 --skip-first-comparison   # quick check (CI)
     .venv/bin/python bench/classroom.py --dataset digits --sessions 3 --first-comparison-timeout 300
     .venv/bin/python bench/classroom.py --sessions 0 --first-comparison-classes all   # the first comparison alone
+    .venv/bin/python bench/classroom.py --page-css '* { transition: none !important; }'   # an experiment on styling
 
 Classroom: a fresh UE_HOME; a fresh process makes sure the SPM original exists and computes every session's request
 alone (``spm-delete`` on the stored original, ``metrics.split_metrics`` as the Predictions page shows them). Then
@@ -506,12 +507,16 @@ async def page_clock(page, timeout_s: float) -> dict:
 
 
 async def run_session(i: int, context, url: str, ref: dict, timeout_s: float,
-                      start_line: StartLine | None = None, think_s: float = 0.0) -> dict:
+                      start_line: StartLine | None = None, think_s: float = 0.0, page_css: str = "") -> dict:
     """One student: open Forget, pick this session's set, (wait at the start line,) Forget (timed), open
     Predictions (timed), read."""
     rec: dict = {"session": i, "request": ref["description"], "errors": set(), "failures": [], "shown": {}}
     page = await context.new_page()
     await page.add_init_script(PAGE_CLOCK_JS)
+    if page_css:  # --page-css: what a page's styling costs in a room (an experiment, not the app's)
+        await page.add_init_script("document.addEventListener('DOMContentLoaded', () => { const s = "
+                                   f"document.createElement('style'); s.textContent = {json.dumps(page_css)}; "
+                                   "document.head.appendChild(s); });")
     reply, table_reply = ServerReply(page, REPLY_MARKER), ServerReply(page, EXPORT.encode())
     # what the browser saw go wrong, for a session that fails: a renderer crash, a closed websocket, console errors
     rec["browser"] = []
@@ -568,7 +573,8 @@ async def run_session(i: int, context, url: str, ref: dict, timeout_s: float,
 
 
 async def classroom(server: Server, refs: list[dict], timeout_s: float, browser_exe: str,
-                    together: bool = True, keep: Path | None = None, think_s: float = 0.0) -> dict:
+                    together: bool = True, keep: Path | None = None, think_s: float = 0.0,
+                    page_css: str = "") -> dict:
     from playwright.async_api import async_playwright
 
     rss = {"before": server.rss_mb()}
@@ -584,7 +590,7 @@ async def classroom(server: Server, refs: list[dict], timeout_s: float, browser_
             cpu_start = server.cpu()
             start_line = StartLine(len(refs) - 1) if together else None
             records += await asyncio.gather(*(run_session(i, contexts[i], server.url, refs[i], timeout_s, start_line,
-                                                          think_s)
+                                                          think_s, page_css)
                                               for i in range(1, len(refs))))
         await asyncio.sleep(3.0)  # the pages keep polling while oracles train: a last look for error boxes
         for rec in records:
@@ -727,6 +733,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--think", type=float, default=0.0,
                     help="seconds each session waits after its Forget result before it opens Predictions (0: at "
                          "once, so the first sessions' pages load while the last clicks are still handled)")
+    ap.add_argument("--page-css", default="",
+                    help="a style sheet the bench adds to every page (an experiment: what the app's own styling "
+                         "costs the browsers in a room), e.g. '* { transition: none !important; }'")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds one interaction may take to settle")
     ap.add_argument("--skip-first-comparison", action="store_true", help="skip the fresh-home first comparison")
     ap.add_argument("--first-comparison-timeout", type=float, default=900.0, help="cap on the first comparison (s)")
@@ -766,7 +775,7 @@ def main(argv=None) -> None:
             try:
                 run = asyncio.run(classroom(server, ref["specs"], args.timeout,
                                             niced_chromium(args.browser_nice, home), args.clicks == "together",
-                                            args.keep, args.think))
+                                            args.keep, args.think, args.page_css))
             finally:
                 server.stop()
                 if args.keep:
@@ -862,6 +871,8 @@ def classroom_report(args, ref: dict, run: dict, notes: list[str]) -> dict:
                  + ("; they clicked Forget together once every page had loaded" if args.clicks == "together" else
                     "; each clicked Forget as soon as it had picked its set")
                  + "; p50/p95 cover every session's Forget click")
+    if args.page_css:
+        notes.append(f"each page had this style added by the bench (--page-css): {args.page_css}")
     if args.think:
         notes.append(f"each session waited {args.think:g} s after its Forget result before opening Predictions "
                      "(--think)")
@@ -915,7 +926,7 @@ def classroom_report(args, ref: dict, run: dict, notes: list[str]) -> dict:
         "predictions_server_p95_s": rounded(percentile(server_table_s, 95)),
         "rss_mb": {k: rounded(v, 1) for k, v in rss.items()},
         "cpu_s": {k: rounded(v, 1) for k, v in run["cpu"].items()}, "browser_nice": args.browser_nice,
-        "clicks": args.clicks, "think_s": args.think,
+        "clicks": args.clicks, "think_s": args.think, "page_css": args.page_css,
     }
 
 
