@@ -176,7 +176,7 @@ def untrained_model_ui(kind: str, dataset: Dataset, key: str) -> Job | None:
 # ---- config forms ------------------------------------------------------------------------------
 def config_form_ui(cls: type, key: str):
     """Widgets for each field of a config dataclass, with the field's reason as help; returns the config. A value
-    the user set stays set when the form is drawn again after another page or a collapsed section."""
+    the user set stays set when the form is drawn again (after another page, or its method chosen again)."""
     helps = field_help(cls)
     hints = typing.get_type_hints(cls)
     values = {}
@@ -184,7 +184,7 @@ def config_form_ui(cls: type, key: str):
         hint, default = hints[f.name], getattr(cls(), f.name)
         wkey, helptext = f"{key}-{f.name}", helps.get(f.name)
         if dataclasses.is_dataclass(hint) or hint not in (bool, int, float, str):
-            continue  # nested configs (e.g. the encoder) keep their defaults in forms
+            continue  # nested configs (e.g. the encoder) and other types keep their defaults in forms
         keep_value(wkey, hint(default))  # the widgets below take their value from here, not from an argument
         if hint is bool:
             values[f.name] = st.checkbox(f.name, key=wkey, help=helptext)
