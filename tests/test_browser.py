@@ -86,6 +86,7 @@ def app_page(url: str, link: str):
 POINTS_JS = """
 () => {
   const gd = document.querySelector('.js-plotly-plot');
+  if (!gd || !gd._fullLayout) return null;  // the chart is being redrawn by a rerun: look again
   const box = gd.getBoundingClientRect();
   const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
   const out = [];
@@ -134,7 +135,7 @@ def test_lasso_grid_forget_predictions(app_url):
         time.sleep(1.0)
         page.screenshot(path=str(OUT / "embeddings-1-map.png"), full_page=True)
 
-        points = page.evaluate(POINTS_JS)
+        points = page.wait_for_function(POINTS_JS, timeout=30_000).json_value()
         assert len(points) > 100, "the map shows too few points"
         # Lasso around a training sample, growing the loop until it holds a handful of samples.
         train_points = [pt for pt in points if pt[0].startswith("train:")]
@@ -175,9 +176,10 @@ def test_lasso_grid_forget_predictions(app_url):
         main.get_by_text(f"Forgetting {len(train_ids)} {noun}").first.wait_for(timeout=180_000)
         wanted = f"({len(train_ids)} training sample"
         deadline = time.time() + 60  # the page may still be swapping its elements: poll the settled text
-        while wanted not in main.inner_text() and time.time() < deadline:
-            time.sleep(0.5)
         text = main.inner_text()
+        while wanted not in text and time.time() < deadline:  # a rerun may blank the page between two reads
+            time.sleep(0.5)
+            text = main.inner_text()
         assert wanted in text, f"Predictions page text: {text[:400]!r}"
         page.screenshot(path=str(OUT / "embeddings-4-predictions.png"), full_page=True)
 
