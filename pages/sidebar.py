@@ -52,14 +52,13 @@ def link_classes_ui(dataset: Dataset) -> None:
 
 def dataset_picker_ui() -> str:
     """The dataset picker; returns the chosen name. The choice lives in the session state and re-seeds the
-    widget when they differ: Streamlit may drop a widget's state when the page changes (or when a link is
-    clicked before the first run finished). Written only then: a write re-sends the value to the browser."""
+    widget on every run: Streamlit may drop a widget's state when the page changes (or when a link is
+    clicked before the first run finished)."""
     state = session_state()
     names = list(list_datasets()) + list(state.uploads)
     if state.dataset_name not in names:
         state.dataset_name = common.DEFAULT_DATASET if common.DEFAULT_DATASET in names else names[0]
-    if st.session_state.get(PICKER) != state.dataset_name:
-        st.session_state[PICKER] = state.dataset_name
+    st.session_state[PICKER] = state.dataset_name
 
     def chosen():
         state.dataset_name = st.session_state[PICKER]
