@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from typing import Any
 
+from core.errors import InputError
 
-class ConfigError(ValueError):
-    """A config value is missing, unknown or of the wrong type."""
+
+class ConfigError(InputError):
+    """A config value is missing, unknown, of the wrong type or not a finite number."""
 
 
 def config_to_dict(config: Any) -> dict:
@@ -62,10 +65,14 @@ def _cast(hint: Any, value: Any, where: str) -> Any:
     if hint in (int, float, str):
         if hint is not str and isinstance(value, bool):
             raise ConfigError(f"{where} expects a number, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):  # JSON's 1e400, NaN and Infinity
+            raise ConfigError(f"{where} expects a finite number, got {value!r}")
         try:
             cast = hint(value)
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, OverflowError) as err:
             raise ConfigError(f"{where} expects {hint.__name__}, got {value!r}") from err
+        if hint is float and not math.isfinite(cast):  # a string such as "nan" or "1e999"
+            raise ConfigError(f"{where} expects a finite number, got {value!r}")
         if hint is int and isinstance(value, float) and cast != value:
             raise ConfigError(f"{where} expects a whole number, got {value!r}")
         return cast

@@ -94,7 +94,9 @@ def test_model_and_method_configs_from_name_value_pairs():
     assert (config.retrieval_reg, config.vit.depth, config.self_retrieval, config.k) == ("self-drop", 2, True, 8)
     assert config.vit.width == MunkeyConfig().vit.width  # untouched nested fields keep their defaults
     for bad, message in (("vit.nope=1", "unknown ViTConfig fields"), ("k=four", "expects int"),
-                         ("keys.seed.x=1", "no nested config 'seed'"), ("k", "expected name=value")):
+                         ("keys.seed.x=1", "no nested config 'seed'"), ("k", "expected name=value"),
+                         ("k=1e400", "k expects a finite number, got inf"),
+                         ("vit.mlp_ratio=NaN", "mlp_ratio expects a finite number")):
         with pytest.raises(ConfigError, match=message):
             config_with(MunkeyConfig, [bad])
 

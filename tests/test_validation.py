@@ -505,6 +505,21 @@ def test_property_sweep_specs(ds, seeds, request):
     _valid_or_input_error(sweep.parse_request, ds, "class:" + request, 0)
 
 
+CONFIG_FIELDS = st.sampled_from(["k", "vit.width", "vit.mlp_ratio", "self_retrieval", "keys.x"])
+CONFIG_VALUES = st.one_of(st.text(max_size=12), st.sampled_from(["1e400", "-1e400", "NaN", "Infinity", "2.5", "[1, 2]",
+                                                                  "null", "{}", "9" * 400, "true"]))
+
+
+@PROPERTY
+@given(pairs=st.lists(st.one_of(st.text(max_size=30), st.tuples(CONFIG_FIELDS, CONFIG_VALUES).map("=".join)),
+                      max_size=4))
+def test_property_config_pairs(pairs):
+    from core.cli import config_with
+    from core.models.munkey import MunkeyConfig
+
+    _valid_or_input_error(config_with, MunkeyConfig, pairs)
+
+
 @PROPERTY
 @given(params=st.dictionaries(st.sampled_from(["dataset", "model", "method", "classes", "other"]) | st.text(max_size=8),
                               st.one_of(st.text(max_size=250), st.lists(st.text(max_size=20), max_size=3),
