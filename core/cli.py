@@ -79,7 +79,16 @@ def _dataset(args):
     return load_dataset(args.dataset)
 
 
+MAX_TRAIN_SEED = 2_000_000_000  # oracles train on seed + 1..K: still below 2**31, which torch and numpy take
+
+
 def _train_config(args, dataset):
+    """The dataset's recipe for ``--model`` with ``--epochs``, ``--train-seed`` and ``--device`` applied."""
+    if args.epochs is not None and args.epochs < 1:  # 0 would store an untrained model as if trained
+        raise InputError(source="--epochs", found=str(args.epochs), expected="a whole number of epochs, 1 or more")
+    if args.train_seed is not None and not 0 <= args.train_seed <= MAX_TRAIN_SEED:
+        raise InputError(source="--train-seed", found=str(args.train_seed),
+                         expected=f"a whole number from 0 to {MAX_TRAIN_SEED:,}")
     tc = bundle.recipe(dataset.name, args.model)
     changes = {k: v for k, v in {"epochs": args.epochs, "seed": args.train_seed, "device": args.device}.items()
                if v is not None}

@@ -70,8 +70,10 @@ def parse_seeds(text: str) -> list[int]:
             first, last = int(lo), int(hi) if dash else int(lo)
         except ValueError:
             raise SweepError(f"--seeds: {part.strip()!r} is not a seed or a range like 0-4") from None
-        if first < 0 or last < first or last - first >= MAX_RUNS:
+        if first < 0 or last < first:
             raise SweepError(f"--seeds: {part.strip()!r} is not a range of non-negative seeds like 0-4")
+        if last - first >= MAX_RUNS:
+            raise SweepError(f"--seeds: {part.strip()!r} holds more than {MAX_RUNS:,} seeds: split the sweep")
         seeds.extend(range(first, last + 1))
     if not seeds:
         raise SweepError("--seeds: no seed given (e.g. 0-4)")

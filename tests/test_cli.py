@@ -101,6 +101,13 @@ def test_model_and_method_configs_from_name_value_pairs():
             config_with(MunkeyConfig, [bad])
 
 
+def test_cli_training_settings_out_of_range_are_refused_before_training():
+    for flag, value, expected in (("--epochs", "0", "a whole number of epochs, 1 or more"),
+                                  ("--train-seed", "-1", "a whole number from 0 to 2,000,000,000")):
+        code, out = cli("train", "--dataset", "digits", "--model", "parametric", flag, value)
+        assert code == 2 and out["error"] == f"{flag}: {value}; expected {expected}."
+
+
 def test_cli_model_config_errors_stop_before_training():
     code, out = cli("train", "--dataset", "digits", "--model", "munkey", "--model-set", "retrieval_reg=self-drop",
                     "--model-set", "self_retrieval=false")

@@ -14,6 +14,8 @@ def test_seed_ranges():
     for bad in ("", "a", "4-1", "-2", "0-x"):
         with pytest.raises(sweep.SweepError, match="--seeds"):
             sweep.parse_seeds(bad)
+    with pytest.raises(sweep.SweepError, match=r"--seeds: '0-99999999' holds more than 10,000 seeds: split"):
+        sweep.parse_seeds("0-99999999")
 
 
 @pytest.mark.parametrize("methods, requests, entry", [
