@@ -8,8 +8,8 @@ import streamlit as st
 from core import charts, runs_db, store
 from pages.sidebar import page_dataset
 
-SWEEP_COMMAND = ("python -m core sweep --dataset digits --model parametric --methods ft,ga "
-                 "--requests class:0 --seeds 0-2")
+MAKING_RUNS = ("Runs are made on the Forget page (its post-hoc methods: each finished run is stored once the "
+               "Predictions page has scored it against the oracles) or by a sweep from the command line, for example:")
 ALL_MODELS = "all models"
 ALL_REQUESTS = "all requests"
 
@@ -18,11 +18,11 @@ def empty_ui(dataset_name: str | None, elsewhere: int) -> None:
     """What to do when no run fits: how to make runs, or where the stored ones are."""
     if elsewhere:
         st.info(f"No run on **{dataset_name}** is stored yet; {elsewhere:,} run(s) on other datasets are: "
-                "tick *All datasets* above, or pick their dataset in the sidebar. Runs are made by a sweep from "
-                "the command line, for example:")
+                f"tick *All datasets* above, or pick their dataset in the sidebar. {MAKING_RUNS}")
     else:
-        st.info("No run is stored yet. Runs are made by a sweep from the command line, for example:")
-    st.code(SWEEP_COMMAND, language="bash")
+        st.info(f"No run is stored yet. {MAKING_RUNS}")
+    st.code(f"python -m core sweep --dataset {dataset_name or 'digits'} --model parametric --methods ft,ga "
+            "--requests class:0 --seeds 0-2", language="bash")
     st.caption("Each method run of the sweep, one per seed, becomes a row here with its metrics, timings, "
                "configuration and hashes.")
 

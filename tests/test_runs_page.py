@@ -62,8 +62,12 @@ def values(data) -> list[float]:
 
 def test_no_runs_says_how_to_make_them():
     at = runs_page()
-    assert any("No run is stored yet" in i.value for i in at.info)
-    assert any("python -m core sweep" in c.value for c in at.code)
+    assert any("No run is stored yet" in i.value and "Forget page" in i.value for i in at.info)
+    assert any(c.value.startswith("python -m core sweep --dataset digits ") for c in at.code)  # the sidebar's
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["dataset"] = "mnist-5k"  # a link to the page on another dataset
+    at.switch_page(PAGE).run()
+    assert any(c.value.startswith("python -m core sweep --dataset mnist-5k ") for c in at.code)
     assert not at.dataframe and not at.get("download_button")
 
 
@@ -132,6 +136,7 @@ def test_without_a_dataset_the_page_shows_every_dataset(monkeypatch):
 
     store_runs()
     monkeypatch.setattr(pages.common, "load_dataset", broken)
+    pages.common.cached_dataset.clear()  # loaded by another test of this process
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state[state.KEY] = state.SessionState(dataset_name="mnist-5k")
     at.switch_page(PAGE).run()
