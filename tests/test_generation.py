@@ -232,9 +232,10 @@ def test_class_forgetting_report_on_real_images(digits):
     assert report["fd_o"] == pytest.approx(0, abs=1e-6)
 
 
-def test_generate_page_draws_three_grids_from_the_same_noise(digits, parametric_model):
+def test_generate_page_draws_three_grids_from_the_same_noise(digits):
     """AppTest of pages/generate.py with the kind's default recipe on digits (a few seconds of training): the
-    original and the oracle without class 0 are stored first, so the page only loads them."""
+    original, the oracle without class 0 and the parametric network that labels the images are stored first (in
+    this module's store), so the page only loads them."""
     from streamlit.testing.v1 import AppTest
 
     from core import workflow
@@ -242,6 +243,7 @@ def test_generate_page_draws_three_grids_from_the_same_noise(digits, parametric_
     from pages.state import KEY, SessionState
 
     trained = bundle.train_or_load("gen-spm", digits)
+    labeller = bundle.train_or_load("parametric", digits).classifier
     workflow.oracle("gen-spm", digits, request_classes(digits, [0]), seed_offset=1)  # the page's oracle
     at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "pages" / "generate.py"), default_timeout=300)
     at.session_state[KEY] = SessionState(dataset_name=digits.name, dataset=digits, sidebar_drawn=True)
@@ -263,5 +265,5 @@ def test_generate_page_draws_three_grids_from_the_same_noise(digits, parametric_
         (titles, [(j.title, j.state, j.error) for j in backend().jobs()])
     captions = [c for image in at.get("image") for c in image.captions]
     assert sum(" → " in c for c in captions) == 3 * 4, captions  # three grids, each image with its label
-    expected = G.predicted_labels(parametric_model, trained.classifier.sample(0, 4, 0, 10))
+    expected = G.predicted_labels(labeller, trained.classifier.sample(0, 4, 0, 10))
     assert captions[:4] == [f"#{i} → {class_label(digits, c)}" for i, c in enumerate(expected)]  # same noise
