@@ -31,11 +31,13 @@ data:
 run: venv data
 	$(BIN)/streamlit run app.py
 
-# For a room: binds every network interface (`make run` binds localhost only) and prints the address to share.
+# For a room: binds every network interface (`make run` binds localhost only) and prints the address to share;
+# each session may have 6 trainings going (UE_SESSION_TRAININGS), a room's fair share of one server.
 PORT ?= 8501
+UE_SESSION_TRAININGS ?= 6
 classroom: venv data
 	@echo "Students open: http://$$(hostname -I 2>/dev/null | awk '{print $$1}'):$(PORT)"
-	$(BIN)/streamlit run app.py --server.address 0.0.0.0 --server.port $(PORT)
+	UE_SESSION_TRAININGS=$(UE_SESSION_TRAININGS) $(BIN)/streamlit run app.py --server.address 0.0.0.0 --server.port $(PORT)
 
 test: venv
 	$(BIN)/python -m pytest -q tests

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from core.errors import InputError
 from core.job import (  # noqa: F401  (Job, ProgressBoard, limit_threads and worker_entry are re-exported)
     Job,
     ProgressBoard,
@@ -44,6 +45,9 @@ ADDRESS_ENV = "UE_RAY_ADDRESS"
 CPUS_ENV = "UE_RAY_CPUS"
 OBJECT_STORE_ENV = "UE_RAY_OBJECT_STORE_MB"
 LAZY_ENV = "UE_RAY_LAZY"  # "1": the app starts Ray on its first long job instead of at its first visitor
+SESSION_TRAININGS_ENV = "UE_SESSION_TRAININGS"
+# one click of every post-hoc method with its oracles; `make classroom` sets fewer, a room's fair share
+DEFAULT_SESSION_TRAININGS = 16
 DEFAULT_OBJECT_STORE_MB = 600  # Fashion-MNIST is ~220 MB as float32; a bounded store, not Ray's 30% of RAM
 ATTACH_TIMEOUT_S = 10.0
 PROGRESS_POLL_S = 0.5
@@ -97,6 +101,20 @@ def unreachable_message(address: str, err: BaseException) -> str:
     return (f"Cannot reach the Ray cluster at {address!r} ({ADDRESS_ENV} or --ray-address): {err}. "
             f"Start it with `ray start --head --port {address.rpartition(':')[2] or 6379}`, or unset "
             f"{ADDRESS_ENV} (drop --ray-address) to run everything on this machine.")
+
+
+def session_training_cap() -> int:
+    """How many trainings (oracles, method runs) one app session may have queued or running before it starts
+    more: ``$UE_SESSION_TRAININGS`` (a whole number; 0: no limit), else 16. Ray runs tasks in the order they
+    come, so without a cap one session clicking Forget again and again would queue work every other session's
+    oracles then wait behind."""
+    raw = os.environ.get(SESSION_TRAININGS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_SESSION_TRAININGS
+    if not raw.isdigit():
+        raise InputError(f"{SESSION_TRAININGS_ENV} must be a whole number (0: no limit), found {raw!r}; unset it for "
+                         f"the default {DEFAULT_SESSION_TRAININGS}")
+    return int(raw)
 
 
 class Backend:
@@ -233,6 +251,10 @@ class Backend:
         """Jobs, oldest first; with ``owner`` only those that session asked for."""
         out = [j for j in self._jobs.values() if owner is None or owner in j.owners]
         return sorted(out, key=lambda j: j.submitted)
+
+    def trainings(self, owner: str) -> list[Job]:
+        """The Ray jobs ``owner`` asked for that are still queued or running (loads in this process not counted)."""
+        return [j for j in self.jobs(owner) if j.active and not j.local]
 
     def resources(self) -> dict:
         """The cluster's total resources (CPU, GPU, memory), once Ray is up."""

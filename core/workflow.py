@@ -85,13 +85,14 @@ def oracle_train_config(kind: str, dataset: Dataset, seed_offset: int = 0, base=
 
 def model_job(engine: Backend, kind: str, dataset: Dataset, request: ForgetRequest | None = None,
               seed_offset: int = 0, config=None, train_config=None, owner: str | None = None,
-              start: bool = True, gpu: bool = False, cpus: int = 1) -> Job | None:
+              start: bool = True, gpu: bool = False, cpus: int = 1, train: bool = True) -> Job | None:
     """The job that makes the original (``request`` None) or an oracle without ``request`` (its recipe's seed
     moved by ``seed_offset``): a stored model loads in this process (seconds, never behind training), any
     other trains on Ray with ``cpus`` cores (one by default, so that oracles train side by side). Keyed by
     the model's store key, so every caller asking for it shares one job. With ``start`` False, only an
-    existing job is returned. A failed job is returned as it is, its error saying why, not started again by
-    every caller that asks (a page asks at each redraw): ``Backend.discard`` it to try again."""
+    existing job is returned; with ``train`` False, a stored model still loads but none is sent to train (None).
+    A failed job is returned as it is, its error saying why, not started again by every caller that asks (a page
+    asks at each redraw): ``Backend.discard`` it to try again."""
     base_tc = tc = train_config or bundle.recipe(dataset.name, kind)
     if seed_offset:
         tc = oracle_train_config(kind, dataset, seed_offset, tc)
@@ -113,6 +114,8 @@ def model_job(engine: Backend, kind: str, dataset: Dataset, request: ForgetReque
             return bundle.train_or_load(kind, dataset, config, tc, request, progress=progress, allow_train=False)
 
         return engine.run_local(key, f"loading {title}", load, owner)
+    if not train:
+        return None
     job = engine.submit(key, title, train_remote(kind, dataset, request, 0, config, tc, gpu, cpus), owner)
     if job.expected_s is None and request is not None:
         _estimate(job, engine, kind, dataset, config, base_tc, request)
@@ -163,17 +166,19 @@ def _recipe_without_seed(config, train_config) -> tuple[str, str]:
 
 def oracle_jobs(engine: Backend, kind: str, dataset: Dataset, request: ForgetRequest, k: int | None = None,
                 config=None, train_config=None, owner: str | None = None, start: bool = True,
-                gpu: bool = False, recorded: bool = False) -> list[Job | None]:
+                gpu: bool = False, recorded: bool = False, train: bool = True) -> list[Job | None]:
     """The jobs of the K oracles of ``request`` (seed offsets 1..K), in parallel on Ray (``model_job``); with
-    ``start`` False, the jobs that exist (None for the others). With ``recorded``, an oracle that is not trained
+    ``start`` False, the jobs that exist (None for the others); with ``train`` False, those and the stored ones,
+    none sent to train. With ``recorded``, an oracle that is not trained
     but was recorded (``core.recorded``) comes as a finished job holding its recorded predictions, enough for a
     comparison but not for what needs weights; a trained oracle always comes first."""
-    return [_oracle_job(engine, kind, dataset, request, offset, config, train_config, owner, start, gpu, recorded)
-            for offset in oracle_offsets(k)]
+    return [_oracle_job(engine, kind, dataset, request, offset, config, train_config, owner, start, gpu, recorded,
+                        train) for offset in oracle_offsets(k)]
 
 
 def _oracle_job(engine: Backend, kind: str, dataset: Dataset, request: ForgetRequest, offset: int, config,
-                train_config, owner: str | None, start: bool, gpu: bool, recorded: bool) -> Job | None:
+                train_config, owner: str | None, start: bool, gpu: bool, recorded: bool,
+                train: bool = True) -> Job | None:
     trained = model_job(engine, kind, dataset, request, offset, config, train_config, owner, start=False)
     note = ""
     if recorded and not (trained is not None and trained.finished_ok):
@@ -187,7 +192,7 @@ def _oracle_job(engine: Backend, kind: str, dataset: Dataset, request: ForgetReq
             if model is not None:
                 return engine.add_done(f"recorded:{kind}:{store_key}", f"{kind} oracle without "
                                        f"{request.description} (seed +{offset}), recorded", model, owner)
-    job = model_job(engine, kind, dataset, request, offset, config, train_config, owner, start, gpu)
+    job = model_job(engine, kind, dataset, request, offset, config, train_config, owner, start, gpu, train=train)
     if job is not None and note:
         job.note = note
     return job

@@ -13,8 +13,9 @@ from collections.abc import Callable
 import streamlit as st
 
 from core import bundle, store, workflow
-from core.backend import LAZY_ENV, Backend, Job, limit_threads
+from core.backend import DEFAULT_SESSION_TRAININGS, LAZY_ENV, Backend, Job, limit_threads, session_training_cap
 from core.data import Dataset, load_dataset
+from core.errors import InputError
 from core.eval import neighbours as NB
 from core.models import get_model_kind, list_model_kinds
 from core.session import ForgetSession
@@ -113,23 +114,46 @@ def warm_job(kind: str, dataset: Dataset, trained: bundle.TrainedModel) -> Job:
                                f"{kind}: predictions on {dataset.name}", work, owner=session_state().id)
 
 
+def session_trainings() -> list[Job]:
+    """This session's oracles and method runs still queued or running on Ray."""
+    return backend().trainings(session_state().id)
+
+
+def may_train() -> bool:
+    """Whether this session may send more work to train: fewer than ``session_training_cap`` of its own going.
+    Work it asks for beyond that starts at a later redraw, once some of its own has finished; an oracle or run
+    another session started is shared whatever the count."""
+    cap = training_cap()
+    return not cap or len(session_trainings()) < cap
+
+
+def training_cap() -> int:
+    """``session_training_cap``; its default while ``$UE_SESSION_TRAININGS`` is not a number (the sidebar says so)."""
+    try:
+        return session_training_cap()
+    except InputError:
+        return DEFAULT_SESSION_TRAININGS
+
+
 def oracle_job(kind: str, dataset: Dataset, request, seed_offset: int = 1, start: bool = True,
                asked: bool = False) -> Job | None:
     """One oracle of ``request`` (by default the first of the K, seed offset 1), e.g. a reference kind's; one this
-    session cancelled, or one that failed, is started again only when the user ``asked``."""
+    session cancelled, or one that failed, is started again only when the user ``asked``; none trains while
+    this session has its share going (``may_train``)."""
     start = _may_start(lambda: [workflow.model_job(backend(), kind, dataset, request, seed_offset, start=False)],
                        start, asked)
-    return workflow.model_job(backend(), kind, dataset, request, seed_offset, owner=session_state().id, start=start)
+    return workflow.model_job(backend(), kind, dataset, request, seed_offset, owner=session_state().id, start=start,
+                              train=not start or may_train())
 
 
 def oracle_jobs(kind: str, dataset: Dataset, request, start: bool = True, recorded: bool = True,
                 asked: bool = False) -> list[Job | None]:
     """The K oracles of ``request`` on Ray (None: not started); a record stands in for an untrained one. Oracles
     this session cancelled, and any that failed, are shown as they are, not started again, until the user
-    ``asked`` (or ``retry_jobs``)."""
+    ``asked`` (or ``retry_jobs``); none trains while this session has its share going (``may_train``)."""
     start = _may_start(lambda: workflow.oracle_jobs(backend(), kind, dataset, request, start=False), start, asked)
     return workflow.oracle_jobs(backend(), kind, dataset, request, owner=session_state().id, start=start,
-                                recorded=recorded)
+                                recorded=recorded, train=not start or may_train())
 
 
 def _may_start(existing: Callable[[], list[Job | None]], start: bool, asked: bool) -> bool:

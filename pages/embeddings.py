@@ -27,7 +27,7 @@ from pages.common import (
 from pages.embeddings_panels import layout_ui, sample_ui, selection_ui
 from pages.sidebar import page_dataset
 from pages.state import session_state
-from pages.widgets import job_status_ui, poll_while_active, untrained_model_ui
+from pages.widgets import job_status_ui, poll_while_active, training_refused_ui, untrained_model_ui
 
 SHOW = {"both": "test + training sample", "test": "test set", "train": "training sample"}
 
@@ -91,7 +91,8 @@ def oracle_map_job(kind: str, dataset: Dataset, request) -> Job | None:
                "predictions, which have none.")
     if st.button(f"Train the oracle for the third map{f' (about {duration(expected)})' if expected else ''}",
                  key="emb-train-oracle", help="The original's recipe retrained without the forgotten samples "
-                                              "(seed + 1), in the background; the other two maps need nothing."):
+                                              "(seed + 1), in the background; the other two maps need nothing.") \
+            and not training_refused_ui():
         oracle_job(kind, dataset, request, asked=True)
         st.rerun()
     return None

@@ -12,7 +12,7 @@ from core.data import Dataset, ForgetRequest
 from core.views import evidence as EV
 from core.views.predictions import ShownModel
 from pages.common import oracle_jobs
-from pages.widgets import job_status_ui, number_table_ui
+from pages.widgets import job_status_ui, number_table_ui, training_refused_ui
 
 
 def trained_oracles_ui(kind: str, oracles: list[bundle.TrainedModel], dataset: Dataset,
@@ -29,7 +29,8 @@ def trained_oracles_ui(kind: str, oracles: list[bundle.TrainedModel], dataset: D
                "the recorded predictions in the comparison.")
     if not any(j is not None and (j.active or j.finished_ok) for j in jobs) and st.button(
             f"Train the {len(oracles)} oracles", key="pred-train-oracles",
-            help="Retrains the recipe without the forgotten samples on each oracle's seed, in the background."):
+            help="Retrains the recipe without the forgotten samples on each oracle's seed, in the background.") \
+            and not training_refused_ui():
         jobs = oracle_jobs(kind, dataset, request, recorded=False, asked=True)
     for i, job in enumerate(jobs, 1):
         if job is not None and not job.finished_ok:

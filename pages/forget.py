@@ -28,6 +28,8 @@ from pages.widgets import (
     keep_value,
     oracle_jobs_ui,
     poll_while_active,
+    training_refused_ui,
+    trainings_waiting_ui,
     untrained_model_ui,
 )
 
@@ -105,6 +107,7 @@ def by_design_ui(dataset: Dataset, session: ForgetSession) -> list[Job | None]:
             oracles = oracle_jobs(kind, dataset, request)
             jobs += oracles
             oracle_jobs_ui(kind, oracles, f"{kind}-{request.key()}")
+            jobs += trainings_waiting_ui(oracles, f"{kind} oracle")
     return jobs
 
 
@@ -126,7 +129,7 @@ def methods_ui(dataset: Dataset, request: ForgetRequest) -> list[Job]:
         original = ready_model("parametric", dataset)
         if original is None:
             st.error("The parametric model is not trained for this dataset yet: train it on the Models page.")
-        else:
+        elif not training_refused_ui():
             oracle_jobs("parametric", dataset, request)
             for name in chosen:
                 try:

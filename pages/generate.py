@@ -17,7 +17,7 @@ from core.eval import generation as G
 from core.views import class_label
 from pages.common import oracle_job, ready_model
 from pages.sidebar import page_dataset
-from pages.widgets import image_grid_ui, job_status_ui, poll_while_active, untrained_model_ui
+from pages.widgets import image_grid_ui, job_status_ui, poll_while_active, training_refused_ui, untrained_model_ui
 
 KIND = "gen-spm"
 NEIGHBOURS = 3  # nearest training images shown per generated image
@@ -57,7 +57,8 @@ def oracle_ui(dataset: Dataset, q: int):
     if job is not None and job_status_ui(job, f"oracle without {class_label(dataset, q)}"):
         return job.result, job
     if (job is None or not job.active) and st.button(f"Train the oracle without {class_label(dataset, q)}",
-                                                     key="gen-oracle", help="The same recipe, on the backend."):
+                                                     key="gen-oracle", help="The same recipe, on the backend.") \
+            and not training_refused_ui():
         oracle_job(KIND, dataset, request, asked=True)
         st.rerun()
     return None, job

@@ -32,7 +32,14 @@ from pages.common import (
 from pages.evidence_panels import evidence_ui, oracles_ui, verdict_ui
 from pages.predictions_audit import audit_ui, method_ui, probes_ui, runs_ui
 from pages.sidebar import page_dataset
-from pages.widgets import chosen_tab_ui, image_grid_ui, job_status_ui, keep_value, poll_while_active
+from pages.widgets import (
+    chosen_tab_ui,
+    image_grid_ui,
+    job_status_ui,
+    keep_value,
+    poll_while_active,
+    trainings_waiting_ui,
+)
 
 # Below the verdict, one panel at a time: only the chosen tab is computed, sent and drawn (the evidence's attacks
 # and the charts and images of the others are most of the page's cost, on the server and in the browser).
@@ -77,7 +84,9 @@ def metrics_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, reques
                              help=f"The paper's other oracle for {shown.kind}: a {ref} of the same size retrained "
                                   "without the forgotten samples (trains in the background the first time).")
         job = oracle_job(ref, dataset, request, start=wanted)
-        if wanted and job is not None:
+        if wanted and job is None:
+            jobs += trainings_waiting_ui([job], f"{ref} oracle")
+        elif wanted:
             jobs.append(job)
             if job_status_ui(job, f"{ref} oracle", retry=True):
                 references.append(reference_gaps(ref, view, job.result.classifier, dataset, request))
@@ -136,6 +145,7 @@ def main() -> None:
         return
     oracle_work = oracle_jobs(shown.kind, dataset, request)
     oracles_ui(oracle_work)
+    jobs += trainings_waiting_ui(oracle_work)
     oracles = workflow.finished(oracle_work)
     try:
         with st.spinner(f"Predicting every training and test image with {shown.name} before and after the deletion "

@@ -7,6 +7,7 @@ import os
 
 import streamlit as st
 
+from core.backend import session_training_cap
 from core.data import DataError, Dataset, list_datasets
 from core.errors import InputError
 from core.validate import parse_query
@@ -106,6 +107,10 @@ def jobs_sidebar_ui(list_loads: bool = True) -> None:
     engine, owner = common.backend(), session_state().id
     if engine.status == "failed":
         st.sidebar.error(f"Compute backend: {engine.error}")
+    try:
+        session_training_cap()
+    except InputError as err:
+        st.sidebar.error(f"{err} Each session may now have {common.training_cap()} trainings going.")
     active = [j for j in engine.jobs(owner=owner) if j.active]
     if not active or (not list_loads and all(j.local for j in active)):
         return

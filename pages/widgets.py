@@ -11,7 +11,7 @@ import streamlit as st
 from PIL import Image
 
 from core import bundle, recorded
-from core.backend import Job
+from core.backend import SESSION_TRAININGS_ENV, Job
 from core.configs import field_help
 from core.data import Dataset
 from core.views import duration, recipe_note
@@ -117,6 +117,32 @@ def oracle_jobs_ui(kind: str, jobs: list[Job | None], key: str) -> None:
             st.button(f"Train the {kind} oracles again", key=f"restart-oracles-{key}"):
         common.retry_jobs(again)
         st.rerun()
+
+
+def waiting_to_train_text(what: str, then: str = "They start as yours finish") -> str:
+    """Why ``what`` has not started: this session has its share of the server's training going."""
+    return (f"{what}: this browser session has {len(common.session_trainings())} trainings going, and starts more "
+            f"once fewer than {common.training_cap()} are (each session's share of this server, "
+            f"${SESSION_TRAININGS_ENV}). {then}; Undo or Reset on the Forget page stops the work of requests you "
+            "have left.")
+
+
+def trainings_waiting_ui(jobs: list[Job | None], what: str = "oracle") -> list[Job]:
+    """When some of ``jobs`` (asked for; None: not started) wait for this session's share (``common.may_train``),
+    say so; returns this session's trainings, to poll, so that the page reruns and starts them as one ends."""
+    waiting = sum(j is None for j in jobs)
+    if not waiting or common.may_train():
+        return []
+    st.caption(waiting_to_train_text(f"{waiting} {what}{'s' if waiting > 1 else ''} waiting"))
+    return common.session_trainings()
+
+
+def training_refused_ui() -> bool:
+    """For a button that asks for a training: True, with the reason, while this session has its share going."""
+    if common.may_train():
+        return False
+    st.warning(waiting_to_train_text("Not started", "Ask again once some of yours finish"))
+    return True
 
 
 def poll_while_active(jobs: list[Job | None]) -> None:

@@ -163,6 +163,40 @@ def test_undo_stops_the_undone_requests_oracles():
     assert any(j.state == "cancelled" for j in jobs)
 
 
+def test_a_session_with_its_share_of_trainings_going_starts_more_only_as_they_end(monkeypatch, parametric_model):
+    """One session clicking Forget again and again must not queue work every other session's oracles then wait
+    behind (Ray runs tasks in the order they come): past its share (UE_SESSION_TRAININGS) it starts none."""
+    import pages.common
+    from core.backend import Job
+    from pages import state
+
+    def oracles(seed):
+        return [j for j in backend().jobs() if j.key.startswith("oracle:spm:") and f"(seed {seed})" in j.title]
+
+    at = forget_random(started_app(), 4324)
+    going = backend().trainings(at.session_state[state.KEY].id)  # read first: a job active after was active then
+    assert len(oracles(4324)) == 3 and {j.key for j in oracles(4324) if j.active} <= {j.key for j in going}
+
+    monkeypatch.setenv("UE_SESSION_TRAININGS", "2")
+    busy = [Job(f"busy-{i}", "a training of this session") for i in range(2)]
+    monkeypatch.setattr(pages.common, "session_trainings", lambda: busy)
+    forget_random(at, 4325)
+    assert not at.exception, at.exception
+    assert oracles(4325) == []  # nothing sent to Ray
+    assert ("3 spm oracles waiting: this browser session has 2 trainings going, and starts more once fewer than 2 "
+            "are (each session's share of this server, $UE_SESSION_TRAININGS). They start as yours finish") in \
+        " ".join(c.value for c in at.caption)
+    at.multiselect(key="forget-methods").select("ft").run()
+    at.button(key="forget-run-methods").click().run()
+    assert any(w.value.startswith("Not started: this browser session has 2 trainings going") for w in at.warning)
+    assert not [j for j in backend().jobs() if j.title.startswith("ft on random 10% (seed 4325)")]
+
+    busy.pop()  # one of its own has ended: the next redraw (the page polls them) starts the waiting oracles
+    at.run()
+    assert not at.exception, at.exception
+    assert len(oracles(4325)) == 3 and not any("oracles waiting" in c.value for c in at.caption)
+
+
 def test_cancelled_oracles_stay_cancelled_until_asked_again():
     at = forget_random(started_app(), 4322)
 

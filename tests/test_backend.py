@@ -1,6 +1,7 @@
 """The Ray backend against a real local Ray instance: round trip, progress, cancel, killed workers, bad address."""
 
 import os
+import re
 import signal
 import sys
 import time
@@ -13,7 +14,7 @@ from ray import cloudpickle
 from core import bundle, runs_db, store, workflow
 from core.backend import Backend, BackendError, Task
 from core.configs import config_to_dict
-from core.data import request_classes
+from core.data import request_classes, request_ids
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import a test module by name
 
@@ -298,3 +299,34 @@ def test_a_queued_oracle_is_estimated_from_the_latest_one_trained_on_this_backen
     assert workflow.measured_train_seconds(engine, "parametric", digits, None, longer, request) is None
     done.local = True  # loaded here, not trained on a worker: not a measurement
     assert workflow.measured_train_seconds(engine, "parametric", digits, None, None, request) is None
+
+
+def test_the_trainings_a_session_may_have_going_is_named(monkeypatch):
+    from core.backend import DEFAULT_SESSION_TRAININGS, session_training_cap
+    from core.errors import InputError
+
+    monkeypatch.delenv("UE_SESSION_TRAININGS", raising=False)
+    assert session_training_cap() == DEFAULT_SESSION_TRAININGS == 16
+    monkeypatch.setenv("UE_SESSION_TRAININGS", "0")  # no limit
+    assert session_training_cap() == 0
+    for bad in ("many", "-2", "1.5"):
+        monkeypatch.setenv("UE_SESSION_TRAININGS", bad)
+        with pytest.raises(InputError, match=f"UE_SESSION_TRAININGS must be a whole number \\(0: no limit\\), "
+                                             f"found '{re.escape(bad)}'"):
+            session_training_cap()
+
+
+def test_without_train_a_model_job_loads_a_stored_model_but_sends_none_to_train(digits, parametric_model):
+    """What a session with its share of trainings going asks for: stored models still load, nothing trains."""
+    from core.job import Job
+
+    class NoTraining(Backend):
+        def submit(self, *args, **kwargs) -> Job:
+            raise AssertionError("sent to train")
+
+    engine, request = NoTraining(), request_ids(digits, [5, 8, 13])  # no other test trains its oracles
+    assert workflow.model_job(engine, "parametric", digits, request, 7, owner="s", train=False) is None
+    assert workflow.oracle_jobs(engine, "parametric", digits, request, owner="s", train=False) == [None] * 3
+    loaded = workflow.model_job(engine, "parametric", digits, owner="s", train=False)  # the stored original
+    assert loaded is not None and loaded.local and loaded.wait(60) and loaded.finished_ok
+    assert engine.trainings("s") == []  # a load in this process is not one of the session's trainings

@@ -1,5 +1,6 @@
 """What the server exposes: localhost only unless a room is asked for, and a capped upload size."""
 
+import os
 import subprocess
 import tomllib
 from pathlib import Path
@@ -14,5 +15,8 @@ def test_the_app_binds_localhost_and_caps_uploads():
 
 
 def test_make_classroom_binds_every_interface_and_prints_the_address():
-    out = subprocess.run(["make", "-n", "classroom"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    env = {k: v for k, v in os.environ.items() if k != "UE_SESSION_TRAININGS"}
+    out = subprocess.run(["make", "-n", "classroom"], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env=env).stdout
     assert "--server.address 0.0.0.0" in out and "Students open" in out
+    assert "UE_SESSION_TRAININGS=6 " in out  # a room's share of trainings per session
