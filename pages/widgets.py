@@ -121,10 +121,9 @@ def oracle_jobs_ui(kind: str, jobs: list[Job | None], key: str) -> None:
 
 def waiting_to_train_text(what: str, then: str = "They start as yours finish") -> str:
     """Why ``what`` has not started: this session has its share of the server's training going."""
-    return (f"{what}: this browser session has {len(common.session_trainings())} trainings going, and starts more "
-            f"once fewer than {common.training_cap()} are (each session's share of this server, "
-            f"${SESSION_TRAININGS_ENV}). {then}; Undo or Reset on the Forget page stops the work of requests you "
-            "have left.")
+    return (f"{what}: this browser session has {len(common.session_trainings())} trainings going, and its share of "
+            f"this server is {common.training_cap()} at once (${SESSION_TRAININGS_ENV}). {then}; Undo or Reset on "
+            "the Forget page stops the work of requests you have left.")
 
 
 def trainings_waiting_ui(jobs: list[Job | None], what: str = "oracle") -> list[Job]:

@@ -183,8 +183,8 @@ def test_a_session_with_its_share_of_trainings_going_starts_more_only_as_they_en
     forget_random(at, 4325)
     assert not at.exception, at.exception
     assert oracles(4325) == []  # nothing sent to Ray
-    assert ("3 spm oracles waiting: this browser session has 2 trainings going, and starts more once fewer than 2 "
-            "are (each session's share of this server, $UE_SESSION_TRAININGS). They start as yours finish") in \
+    assert ("3 spm oracles waiting: this browser session has 2 trainings going, and its share of this server is 2 "
+            "at once ($UE_SESSION_TRAININGS). They start as yours finish") in \
         " ".join(c.value for c in at.caption)
     at.multiselect(key="forget-methods").select("ft").run()
     at.button(key="forget-run-methods").click().run()
