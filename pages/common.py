@@ -115,7 +115,7 @@ def warm_job(kind: str, dataset: Dataset, trained: bundle.TrainedModel) -> Job:
 
 
 def session_trainings() -> list[Job]:
-    """This session's oracles and method runs still queued or running on Ray."""
+    """This session's work still queued or running on Ray: oracles, method runs, layouts, models it asked for."""
     return backend().trainings(session_state().id)
 
 
