@@ -22,7 +22,7 @@ def empty_ui(dataset_name: str | None, elsewhere: int) -> None:
     else:
         st.info(f"No run is stored yet. {MAKING_RUNS}")
     st.code(f"python -m core sweep --dataset {dataset_name or 'digits'} --model parametric --methods ft,ga "
-            "--requests class:0 --seeds 0-2", language="bash")
+            "--requests class:0 --seeds 0-2", language="bash", wrap_lines=True)
     st.caption("Each method run of the sweep, one per seed, becomes a row here with its metrics, timings, "
                "configuration and hashes.")
 
