@@ -92,10 +92,11 @@ def request_ui(dataset: Dataset, session: ForgetSession) -> None:
 
 
 def by_design_ui(dataset: Dataset, session: ForgetSession) -> list[Job | None]:
-    """Each by-design model after the deletion, and its K oracles; returns the jobs to poll."""
+    """Each by-design model after the deletion, and its K oracles; returns the jobs to poll. The models ready to
+    forget come first, so that what the click did shows above those still to be trained."""
     request, jobs = session.current, []
-    for kind in by_design_kinds():
-        trained = ready_model(kind, dataset)
+    models = {kind: ready_model(kind, dataset) for kind in by_design_kinds()}
+    for kind, trained in sorted(models.items(), key=lambda item: item[1] is None):
         with st.container(border=True):
             st.markdown(f"**{kind}**")
             if trained is None:

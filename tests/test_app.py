@@ -73,6 +73,9 @@ def test_forget_then_predictions_against_oracle_and_undo():
     at = forget_class(started_app(), "0: 0")
     assert not at.exception
     assert any("Deleted" in s.value and "no weight changed" in s.value for s in at.success)
+    # the model that forgot comes first, above MUNKEY's box (not trained here) and its Train button
+    boxes = [m.value for m in at.main.markdown if m.value in ("**spm**", "**munkey**")]
+    assert boxes == ["**spm**", "**munkey**"] and at.button(key="forget-train-munkey")
     wait_for_jobs()
     at.switch_page("pages/predictions.py").run()
     wait_for_jobs()
