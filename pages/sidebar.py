@@ -140,7 +140,8 @@ def background_work_ui(engine, owner: str) -> None:
         if engine.status == "starting":
             st.caption("Starting Ray (a few seconds, once per server)")
         for job in active:
-            timing = f" · {duration(job.elapsed)}" if job.started else " · waiting for a worker"
+            timing = f" · {duration(job.elapsed)}" if job.started else \
+                " · waiting for this server's previous load" if job.local else " · waiting for a worker"
             if job.eta is not None:
                 timing += f", ~{duration(job.eta)} left"
             st.progress(job.progress, text=f"{job.title}: {job.message}{timing}")

@@ -293,6 +293,24 @@ def test_the_forget_page_leaves_loads_out_of_the_sidebar_it_does_not_redraw():
         at.session_state["job"].wait(60)
 
 
+def queued_jobs_sidebar_page():
+    from types import SimpleNamespace
+
+    from core.backend import Job
+    from pages.sidebar import background_work_ui
+
+    jobs = [Job("oracle:x", "spm oracle"), Job("warm:x", "spm: predictions", local=True)]
+    background_work_ui(SimpleNamespace(status="ready", jobs=lambda owner=None: jobs), "me")
+
+
+def test_a_queued_job_says_what_it_waits_for():
+    at = AppTest.from_function(queued_jobs_sidebar_page).run()
+    assert not at.exception, at.exception
+    texts = [bar.proto.text for bar in at.get("progress")]
+    assert texts == ["spm oracle: queued · waiting for a worker",
+                     "spm: predictions: queued · waiting for this server's previous load"], texts
+
+
 def test_ids_request_with_unknown_ids_is_refused():
     at = started_app()
     at.switch_page("pages/forget.py").run()
