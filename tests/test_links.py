@@ -19,6 +19,8 @@ def test_a_link_picks_the_dataset_and_prefills_the_forget_page(spm_model, parame
     assert not at.exception, at.exception
     assert at.sidebar.selectbox(key="sidebar-dataset").value == "digits"
     at.switch_page("pages/forget.py").run()
+    assert not at.exception, at.exception
+    assert "forget-kind" in [r.key for r in at.radio], ([m.value for m in at.markdown], [w.value for w in at.warning])
     assert at.radio(key="forget-kind").value == "classes"
     assert at.multiselect(key="forget-classes").value == [3, 5]
 
