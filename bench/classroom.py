@@ -396,8 +396,10 @@ async def pick(page, spec: dict, timeout_s: float) -> int:
 
         box = page.locator(".st-key-forget-classes")
         await box.wait_for(timeout=ms)
-        for attempt in range(3):  # a redraw while the list is open (a loading model's progress) can drop the pick
-            await box.locator("input").click(timeout=ms)
+        for attempt in range(3):  # should the pick still not show, say so and pick again
+            # typed, as a user finds a class in a long list: an option below the list's scrolled view (class 8 of
+            # ten) is scrolled to and clicked in one step by Playwright, and that click was often not registered
+            await box.locator("input").fill(spec["label"], timeout=ms)
             await page.get_by_role("option", name=spec["label"], exact=True).click(timeout=ms)
             await page.keyboard.press("Escape")
             try:
