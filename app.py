@@ -23,8 +23,8 @@ PAGES = [
 
 
 def open_models() -> None:
-    """/models: the Models page is the default page, served at "/"."""
-    st.switch_page(PAGES[0][0])
+    """/models: the Models page is the default page, served at "/" (a link's ?dataset=&classes= kept)."""
+    st.switch_page(PAGES[0][0], query_params=st.query_params.to_dict())
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ def link_ui() -> None:
     try:
         query = parse_query(st.query_params.to_dict(), datasets=list(state.uploads))
     except InputError as err:
-        st.sidebar.warning(f"The link's parameters were ignored: {err}")
+        state.link_warnings.append(f"The link's parameters were ignored: {err}")
         return
     if query.dataset:
         state.dataset_name = query.dataset
@@ -46,9 +46,19 @@ def link_classes_ui(dataset: Dataset) -> None:
     try:
         classes = parse_query({"classes": ",".join(tokens)}, class_names=dataset.class_names).classes or ()
     except InputError as err:
-        st.sidebar.warning(f"The link's classes were ignored: {err}")
+        state.link_warnings.append(f"The link's classes were ignored: {err}")
         return
     st.session_state[FORGET_KIND], st.session_state[FORGET_CLASSES] = "classes", list(classes)
+
+
+def link_warnings_ui() -> None:
+    """What was wrong with the link this session was opened by, drawn on every full run until dismissed or another
+    dataset is picked: the page's first runs (a model loading, a redirect) would otherwise wipe it unread."""
+    state = session_state()
+    for text in state.link_warnings:
+        st.sidebar.warning(text)
+    if state.link_warnings:
+        st.sidebar.button("Dismiss", key="link-warnings-dismiss", on_click=state.link_warnings.clear)
 
 
 def dataset_picker_ui() -> str:
@@ -63,6 +73,7 @@ def dataset_picker_ui() -> str:
 
     def chosen():
         state.dataset_name = st.session_state[PICKER]
+        state.link_warnings.clear()  # the user has chosen for the link
         st.query_params["dataset"] = state.dataset_name  # the address bar is a link to this choice
 
     st.sidebar.selectbox("Dataset", names, key=PICKER, on_change=chosen,
@@ -86,10 +97,12 @@ def sidebar_ui() -> Dataset | None:
             dataset = common.cached_dataset(name)
         except DataError as err:
             st.sidebar.error(str(err))
+            link_warnings_ui()
             return None
     st.sidebar.caption(f"{dataset.num_train:,} training / {len(dataset.y_test):,} test images, "
                        f"{dataset.num_classes} classes, {dataset.image_shape[1]}x{dataset.image_shape[2]}")
     link_classes_ui(dataset)
+    link_warnings_ui()
     return dataset
 
 

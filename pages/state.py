@@ -40,6 +40,7 @@ class SessionState:
     return_to: str | None = None  # a page opened by its URL before app.py ran, opened again after it
     link_read: bool = False  # the URL's query parameters (?dataset=&classes=) were applied once
     link_classes: tuple[str, ...] = ()  # ?classes= entries, resolved once the dataset is loaded
+    link_warnings: list[str] = field(default_factory=list)  # what the link got wrong: shown until dismissed
     uploads: dict[str, Dataset] = field(default_factory=dict)  # datasets uploaded in this session, by name
     checkpoints: dict[str, object] = field(default_factory=dict)  # "fingerprint:kind" -> this session's own model
     deletions: dict[str, ForgetSession] = field(default_factory=dict)  # dataset fingerprint -> request history

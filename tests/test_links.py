@@ -33,3 +33,23 @@ def test_a_bad_link_is_named_and_ignored(spm_model, parametric_model):
     at = opened({"dataset": "digits", "classes": "seven"})  # digits' classes are named "0".."9"
     warnings = [w.value for w in at.sidebar.warning]
     assert any("seven" in w and "classes were ignored" in w for w in warnings), warnings
+
+
+def test_a_bad_link_stays_named_until_dismissed(spm_model, parametric_model):
+    """The warning outlives the page's next full runs (a model loading reruns it at once), then goes when the user
+    dismisses it; picking another dataset also answers it."""
+    at = opened({"dataset": "../../etc/passwd"})
+    assert not at.exception, at.exception
+    expected = "unknown dataset '../../etc/passwd'"
+    for _ in range(2):
+        warnings = [w.value for w in at.sidebar.warning]
+        assert any(expected in w and "ignored" in w for w in warnings), warnings
+        at.run()
+    at.sidebar.button(key="link-warnings-dismiss").click().run()
+    assert not any(expected in w.value for w in at.sidebar.warning)
+    at = opened({"classes": "seven", "dataset": "digits"})
+    at.run()
+    assert any("seven" in w.value for w in at.sidebar.warning)
+    at.sidebar.selectbox(key="sidebar-dataset").select("mnist-5k").run()
+    assert not at.exception, at.exception
+    assert not any("seven" in w.value for w in at.sidebar.warning)
