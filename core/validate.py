@@ -99,6 +99,11 @@ def load_checkpoint(source: bytes | str | Path, kind: str, dataset: Dataset, sou
     return state
 
 
+def uploaded_key(key: str) -> bool:
+    """Whether a model key is that of a user's checkpoint (``checkpoint_model``), not a model this server trained."""
+    return "-upload-" in key
+
+
 def checkpoint_model(data: bytes, kind: str, dataset: Dataset, source_name: str):
     """A user's checked checkpoint as a ready model (``bundle.TrainedModel``) keyed by the file's SHA-256, with the
     metadata the pages show (test accuracy, the file's name and hash). It is never written to the store: it

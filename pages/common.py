@@ -19,6 +19,7 @@ from core.errors import InputError
 from core.eval import neighbours as NB
 from core.models import get_model_kind, list_model_kinds
 from core.session import ForgetSession
+from core.validate import uploaded_key
 from pages.state import session_state
 
 DEFAULT_DATASET = os.environ.get("UE_DATASET", "fashion-mnist")
@@ -223,10 +224,16 @@ def session_runs(request) -> list[Job]:
     return [j for j in (backend().get(k) for k in keys) if j is not None]
 
 
+def own_inputs(run: workflow.MethodRun, dataset: Dataset) -> bool:
+    """Whether ``run`` rests on what this session uploaded (the data, or weights in place of the shared original):
+    such a run stays in this session, out of the server's runs table that every session's Runs page lists."""
+    return dataset.name in session_state().uploads or uploaded_key(run.original_key)
+
+
 def scored_runs(dataset: Dataset, request) -> list[workflow.MethodRun]:
     """This session's finished method runs for ``request``, each scored against every oracle that has finished
-    (and stored in the runs table), and scored again as each further oracle finishes; a run none of whose
-    oracles has finished comes back unscored."""
+    (and stored in the runs table, unless it rests on this session's own data or weights: ``own_inputs``), and
+    scored again as each further oracle finishes; a run none of whose oracles has finished comes back unscored."""
     out = []
     for job in session_runs(request):
         if not job.finished_ok:
@@ -234,7 +241,7 @@ def scored_runs(dataset: Dataset, request) -> list[workflow.MethodRun]:
         run = job.result
         original = ready_model(run.kind, dataset)
         if original is not None and workflow.rescore(run, original, workflow.finished(
-                oracle_jobs(run.kind, dataset, request)), dataset):
+                oracle_jobs(run.kind, dataset, request)), dataset) and not own_inputs(run, dataset):
             workflow.record(run, dataset)
         out.append(run)
     return out

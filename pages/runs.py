@@ -7,6 +7,7 @@ import streamlit as st
 
 from core import charts, runs_db, store
 from pages.sidebar import page_dataset
+from pages.state import session_state
 
 MAKING_RUNS = ("Runs are made on the Forget page (its post-hoc methods: each finished run is stored once the "
                "Predictions page has scored it against the oracles) or by a sweep from the command line, for example:")
@@ -103,6 +104,10 @@ def main() -> None:
     st.caption("Every stored method run: its metrics, timings and provenance, for comparing methods over seeds.")
     dataset = page_dataset(__file__, required=False)
     dataset_name = dataset.name if dataset is not None else None
+    state = session_state()
+    if state.uploads or state.checkpoints:
+        st.caption("Runs on your own data or weights are not listed here: they stay in this browser session, on the "
+                   "Predictions page's *Runs and audit* tab (with its CSV export).")
     try:
         stored = runs_db.query(status=None)
         if stored.empty:

@@ -397,6 +397,37 @@ def test_method_forms_run_in_background_and_show_in_predictions():
     assert "original" in probe and sum(n.startswith("oracle ") for n in probe) == 3
 
 
+def test_a_run_on_this_sessions_own_weights_stays_out_of_the_shared_runs_table(parametric_model):
+    """The Models page promises that uploaded weights stay in the session: a method run on them is scored and shown
+    on its Predictions page, but never lands in the runs table every session's Runs page lists."""
+    from core import bundle, runs_db
+    from core.data import load_dataset
+    from core.unlearn import get_method
+    from core.validate import checkpoint_model
+    from pages import state
+
+    digits = load_dataset("digits")
+    weights = bundle.state_bytes(next(iter(parametric_model.networks().values())))
+    own = checkpoint_model(weights, "parametric", digits, "mine.safetensors")
+    stored_before = len(runs_db.query(status=None))
+    at = started_app()
+    at.session_state[state.KEY].checkpoints[f"{digits.fingerprint()}:parametric"] = own
+    at = forget_class(at, "4: 4")
+    at.multiselect(key="forget-methods").select(f"damp: {get_method('damp').description}").run()
+    at.button(key="forget-run-methods").click().run()
+    wait_for_jobs()
+    at.switch_page("pages/predictions.py").run()
+    at.radio(key="pred-model").set_value("damp").run()
+    assert not at.exception, at.exception
+    predictions_tab(at, "Runs and audit")
+    runs = next(d.value for d in at.dataframe if "selectivity" in d.value.columns)
+    assert runs.set_index("run").loc["damp"]["oracles"] == 3  # scored against the oracles, as a shared run is
+    stored = runs_db.query(status=None)
+    assert len(stored) == stored_before, stored[["method", "request_desc"]]
+    at.switch_page("pages/runs.py").run()
+    assert any("your own data or weights" in c.value for c in at.caption)
+
+
 def test_the_forget_pages_pickers_and_method_settings_stay_set_after_another_page():
     from core.unlearn import get_method
 
