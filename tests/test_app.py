@@ -462,6 +462,7 @@ def test_a_dataset_that_cannot_load_leaves_a_clear_message_and_the_upload(monkey
         raise DataError(f"{name}: no files found (test)")
 
     monkeypatch.setattr(pages.common, "load_dataset", broken)
+    pages.common.cached_dataset.clear()  # another test of this process may have loaded mnist-5k
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state[state.KEY] = state.SessionState(dataset_name="mnist-5k")
     at.run()
