@@ -426,6 +426,11 @@ def test_a_run_on_this_sessions_own_weights_stays_out_of_the_shared_runs_table(p
     assert len(stored) == stored_before, stored[["method", "request_desc"]]
     at.switch_page("pages/runs.py").run()
     assert any("your own data or weights" in c.value for c in at.caption)
+    # back on the shared original, the run made on the uploaded weights is not compared with it
+    del at.session_state[state.KEY].checkpoints[f"{digits.fingerprint()}:parametric"]
+    at.switch_page("pages/predictions.py").run()
+    assert not at.exception, at.exception
+    assert "damp" not in at.radio(key="pred-model").options
 
 
 def test_the_forget_pages_pickers_and_method_settings_stay_set_after_another_page():
