@@ -38,14 +38,36 @@ RECIPES: dict[str, TrainConfig] = {
     "cifar10": TrainConfig(epochs=100, batch_size=256, lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="step"),
 }
 DEFAULT_RECIPE = TrainConfig(epochs=10)
+# The user's own data has no recipe of its own: the default one, sized to the data (``sized_recipe``). Unsized, 10
+# epochs of batch 128 gave 360 Fashion-MNIST images of 3 classes 30 optimiser steps, and SPM 38% test accuracy
+# (parametric 56%); with 300 steps (batch 36, 30 epochs) 97-99%.
+MIN_STEPS = 300  # optimiser steps the user's data gets at least (within MAX_EPOCHS)
+MIN_BATCH = 32
+MAX_EPOCHS = 100
 
 
-def recipe(dataset_name: str, kind: str | None = None) -> TrainConfig:
-    """The dataset's recipe, or ``kind``'s own recipe for it when the kind carries one (ViT, MUNKEY)."""
+def sized_recipe(base: TrainConfig, num_train: int) -> TrainConfig:
+    """``base`` for ``num_train`` training images: a batch of a tenth of them (``MIN_BATCH`` to ``base``'s), and
+    enough epochs for ``MIN_STEPS`` optimiser steps (``base``'s at least, ``MAX_EPOCHS`` at most). Large data
+    keeps ``base`` as it is."""
+    batch = min(base.batch_size, max(MIN_BATCH, num_train // 10))
+    steps_per_epoch = -(-max(num_train, 1) // batch)
+    epochs = min(max(base.epochs, -(-MIN_STEPS // steps_per_epoch)), max(base.epochs, MAX_EPOCHS))
+    return replace(base, batch_size=batch, epochs=epochs)
+
+
+def recipe(dataset: Dataset | str, kind: str | None = None) -> TrainConfig:
+    """The dataset's recipe, or ``kind``'s own recipe for it when the kind carries one (ViT, MUNKEY, gen-SPM);
+    for data that is not a registered dataset (the user's, given as a ``Dataset``), sized to it (``sized_recipe``)."""
+    from core.data.dataset import list_datasets
+
+    name = dataset if isinstance(dataset, str) else dataset.name
     spec = get_model_kind(kind) if kind is not None else None
-    if spec is not None and spec.default_train is not None:
-        return spec.default_train(dataset_name)
-    return RECIPES.get(dataset_name, DEFAULT_RECIPE)
+    base = spec.default_train(name) if spec is not None and spec.default_train is not None else \
+        RECIPES.get(name, DEFAULT_RECIPE)
+    if isinstance(dataset, str) or name in list_datasets():
+        return base
+    return sized_recipe(base, dataset.num_train)
 
 
 # Per-dataset model configs where a kind's defaults do not suit the data. CIFAR-10 gets the SPM paper's encoder,
@@ -121,7 +143,7 @@ def resolve(kind: str, dataset: Dataset, config=None, train_config: TrainConfig 
             excluded: ForgetRequest | None = None) -> tuple[Any, TrainConfig, str]:
     """The model config and recipe that apply (defaults filled in) and the store key they give."""
     config = config or default_config(kind, dataset.name)
-    train_config = train_config or recipe(dataset.name, kind)
+    train_config = train_config or recipe(dataset, kind)
     return config, train_config, model_key(kind, config, train_config, dataset, excluded)
 
 

@@ -89,7 +89,7 @@ def _train_config(args, dataset):
     if args.train_seed is not None and not 0 <= args.train_seed <= MAX_TRAIN_SEED:
         raise InputError(source="--train-seed", found=str(args.train_seed),
                          expected=f"a whole number from 0 to {MAX_TRAIN_SEED:,}")
-    tc = bundle.recipe(dataset.name, args.model)
+    tc = bundle.recipe(dataset, args.model)
     changes = {k: v for k, v in {"epochs": args.epochs, "seed": args.train_seed, "device": args.device}.items()
                if v is not None}
     return replace(tc, **changes)

@@ -79,7 +79,7 @@ def oracles(kind: str, dataset: Dataset, request: ForgetRequest, k: int | None =
 
 def oracle_train_config(kind: str, dataset: Dataset, seed_offset: int = 0, base=None):
     """The original's recipe (``base`` or the kind's own) with the seed moved by ``seed_offset``."""
-    base = base or bundle.recipe(dataset.name, kind)
+    base = base or bundle.recipe(dataset, kind)
     return replace(base, seed=base.seed + seed_offset)
 
 
@@ -93,7 +93,7 @@ def model_job(engine: Backend, kind: str, dataset: Dataset, request: ForgetReque
     existing job is returned; with ``train`` False, a stored model still loads but none is sent to train (None).
     A failed job is returned as it is, its error saying why, not started again by every caller that asks (a page
     asks at each redraw): ``Backend.discard`` it to try again."""
-    base_tc = tc = train_config or bundle.recipe(dataset.name, kind)
+    base_tc = tc = train_config or bundle.recipe(dataset, kind)
     if seed_offset:
         tc = oracle_train_config(kind, dataset, seed_offset, tc)
     store_key = bundle.resolve(kind, dataset, config, tc, request)[2]
@@ -320,7 +320,7 @@ def train_remote(kind: str, dataset: Dataset, excluded: ForgetRequest | None = N
                  config=None, train_config=None, gpu: bool = False, cpus: int = 1) -> Task:
     """The Ray task that trains a model (the original, or an oracle without ``excluded``); the worker returns
     its weights, the driver stores them and loads the model (the task's result is a TrainedModel)."""
-    base = train_config or bundle.recipe(dataset.name, kind)
+    base = train_config or bundle.recipe(dataset, kind)
     tc = oracle_train_config(kind, dataset, seed_offset, base) if seed_offset else base
     if gpu:
         tc = replace(tc, device="auto")

@@ -21,7 +21,7 @@ def class_labels(dataset: Dataset) -> list[str]:
 
 def recipe_note(dataset: Dataset, kind: str) -> str:
     """The training recipe of ``kind`` on ``dataset`` in one line."""
-    tc = bundle.recipe(dataset.name, kind)
+    tc = bundle.recipe(dataset, kind)
     return f"{tc.optimizer}, {tc.epochs} epochs, batch {tc.batch_size}, lr {tc.lr:g}, seed {tc.seed}"
 
 
