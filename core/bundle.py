@@ -58,14 +58,15 @@ def sized_recipe(base: TrainConfig, num_train: int) -> TrainConfig:
 
 def recipe(dataset: Dataset | str, kind: str | None = None) -> TrainConfig:
     """The dataset's recipe, or ``kind``'s own recipe for it when the kind carries one (ViT, MUNKEY, gen-SPM);
-    for data that is not a registered dataset (the user's, given as a ``Dataset``), sized to it (``sized_recipe``)."""
-    from core.data.dataset import list_datasets
+    for the user's data (given as a ``Dataset``: an upload, or ``--data`` on the command line), sized to it
+    (``sized_recipe``)."""
+    from core.data.user_files import is_builtin_dataset
 
     name = dataset if isinstance(dataset, str) else dataset.name
     spec = get_model_kind(kind) if kind is not None else None
     base = spec.default_train(name) if spec is not None and spec.default_train is not None else \
         RECIPES.get(name, DEFAULT_RECIPE)
-    if isinstance(dataset, str) or name in list_datasets():
+    if isinstance(dataset, str) or is_builtin_dataset(name):
         return base
     return sized_recipe(base, dataset.num_train)
 

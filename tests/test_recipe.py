@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from core import bundle
-from core.data import load_dataset, load_user_data
+from core.data import load_dataset, load_user_data, register_user_dataset
 from core.models.training import TrainConfig
 
 
@@ -32,6 +32,8 @@ def test_the_users_data_gets_enough_steps_and_registered_datasets_keep_their_rec
         assert steps(tc, upload.num_train) >= bundle.MIN_STEPS, tc
         assert bundle.MIN_BATCH <= tc.batch_size <= bundle.recipe(upload.name, kind).batch_size
         assert replace(tc, epochs=0, batch_size=0) == replace(bundle.recipe(upload.name, kind), epochs=0, batch_size=0)
+    register_user_dataset("mine-on-the-command-line", upload)  # --data PATH --dataset NAME: sized the same way
+    assert bundle.recipe(load_dataset("mine-on-the-command-line"), "spm") == bundle.recipe(upload, "spm")
     digits = load_dataset("digits")
     assert bundle.recipe(digits, "spm") == bundle.recipe("digits", "spm")  # the shipped and stored models' keys hold
     big = bundle.sized_recipe(bundle.DEFAULT_RECIPE, 50_000)

@@ -89,6 +89,11 @@ def load_user_data(source: str | Path | bytes, source_name: str | None = None, n
 _USER_DATASETS: set[str] = set()
 
 
+def is_builtin_dataset(name: str) -> bool:
+    """Whether ``name`` is one of the project's registered datasets, not the user's data registered by name."""
+    return name in _DATASETS and name not in _USER_DATASETS
+
+
 def register_user_dataset(name: str, dataset: Dataset) -> None:
     """Make an already loaded dataset available by name in this process (e.g. an upload in the UI).
 
