@@ -157,7 +157,7 @@ def main() -> None:
     dataset = page_dataset(__file__)
     session = forget_session(dataset)
     request = session.current
-    top = st.columns([2, 2, 2, 1.3, 1.2])
+    top = st.columns([1.8, 1.5, 1.8, 1.9, 1.7])  # each label whole at 1400 px
     maps = models_ui(top[0], dataset, session)
     if maps is None:
         return
