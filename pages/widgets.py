@@ -31,6 +31,15 @@ def refresh_seconds(jobs: list[Job]) -> float:
     return min(SLOWEST_REFRESH_S, max(PROGRESS_REFRESH_S, min(ends, default=0.0) / 4))
 
 
+DRAWN_GOING = "jobs-drawn-going"  # session state: keys of jobs drawn as still going, not yet drawn as ended
+
+
+def drawn_going(jobs: list[Job]) -> None:
+    """Note ``jobs`` as drawn still going: should one end before the page's ``poll_while_active`` (a model that
+    loads in a tenth of a second), that redraws the page at once rather than leave the bar as it was drawn."""
+    st.session_state.setdefault(DRAWN_GOING, set()).update(j.key for j in jobs)
+
+
 def job_status_ui(job: Job | None, label: str = "", retry: bool = False) -> bool:
     """Progress bar, error or cancel button for a job; True when it has finished successfully. The bar shows the
     job as the page was drawn; the sidebar's copy moves by itself, and the page reruns when the job ends
@@ -46,6 +55,7 @@ def job_status_ui(job: Job | None, label: str = "", retry: bool = False) -> bool
         st.caption(f"{label or job.title}: " + ("cancelled here; it goes on for another session that asked for it "
                                                  "too." if here == "kept" else "stopping."))
     elif job.active:
+        drawn_going([job])
         cols = st.columns([5, 1])
         cols[0].progress(job.progress, text=f"{label or job.title}: {job_state_text(job)}")
         if cols[1].button("Cancel", key=f"cancel-{job.key}",
@@ -93,6 +103,7 @@ def oracle_jobs_ui(kind: str, jobs: list[Job | None], key: str) -> None:
     if stopping := [f"#{i}" for i, j in enumerate(jobs, 1) if here[j.key] == "stopping"]:
         st.caption(f"{kind} oracle{'s' if len(stopping) > 1 else ''} {', '.join(stopping)}: stopping.")
     if going:
+        drawn_going([job for _, job in going])
         states: dict[str, list[str]] = {}  # oracles in the same state (queued, same estimate) named once
         for i, job in going:
             states.setdefault(job_state_text(job), []).append(f"#{i}")
@@ -147,7 +158,11 @@ def training_refused_ui() -> bool:
 def poll_while_active(jobs: list[Job | None]) -> None:
     """Re-run the page as soon as any of ``jobs`` that is going now ends, so that what depends on it (e.g. the
     comparison with each finished oracle) is redrawn; checked every ``refresh_seconds``, and the page reruns to
-    check more often once one may end sooner."""
+    check more often once one may end sooner. One drawn as going that has ended since (``drawn_going``): at once."""
+    drawn = st.session_state.get(DRAWN_GOING, set())
+    if ended := {j.key for j in jobs if j is not None and not j.active} & drawn:
+        drawn -= ended
+        st.rerun()
     active = [j for j in jobs if j is not None and j.active]
     if active:
         seconds = refresh_seconds(active)

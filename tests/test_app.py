@@ -644,6 +644,29 @@ def test_an_oracle_cancelled_here_reads_stopping_until_it_has_stopped():
     assert "spm oracle #3: stopping." not in [c.value for c in at.caption]
 
 
+def ends_while_drawn_page():
+    """A page that draws a job still going, which ends before the page's poll (a stored model loads that fast)."""
+    import streamlit as st
+
+    from core.backend import Job
+    from pages.widgets import job_status_ui, poll_while_active
+
+    job = st.session_state.setdefault("job", Job("load", "loading spm"))
+    if job_status_ui(job, "spm"):
+        st.success("spm ready")
+    elif not st.session_state.get("ended"):
+        st.session_state["ended"] = True
+        job.report(0.99, "loading spm from the assets")
+        job._finish("done", result="model")
+    poll_while_active([job])
+
+
+def test_a_job_that_ends_while_its_page_is_drawn_is_redrawn_ended():
+    at = AppTest.from_function(ends_while_drawn_page).run()
+    assert not at.exception, at.exception
+    assert [s.value for s in at.success] == ["spm ready"] and not at.get("progress")
+
+
 def test_a_page_looks_at_its_jobs_less_often_while_they_have_minutes_left():
     from core.backend import Job
     from pages.widgets import PROGRESS_REFRESH_S, SLOWEST_REFRESH_S, refresh_seconds
