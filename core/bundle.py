@@ -264,8 +264,11 @@ def retrain_command(kind: str, dataset_name: str, train_config: TrainConfig,
     """The CLI command that trains this model again. An oracle (``excluded`` set) is retrained by the comparison
     that needs it: its seed is the original's moved by k, so the command names the original's seed and asks for
     k oracles (those already stored load; only this one trains)."""
+    from core.data.user_files import is_builtin_dataset
+
     base = recipe(dataset_name, kind)
-    flags = f"--dataset {dataset_name} --model {kind}"
+    data = "" if is_builtin_dataset(dataset_name) else " --data <your data>"  # the user's: read again from its file
+    flags = f"--dataset {dataset_name}{data} --model {kind}"
     if train_config.epochs != base.epochs:
         flags += f" --epochs {train_config.epochs}"
     if excluded is None:

@@ -180,6 +180,9 @@ def test_a_damaged_oracle_names_the_comparison_that_retrains_it(digits):
     # An oracle on a seed of its own: the original one below it, with one oracle.
     command = bundle.retrain_command("parametric", "digits", replace(base, seed=base.seed - 4), request)
     assert f"--train-seed {base.seed - 5} " in command and command.endswith(" --oracles 1")
+    # the user's data is not the project's to load: the command asks for its file
+    assert bundle.retrain_command("spm", "upload:mine", base).startswith(
+        "python -m core train --dataset upload:mine --data <your data> --model spm")
 
 
 def test_cached_arrays_are_named_by_the_weights_hash():
