@@ -99,9 +99,12 @@ def load_checkpoint(source: bytes | str | Path, kind: str, dataset: Dataset, sou
     return state
 
 
+UPLOAD_KEY_MARK = "-upload-"  # in the key of every user's checkpoint: "<kind>-upload-<sha256 prefix>"
+
+
 def uploaded_key(key: str) -> bool:
     """Whether a model key is that of a user's checkpoint (``checkpoint_model``), not a model this server trained."""
-    return "-upload-" in key
+    return UPLOAD_KEY_MARK in key
 
 
 def checkpoint_model(data: bytes, kind: str, dataset: Dataset, source_name: str):
@@ -120,7 +123,7 @@ def checkpoint_model(data: bytes, kind: str, dataset: Dataset, source_name: str)
     meta = {"kind": kind, "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(), "excluded": None,
             "config": config_to_dict(bundle.default_config(kind, dataset.name)), "weights_sha256": sha,
             "test_acc": test_acc, "num_train_ids": dataset.num_train, "uploaded_as": source_name}
-    return bundle.TrainedModel(f"{kind}-upload-{sha[:16]}", classifier, meta)
+    return bundle.TrainedModel(f"{kind}{UPLOAD_KEY_MARK}{sha[:16]}", classifier, meta)
 
 
 # ----------------------------------------------------------------------------------------------------------
