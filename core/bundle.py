@@ -241,7 +241,7 @@ def train_or_load(kind: str, dataset: Dataset, config=None, train_config: TrainC
             if not allow_train:
                 raise store.StoreError(f"no stored {kind} model for this dataset and config (key {key})")
             stored = save(train_weights(kind, dataset, config, train_config, excluded, progress, cancel))
-        progress(0.99, f"loading {kind} from {stored.path}")
+        progress(0.99, f"loading {kind} from {store.shown_location(stored.path)}")
         device = pick_device(train_config.device)
         net = _build(spec, dataset, config, train_config.seed)
         try:

@@ -87,6 +87,14 @@ def model_dirs(key: str) -> list[Path]:
     return [home() / "models" / key, ASSETS_MODELS / key]
 
 
+def shown_location(path: Path) -> str:
+    """Where a stored model is, as a page may show it to anyone: the project-relative path of a shipped model, the
+    store's name and key for one trained here (never the server's absolute paths)."""
+    if path.is_relative_to(ASSETS_MODELS):
+        return str(path.relative_to(ASSETS_MODELS.parent.parent))
+    return f"the model store ({path.name[:12]})"
+
+
 def find_model(key: str) -> StoredModel | None:
     """The stored model ``key`` (None: not stored); a folder with only one of its two files is a StoreError."""
     for path in model_dirs(key):

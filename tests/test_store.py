@@ -62,8 +62,18 @@ def test_a_second_start_loads_instead_of_training(digits, spm_model, monkeypatch
 
     bundle.forget_memo()
     monkeypatch.setitem(registry._MODELS._entries, "spm", replace(get_model_kind("spm"), fit=no_training))
-    reloaded = bundle.train_or_load("spm", digits, train_config=FAST).classifier
+    messages = []
+    reloaded = bundle.train_or_load("spm", digits, train_config=FAST,
+                                    progress=lambda f, message: messages.append(message)).classifier
     np.testing.assert_allclose(reloaded.split_proba(digits, "test"), spm_model.split_proba(digits, "test"), atol=1e-6)
+    # the progress text is shown on pages to anyone: it names the store, not the server's folders
+    assert any(m.startswith("loading spm from the model store (") for m in messages), messages
+    assert not any(str(store.home()) in m for m in messages), messages
+
+
+def test_a_shipped_model_is_shown_by_its_path_in_the_project():
+    folder = store.ASSETS_MODELS / "abc123"
+    assert store.shown_location(folder) == "assets/models/abc123"
 
 
 def test_runs_are_stored():
