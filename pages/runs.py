@@ -6,11 +6,13 @@ import pandas as pd
 import streamlit as st
 
 from core import charts, runs_db, store
+from core.data import Dataset
+from pages.common import forget_session, own_inputs, scored_runs, session_runs
 from pages.sidebar import page_dataset
 from pages.state import session_state
 
-MAKING_RUNS = ("Runs are made on the Forget page (its post-hoc methods: each finished run is stored once the "
-               "Predictions page has scored it against the oracles) or by a sweep from the command line, for example:")
+MAKING_RUNS = ("Runs are made on the Forget page (its post-hoc methods: each finished run is stored here once it "
+               "has been scored against its oracles) or by a sweep from the command line, for example:")
 ALL_MODELS = "all models"
 ALL_REQUESTS = "all requests"
 
@@ -26,6 +28,20 @@ def empty_ui(dataset_name: str | None, elsewhere: int) -> None:
             "--requests class:0 --seeds 0-2", language="bash", wrap_lines=True)
     st.caption("Each method run of the sweep, one per seed, becomes a row here with its metrics, timings, "
                "configuration and hashes.")
+
+
+def session_runs_ui(dataset: Dataset) -> None:
+    """Score and store this session's finished method runs on ``dataset`` (every request of its history), so that
+    they are listed here without a visit to the Predictions page first; say which still wait for an oracle."""
+    requests = {r.key(): r for r in forget_session(dataset).history if session_runs(r)}
+    if not requests:
+        return
+    with st.spinner("Scoring this session's finished method runs against their oracles"):
+        runs = [run for request in requests.values() for run in scored_runs(dataset, request)]
+    waiting = [run for run in runs if run.comparison is None and not own_inputs(run, dataset)]
+    if waiting:
+        st.caption(f"{len(waiting)} of this session's finished runs ({', '.join(sorted({r.method for r in waiting}))}) "
+                   "wait for an oracle to finish: they are scored and listed here once one has.")
 
 
 def scope_ui(dataset_name: str | None) -> str | None:
@@ -108,6 +124,8 @@ def main() -> None:
     if state.uploads or state.checkpoints:
         st.caption("Runs on your own data or weights are not listed here: they stay in this browser session, on the "
                    "Predictions page's *Runs and audit* tab (with its CSV export).")
+    if dataset is not None:
+        session_runs_ui(dataset)
     try:
         stored = runs_db.query(status=None)
         if stored.empty:

@@ -433,6 +433,26 @@ def test_a_run_on_this_sessions_own_weights_stays_out_of_the_shared_runs_table(p
     assert "damp" not in at.radio(key="pred-model").options
 
 
+def test_a_finished_run_is_listed_on_the_runs_page_without_a_visit_to_the_predictions_page(parametric_model):
+    """A run made for an earlier request of the session (the user forgot something else since) is scored against its
+    oracles and stored when the Runs page opens: a user who goes straight there finds it."""
+    from core import runs_db
+    from core.unlearn import get_method
+
+    at = started_app()
+    at = forget_class(at, "6: 6")
+    at.multiselect(key="forget-methods").select(f"damp: {get_method('damp').description}").run()
+    at.button(key="forget-run-methods").click().run()
+    wait_for_jobs()
+    at = forget_class(at, "8: 8")  # a later request: the Predictions page would score only this one
+    at.switch_page("pages/runs.py").run()
+    assert not at.exception, at.exception
+    stored = runs_db.query(status=None)
+    row = stored[(stored["method"] == "damp") & (stored["request_desc"] == "class 6 (6)")]
+    assert len(row) == 1 and row["oracle_k"].iloc[0] == 3, stored[["method", "request_desc", "oracle_k"]]
+    assert "damp" in at.dataframe[0].value["method"].tolist()
+
+
 def test_the_forget_pages_pickers_and_method_settings_stay_set_after_another_page():
     from core.unlearn import get_method
 
