@@ -276,6 +276,22 @@ def value_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if c not in SCALAR_COLUMNS and pd.api.types.is_numeric_dtype(df[c])]
 
 
+def shown(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    """``df`` for reading on screen: each float to ``digits`` significant digits (whole numbers kept whole), so that
+    a column's values line up (91.72, 93.83, 0.04361) rather than carry whatever precision each metric came with.
+    The export keeps the stored values."""
+    def significant(value: float) -> float:
+        if pd.isna(value) or abs(value) >= 10 ** digits:
+            return round(value) if pd.notna(value) else value
+        return float(f"{value:.{digits}g}")
+
+    out = df.copy()
+    for column in out.columns:
+        if pd.api.types.is_float_dtype(out[column]):
+            out[column] = out[column].map(significant)
+    return out
+
+
 def to_csv(df: pd.DataFrame) -> bytes:
     """``df`` as UTF-8 CSV without the index (``pandas.read_csv`` reads it back)."""
     return df.to_csv(index=False).encode("utf-8")

@@ -73,7 +73,7 @@ def filters_ui(runs: pd.DataFrame) -> dict:
 
 def table_ui(runs: pd.DataFrame, dataset_name: str | None) -> None:
     """The runs as a sortable table (click a column's header), and its CSV export."""
-    st.dataframe(runs, hide_index=True, width="stretch", key="runs-table",
+    st.dataframe(runs_db.shown(runs), hide_index=True, width="stretch", key="runs-table",
                  column_config={"seed": st.column_config.NumberColumn("seed", format="%d")})
     st.download_button("Export this table (CSV)", runs_db.to_csv(runs), f"runs-{dataset_name or 'all'}.csv",
                        "text/csv", key="runs-download")
@@ -112,7 +112,7 @@ def comparison_ui(runs: pd.DataFrame) -> None:
     st.caption("One small point per run (seed). The diamond is the mean of a method's runs on one request, its "
                "bars one standard deviation either way (none with a single run).")
     with st.expander("Mean and sd per method and request"):
-        st.dataframe(stats, hide_index=True, width="stretch")
+        st.dataframe(runs_db.shown(stats), hide_index=True, width="stretch")
 
 
 def main() -> None:

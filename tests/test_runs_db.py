@@ -156,6 +156,16 @@ def test_csv_round_trips_through_pandas():
     assert back.set_index("run_key").loc["ga-failed", "error"] == "diverged"
 
 
+def test_the_shown_table_gives_each_value_four_significant_digits_and_leaves_the_rest():
+    df = pd.DataFrame({"method": ["ga", "ft"], "RA": [93.82963, 91.72], "KL": [0.043612, float("nan")],
+                       "speedup": [28444.37, 9.665014], "seed": pd.array([1, None], dtype="Int64")})
+    shown = runs_db.shown(df)
+    assert shown["RA"].tolist() == [93.83, 91.72] and shown["speedup"].tolist() == [28444, 9.665]
+    assert shown["KL"].iloc[0] == 0.04361 and pd.isna(shown["KL"].iloc[1])
+    assert shown["method"].tolist() == ["ga", "ft"] and shown["seed"].iloc[0] == 1
+    assert df["RA"].iloc[0] == 93.82963  # the table itself (and its export) keeps the stored values
+
+
 def test_writers_in_several_threads_lose_nothing():
     errors: list[BaseException] = []
 
