@@ -108,7 +108,7 @@ def model_job(engine: Backend, kind: str, dataset: Dataset, request: ForgetReque
     if not start:
         return None
     title = f"{kind} on {dataset.name}" if request is None else \
-        f"{kind} oracle without {request.description}" + (f" (seed +{seed_offset})" if seed_offset else "")
+        f"{kind} oracle {f'#{seed_offset} ' if seed_offset else ''}without {request.description}"
     if bundle.is_available(kind, dataset, config, tc, request):
         def load(progress, cancel):
             return bundle.train_or_load(kind, dataset, config, tc, request, progress=progress, allow_train=False)
@@ -190,8 +190,8 @@ def _oracle_job(engine: Backend, kind: str, dataset: Dataset, request: ForgetReq
             except store.StoreError as err:  # damaged: the oracle trains, and its job says why
                 model, note = None, f"{err} Training this oracle instead."
             if model is not None:
-                return engine.add_done(f"recorded:{kind}:{store_key}", f"{kind} oracle without "
-                                       f"{request.description} (seed +{offset}), recorded", model, owner)
+                return engine.add_done(f"recorded:{kind}:{store_key}", f"{kind} oracle #{offset} without "
+                                       f"{request.description}, recorded", model, owner)
     job = model_job(engine, kind, dataset, request, offset, config, train_config, owner, start, gpu, train=train)
     if job is not None and note:
         job.note = note
