@@ -107,6 +107,11 @@ def find_model(key: str) -> StoredModel | None:
     return None
 
 
+def _altered(file: Path, actual: str, recorded: str) -> StoreError:
+    return StoreError(f"weights at {file} have SHA-256 {actual[:16]}…, not the {recorded[:16]}… recorded when they "
+                      "were saved (truncated or altered)")
+
+
 def verify_weights(stored: StoredModel) -> None:
     """Check the weights file against the SHA-256 its metadata recorded when it was saved (a truncated or
     altered file fails here even where it still parses)."""
@@ -119,8 +124,21 @@ def verify_weights(stored: StoredModel) -> None:
     except OSError as err:
         raise StoreError(f"weights at {file} cannot be read ({err.strerror or err})") from err
     if actual != recorded:
-        raise StoreError(f"weights at {file} have SHA-256 {actual[:16]}…, not the {recorded[:16]}… recorded when "
-                         "they were saved (truncated or altered)")
+        raise _altered(file, actual, recorded)
+
+
+def verified_weights(stored: StoredModel) -> bytes:
+    """The stored weights file's bytes, checked against the SHA-256 its metadata recorded when it was saved: what
+    a user downloads is exactly what was judged."""
+    file = stored.path / "weights.safetensors"
+    try:
+        data = file.read_bytes()
+    except OSError as err:
+        raise StoreError(f"weights at {file} cannot be read ({err.strerror or err})") from err
+    recorded = stored.meta.get("weights_sha256")
+    if recorded is not None and (actual := hashlib.sha256(data).hexdigest()) != recorded:
+        raise _altered(file, actual, recorded)
+    return data
 
 
 def read_meta(path: Path) -> dict:

@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core import charts, purge, workflow
+from core import charts, purge, store, workflow
 from core import report as report_files
 from core.configs import config_to_dict
 from core.data import Dataset, ForgetRequest
@@ -42,9 +42,10 @@ def audit_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, request:
     """The audit report of the shown model: memory check, membership exposure, and its downloads."""
     st.subheader("Audit report")
     st.caption("One file to keep with the deletion request: the verdict with its rule and evidence, the ids' hash, "
-               "the original's and the unlearned weights' hashes (post-hoc weights are stored to re-check), method "
-               "and config, the oracles and their seeds, what the memory still holds (by-design models, read from "
-               "the model), every metric against the oracle spread, and the per-sample membership table.")
+               "the original's and the unlearned weights' hashes (a post-hoc run's weights can be downloaded below to "
+               "re-check), method and config, the oracles and their seeds, what the memory still holds (by-design "
+               "models, read from the model), every metric against the oracle spread, and the per-sample membership "
+               "table.")
     config = config_to_dict(shown.run.config) if shown.run is not None else {}
     stored = workflow.store_unlearned(shown.run) if shown.run is not None else None
     report = EV.audit_view(dataset, request, shown.before, shown.after, shown.original.meta, shown.method, config,
@@ -73,6 +74,22 @@ def audit_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, request:
                             key="pred-audit-json")
     cols[2].download_button("Markdown", lambda: audit.report_markdown(report, names), f"{stem}.md", "text/markdown",
                             key="pred-audit-md")
+    if stored is not None:
+        weights_ui(stored, stem)
+
+
+def weights_ui(stored: store.StoredModel, stem: str) -> None:
+    """The unlearned weights the report judged, to download and re-check (their hash is the report's)."""
+    try:
+        data = store.verified_weights(stored)
+    except store.StoreError as err:
+        st.error(f"The unlearned weights cannot be offered: {err}")
+        return
+    sha = stored.meta.get("weights_sha256", "")[:16]
+    st.download_button("Download the unlearned weights (safetensors)", data, f"{stem}.safetensors",
+                       "application/octet-stream", key="pred-audit-weights",
+                       help=f"Exactly the weights judged here (SHA-256 {sha}…, as in the report). They load with "
+                            "safetensors, or on the Models page as uploaded weights.")
 
 
 def purged_copy_ui(shown: ShownModel, request: ForgetRequest, artifacts: list[dict]) -> None:

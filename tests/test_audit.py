@@ -87,6 +87,18 @@ def test_report_hashes_the_stored_unlearned_weights_of_a_post_hoc_run(digits, pa
     assert report["oracles"]["seeds"] == [1, 2, 3] and len(report["membership"]["rows"]) == len(request)
     text = audit.report_markdown(report)
     assert file_hash in text and f"**{run.comparison.verdict}**" in text
+    # the file the Predictions page offers is those bytes: uploaded back, it predicts as the judged model does
+    from core import store
+    from core.validate import checkpoint_model
+
+    offered = store.verified_weights(stored)
+    assert hashlib.sha256(offered).hexdigest() == file_hash
+    uploaded = checkpoint_model(offered, "parametric", digits, "audit.safetensors")
+    np.testing.assert_allclose(uploaded.classifier.split_proba(digits, "test"), run.model.split_proba(digits, "test"),
+                               atol=1e-5)
+    altered = store.StoredModel(stored.key, stored.path, {**stored.meta, "weights_sha256": "0" * 64})
+    with pytest.raises(store.StoreError, match="not the 0000000000000000… recorded when they were saved"):
+        store.verified_weights(altered)
 
 
 def test_report_without_an_oracle_says_so(parametric_model, digits):
