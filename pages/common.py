@@ -115,6 +115,15 @@ def warm_job(kind: str, dataset: Dataset, trained: bundle.TrainedModel) -> Job:
                                f"{kind}: predictions on {dataset.name}", work, owner=session_state().id)
 
 
+@st.cache_resource(max_entries=16, show_spinner="Reading the recorded oracles (once per server)")
+def read_records(kind: str, fingerprint: str, _dataset: Dataset) -> int:
+    """The recorded oracles of the dataset's one-class requests, read once per server when a page first needs
+    them, so that a class's first Forget click (many at once in a classroom) does not read its files. Read here,
+    not in the background lane: numpy parses each file's header with ``ast``, and CPython 3.11's AST builder is
+    not safe to run in two threads at once (a page compiling its script meanwhile failed with a SystemError)."""
+    return workflow.read_class_records(kind, _dataset)
+
+
 def session_trainings() -> list[Job]:
     """This session's work still queued or running on Ray: oracles, method runs, layouts, models it asked for."""
     return backend().trainings(session_state().id)

@@ -145,10 +145,12 @@ def methods_ui(dataset: Dataset, request: ForgetRequest) -> list[Job]:
 
 
 def preload(dataset: Dataset) -> None:
-    """Load the stored by-design models, then their predictions, while the user picks what to forget."""
+    """Load the stored by-design models, then their predictions and their recorded oracles, while the user picks
+    what to forget."""
     for kind in (k for k in by_design_kinds() if bundle.is_available(k, dataset)):
         if (job := common.model_job(kind, dataset)) is not None and job.finished_ok:
             common.warm_job(kind, dataset, job.result)
+            common.read_records(kind, dataset.fingerprint(), dataset)
 
 
 def main() -> None:

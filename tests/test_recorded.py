@@ -94,6 +94,21 @@ def test_a_damaged_or_foreign_record_is_named_and_the_oracle_trains_instead(digi
     assert job.wait(300) is not None and job.finished_ok and not recorded.is_recorded(job.result)
 
 
+def test_the_records_of_every_class_are_read_ahead_and_a_damaged_one_is_left_to_be_named(digits, record_dir):
+    """What the Forget page reads in the background before the first click: every class's records, checked."""
+    oracles = workflow.oracles("spm", digits, request_classes(digits, [0]), k=3, train_config=FAST)
+    for o in oracles:
+        recorded.record(o, digits, record_dir)
+    damaged = bundle.resolve("spm", digits, None, workflow.oracle_train_config("spm", digits, 1, FAST),
+                             request_classes(digits, [1]))[2]
+    (record_dir / f"{damaged}.npz").write_bytes(b"\x00" * 64)
+    recorded.load.cache_clear()
+    assert workflow.read_class_records("spm", digits, train_config=FAST) == 3
+    assert recorded.load.cache_info().currsize == 3  # the click on class 0 finds them read
+    with pytest.raises(StoreError, match=rf"{damaged}\.npz: unreadable"):
+        recorded.find(damaged, digits)
+
+
 def test_a_trained_oracle_comes_before_its_record(digits, record_dir, monkeypatch):
     request = request_classes(digits, [0])
     oracles = workflow.oracles("spm", digits, request, k=2, train_config=FAST)
