@@ -205,15 +205,12 @@ def first_class_with_oracle(kind: str, dataset: Dataset) -> int:
                  if bundle.is_available(kind, dataset, train_config=tc, excluded=request_classes(dataset, [c]))), 0)
 
 
-def read_class_records(kind: str, dataset: Dataset, progress: Progress = no_progress,
-                       cancel: CancelToken | None = None, train_config=None) -> int:
+def read_class_records(kind: str, dataset: Dataset, train_config=None) -> int:
     """Read and check the recorded oracles of every one-class request on ``dataset`` (``core.recorded`` keeps them),
     so that the first Forget click on a class does not wait for its files; returns how many were found. A damaged
     record is left for the click to name (``oracle_jobs``)."""
     found = 0
     for c in range(dataset.num_classes):
-        if cancel is not None:
-            cancel.check()
         request = request_classes(dataset, [c])
         for offset in oracle_offsets():
             tc = oracle_train_config(kind, dataset, offset, train_config)
@@ -222,7 +219,6 @@ def read_class_records(kind: str, dataset: Dataset, progress: Progress = no_prog
                 found += recorded_oracles.find(key, dataset) is not None
             except store.StoreError:
                 pass
-        progress((c + 1) / dataset.num_classes, f"recorded oracles of class {c} read")
     return found
 
 
