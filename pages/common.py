@@ -239,11 +239,11 @@ def own_inputs(run: workflow.MethodRun, dataset: Dataset) -> bool:
     return dataset.name in session_state().uploads or uploaded_key(run.original_key)
 
 
-def scored_runs(dataset: Dataset, request) -> list[workflow.MethodRun]:
+def scored_runs(dataset: Dataset, request, start: bool = True) -> list[workflow.MethodRun]:
     """This session's finished method runs for ``request`` on the original in use, each scored against every
     oracle that has finished (and stored in the runs table, unless it rests on this session's own data or weights:
     ``own_inputs``), and scored again as each further oracle finishes; a run none of whose oracles has finished
-    comes back unscored."""
+    comes back unscored. With ``start`` False, no oracle is started (those of an undone request stay stopped)."""
     out = []
     for job in session_runs(request):
         if not job.finished_ok:
@@ -253,7 +253,7 @@ def scored_runs(dataset: Dataset, request) -> list[workflow.MethodRun]:
         if original is not None and original.key != run.original_key:
             continue  # made on other weights than those in use now (uploaded ones, since dropped): not comparable
         if original is not None and workflow.rescore(run, original, workflow.finished(
-                oracle_jobs(run.kind, dataset, request)), dataset) and not own_inputs(run, dataset):
+                oracle_jobs(run.kind, dataset, request, start=start)), dataset) and not own_inputs(run, dataset):
             workflow.record(run, dataset)
         out.append(run)
     return out

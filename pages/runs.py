@@ -31,17 +31,18 @@ def empty_ui(dataset_name: str | None, elsewhere: int) -> None:
 
 
 def session_runs_ui(dataset: Dataset) -> None:
-    """Score and store this session's finished method runs on ``dataset`` (every request of its history), so that
-    they are listed here without a visit to the Predictions page first; say which still wait for an oracle."""
+    """Score and store this session's finished method runs on ``dataset`` (every request of its history) against
+    the oracles that have finished, so that they are listed here without a visit to the Predictions page first
+    (no oracle is started here); say which have none yet."""
     requests = {r.key(): r for r in forget_session(dataset).history if session_runs(r)}
     if not requests:
         return
     with st.spinner("Scoring this session's finished method runs against their oracles"):
-        runs = [run for request in requests.values() for run in scored_runs(dataset, request)]
+        runs = [run for request in requests.values() for run in scored_runs(dataset, request, start=False)]
     waiting = [run for run in runs if run.comparison is None and not own_inputs(run, dataset)]
     if waiting:
         st.caption(f"{len(waiting)} of this session's finished runs ({', '.join(sorted({r.method for r in waiting}))}) "
-                   "wait for an oracle to finish: they are scored and listed here once one has.")
+                   "have no finished oracle yet: each is listed here once one of its oracles has finished.")
 
 
 def scope_ui(dataset_name: str | None) -> str | None:
