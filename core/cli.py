@@ -208,6 +208,24 @@ def cmd_forget(args) -> dict:
     return _forget(args)[0]
 
 
+def forget_summary(out: dict) -> str:
+    """``forget``'s result for a person at a terminal (stderr; stdout keeps the JSON for scripts): what ran, the
+    verdict's sentence, and the headline metrics beside the oracles' mean."""
+    seconds = out["seconds"]
+    took = f"{seconds * 1000:.3g} ms" if seconds < 1 else f"{seconds:.3g} s"
+    lines = [f"{out['method']} on {out['request']['description']} ({out['model']}, {out['dataset']}): {took}"]
+    if "verdict" not in out:
+        lines.append("no oracle was retrained (--no-oracle), so there is no verdict")
+        return "\n".join(lines)
+    lines.append(out["sentence"])
+    metrics, oracle = out["metrics"], out["oracle_metrics"]
+    lines.append("  ".join(f"{name} {metrics[name]:.2f} (oracles {oracle[name]:.2f})"
+                           for name in ("TA", "RA", "FA", "MIA") if name in metrics and name in oracle))
+    if "run_key" in out:
+        lines.append(f"stored as run {out['run_key']}; the full result is the JSON on stdout")
+    return "\n".join(lines)
+
+
 def _forget(args, need_oracles: bool = False):
     """Unlearn the request of ``args`` and judge it against its oracles: (JSON output, the run, the original, the
     finished oracles, the dataset, the request)."""
@@ -448,5 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if _NOTES and isinstance(out, dict):
         out["notes"] = list(_NOTES)
+    if args.command == "forget":
+        print(forget_summary(out), file=sys.stderr)
     print(json.dumps(out, default=float))
     return 0

@@ -21,9 +21,12 @@ def test_cli_train_forget_evaluate(digits, spm_model):
     assert code == 0 and "digits" in datasets and "fashion-mnist" in datasets
     code, out = cli("train", "--dataset", "digits", "--model", "spm")
     assert code == 0 and out["test_acc"] > 80
-    code, out = cli("forget", "--dataset", "digits", "--model", "spm", "--classes", "0",
-                    "--method", "spm-delete")
+    code, out, stderr = cli_err("forget", "--dataset", "digits", "--model", "spm", "--classes", "0",
+                                "--method", "spm-delete")
     assert code == 0, out
+    # a person at the terminal reads the verdict on stderr; stdout stays one JSON line for scripts
+    assert out["sentence"] in stderr and f"FA 0.00 (oracles {out['oracle_metrics']['FA']:.2f})" in stderr
+    assert f"stored as run {out['run_key']}" in stderr
     assert out["metrics"]["FA"] == 0.0 and out["metrics"]["forgotten_TA"] == 0.0
     assert out["touched"]["parameters"] == 0 and out["metrics"]["speedup"] > 1
     assert {"TA", "RA", "MIA", "PG", "KL", "AvgGap"} <= set(out["metrics"])
