@@ -281,8 +281,10 @@ def shown(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
     a column's values line up (91.72, 93.83, 0.04361) rather than carry whatever precision each metric came with.
     The export keeps the stored values."""
     def significant(value: float) -> float:
-        if pd.isna(value) or abs(value) >= 10 ** digits:
-            return round(value) if pd.notna(value) else value
+        if pd.isna(value):
+            return value
+        if abs(value) >= 10 ** digits:
+            return float(round(value))
         return float(f"{value:.{digits}g}")
 
     out = df.copy()
