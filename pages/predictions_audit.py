@@ -63,33 +63,34 @@ def audit_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, request:
     most = exposure["most_exposed"][:8]
     image_grid_ui([dataset.x_train[r["id"]] for r in most], exposure_captions(most, dataset.class_names))
     stem = f"audit-{request.key()}-{shown.name}"
-    cols = st.columns(3)
+    row = st.container(horizontal=True)  # the buttons side by side, each as wide as its label
     names = dataset.class_names  # each file is made when its button is clicked
-    cols[0].download_button("Download the audit report (HTML, opens offline)",
-                            lambda: report_files.report_html(report, names), f"{stem}.html", "text/html",
-                            key="pred-audit-html", type="primary",
-                            help="One self-contained page: the report and its figures, no external script. Relearn "
-                                 "time and the weights' residue are included once measured in the Evidence tab.")
-    cols[1].download_button("JSON", lambda: json.dumps(report, indent=1), f"{stem}.json", "application/json",
-                            key="pred-audit-json")
-    cols[2].download_button("Markdown", lambda: audit.report_markdown(report, names), f"{stem}.md", "text/markdown",
-                            key="pred-audit-md")
+    row.download_button("Download the audit report (HTML, opens offline)",
+                        lambda: report_files.report_html(report, names), f"{stem}.html", "text/html",
+                        key="pred-audit-html", type="primary",
+                        help="One self-contained page: the report and its figures, no external script. Relearn "
+                             "time and the weights' residue are included once measured in the Evidence tab.")
+    row.download_button("JSON", lambda: json.dumps(report, indent=1), f"{stem}.json", "application/json",
+                        key="pred-audit-json")
+    row.download_button("Markdown", lambda: audit.report_markdown(report, names), f"{stem}.md", "text/markdown",
+                        key="pred-audit-md")
     if stored is not None:
-        weights_ui(stored, stem)
+        weights_ui(row, stored, stem)
 
 
-def weights_ui(stored: store.StoredModel, stem: str) -> None:
-    """The unlearned weights the report judged, to download and re-check (their hash is the report's)."""
+def weights_ui(row, stored: store.StoredModel, stem: str) -> None:
+    """The unlearned weights the report judged, a download beside the report's (``row``), to re-check: their hash
+    is the report's."""
     try:
         data = store.verified_weights(stored)
     except store.StoreError as err:
         st.error(f"The unlearned weights cannot be offered: {err}")
         return
     sha = stored.meta.get("weights_sha256", "")[:16]
-    st.download_button("Download the unlearned weights (safetensors)", data, f"{stem}.safetensors",
-                       "application/octet-stream", key="pred-audit-weights",
-                       help=f"Exactly the weights judged here (SHA-256 {sha}…, as in the report). They load with "
-                            "safetensors, or on the Models page as uploaded weights.")
+    row.download_button("Unlearned weights (safetensors)", data, f"{stem}.safetensors", "application/octet-stream",
+                        key="pred-audit-weights",
+                        help=f"Exactly the weights judged here (SHA-256 {sha}…, as in the report). They load with "
+                             "safetensors, or on the Models page as uploaded weights.")
 
 
 def purged_copy_ui(shown: ShownModel, request: ForgetRequest, artifacts: list[dict]) -> None:

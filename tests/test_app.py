@@ -377,7 +377,7 @@ def test_method_forms_run_in_background_and_show_in_predictions():
     assert damp_row["FA"] < 90 and damp_row["speedup"] > 1 and damp_row["selectivity"] > 0
     assert any("layer" in d.value.columns and "alpha" in d.value.columns for d in at.dataframe)
     assert damp_row["oracles"] == 3 and damp_row["verdict"].capitalize() in verdicts(at)[0]
-    assert "Download the unlearned weights (safetensors)" in [b.proto.label for b in at.get("download_button")]
+    assert "Unlearned weights (safetensors)" in [b.proto.label for b in at.get("download_button")]
     # relearn time is measured on demand, for the unlearned network and each oracle
     predictions_tab(at, "Evidence")
     at.button(key="pred-relearn").click().run()
