@@ -95,7 +95,7 @@ def test_a_damaged_or_foreign_record_is_named_and_the_oracle_trains_instead(digi
 
 
 def test_the_records_of_every_class_are_read_ahead_and_a_damaged_one_is_left_to_be_named(digits, record_dir):
-    """What the Forget page reads in the background before the first click: every class's records, checked."""
+    """What the Forget page reads once it has loaded its models, before any click: every class's records."""
     oracles = workflow.oracles("spm", digits, request_classes(digits, [0]), k=3, train_config=FAST)
     for o in oracles:
         recorded.record(o, digits, record_dir)
