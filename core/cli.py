@@ -7,6 +7,7 @@
     python -m core forget --dataset digits --model parametric --random 0.1 --seed 0 --method ft --set epochs=2
     python -m core train --dataset digits --model munkey --model-set retrieval_reg=self-drop --model-set vit.depth=2
     python -m core audit --dataset digits --model parametric --classes 0 --method damp --out audit-damp
+    python -m core audit --dataset digits --model parametric --classes 0 --weights theirs.safetensors --out audit-theirs
     python -m core sweep --dataset digits --model parametric --methods ft,ga --requests class:0,random:0.1 --seeds 0-2
     python -m core record-oracles --dataset fashion-mnist --model spm
 
@@ -44,7 +45,10 @@ from core.eval import audit, residue
 from core.models import get_model_kind, list_model_kinds
 from core.models.base import MemoryClassifier
 from core.unlearn import get_method, list_methods
+from core.validate import load_checkpoint, read_checkpoint
 from core.views import evidence as EV
+
+DEFAULT_METHOD = "spm-delete"
 
 
 class _Bar:
@@ -212,8 +216,10 @@ def forget_summary(out: dict) -> str:
     """``forget``'s result for a person at a terminal (stderr; stdout keeps the JSON for scripts): what ran, the
     verdict's sentence, and the headline metrics beside the oracles' mean."""
     seconds = out["seconds"]
-    took = f"{seconds * 1000:.3g} ms" if seconds < 1 else f"{seconds:.3g} s"
-    lines = [f"{out['method']} on {out['request']['description']} ({out['model']}, {out['dataset']}): {took}"]
+    took = "time not measured here" if seconds is None else f"{seconds * 1000:.3g} ms" if seconds < 1 else \
+        f"{seconds:.3g} s"
+    what = f"{out['method']} {out['config']['file']}" if out["method"] == workflow.SUPPLIED else out["method"]
+    lines = [f"{what} on {out['request']['description']} ({out['model']}, {out['dataset']}): {took}"]
     if "verdict" not in out:
         lines.append("no oracle was retrained (--no-oracle), so there is no verdict")
         return "\n".join(lines)
@@ -231,7 +237,9 @@ def _forget(args, need_oracles: bool = False):
     finished oracles, the dataset, the request)."""
     dataset = _dataset(args)
     request = _request(args, dataset)
-    config = _method_config(args.method, args.set or [])
+    supplied = _supplied(args, dataset)  # checked before Ray starts
+    method = workflow.SUPPLIED if supplied is not None else args.method or DEFAULT_METHOD
+    config = None if supplied is not None else _method_config(method, args.set or [])
     offsets = [] if args.no_oracle else workflow.oracle_offsets(args.oracles)  # checked before Ray starts
     if need_oracles and len(offsets) < 2:
         raise ValueError("an audit judges the request against the oracles' spread: it needs at least 2 oracles "
@@ -242,13 +250,15 @@ def _forget(args, need_oracles: bool = False):
     try:
         base = _wait(_model(engine, args, dataset), bar)
         oracles = [_model(engine, args, dataset, request, offset) for offset in offsets]  # beside the run
-        if get_model_kind(args.model).by_design:
-            run = workflow.execute(args.method, base, dataset, request, config, progress=bar)
+        if supplied is not None:
+            run = workflow.supplied_run(base, dataset, request, supplied, args.weights)
+        elif get_model_kind(args.model).by_design:
+            run = workflow.execute(method, base, dataset, request, config, progress=bar)
         else:
-            task = workflow.method_remote(args.method, base, dataset, request, config, gpu=engine.has_gpu)
-            run = _wait(engine.submit(f"method:{args.method}", args.method, task), bar)
-        out = {"dataset": dataset.name, "model": args.model, "method": args.method, "request": request.to_json(),
-               "config": config_to_dict(config), "seconds": run.seconds, "touched": run.touched,
+            task = workflow.method_remote(method, base, dataset, request, config, gpu=engine.has_gpu)
+            run = _wait(engine.submit(f"method:{method}", method, task), bar)
+        out = {"dataset": dataset.name, "model": args.model, "method": method, "request": request.to_json(),
+               "config": config_to_dict(run.config), "seconds": run.seconds, "touched": run.touched,
                "weights_sha256": run.weights_sha256}
         if oracles:
             judged, ready = _judged(run, base, oracles, dataset, bar)
@@ -258,6 +268,20 @@ def _forget(args, need_oracles: bool = False):
         engine.shutdown()
     out["log"] = {k: v for k, v in run.log.items() if _jsonable(v)}
     return out, run, base, ready, dataset, request
+
+
+def _supplied(args, dataset) -> bytes | None:
+    """The bytes of ``--weights`` (None without it), checked against the model ``--model`` builds, so that a wrong
+    file is refused before anything trains."""
+    if args.weights is None:
+        return None
+    if args.method is not None or args.set:
+        raise ValueError("--weights judges weights unlearned elsewhere; --method and --set run a method here: give "
+                         "either --weights or --method")
+    workflow.check_supplied_kind(args.model)
+    data = read_checkpoint(args.weights, args.weights)
+    load_checkpoint(data, args.model, dataset, args.weights, config=_model_config(args, dataset))
+    return data
 
 
 def _judged(run, base, oracles: list[Job], dataset, bar: _Bar) -> tuple[dict, list]:
@@ -299,7 +323,7 @@ def cmd_audit(args) -> dict:
             raise ValueError(f"--relearn fine-tunes a parametric network; {args.model} forgets by design")
         EV.relearn_view(run.model, base, ready, dataset, request)
         measured["relearn"] = EV.measured_for_report(run.model, dataset, request)["relearn"]
-    report = audit.audit_report(dataset, request, base.classifier, run.model, base.meta, args.method,
+    report = audit.audit_report(dataset, request, base.classifier, run.model, base.meta, run.method,
                                 judged["config"], run.seconds, run.comparison, workflow.store_unlearned(run),
                                 **measured)
     paths = report_files.write_audit(report, out_dir, dataset.class_names)
@@ -411,8 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--random", type=float, help="fraction of the training set, e.g. 0.1")
             s.add_argument("--seed", type=int, default=0, help="seed of the random fraction")
             s.add_argument("--ids-file", help="a CSV/TXT file of training ids")
-            s.add_argument("--method", default="spm-delete")
+            s.add_argument("--method", help=f"the unlearning method to run (default {DEFAULT_METHOD})")
             s.add_argument("--set", action="append", metavar="NAME=VALUE", help="method config field")
+            s.add_argument("--weights", metavar="FILE.safetensors",
+                           help="judge weights unlearned elsewhere instead of running a method: a safetensors file of "
+                                "--model's network after forgetting the request (checked strictly, never unpickled)")
             s.add_argument("--no-oracle", action="store_true", help="skip the retrained oracles (and the verdict)")
             s.add_argument("--oracles", type=int, help="oracles to retrain without the request, each on its own seed "
                                                        "(default $UE_ORACLES or 3; a verdict needs 2)")

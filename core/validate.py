@@ -50,6 +50,25 @@ def _sniff_checkpoint(data: bytes) -> str | None:
     return None if isinstance(header, dict) else "not a safetensors file (its header is not a JSON object)"
 
 
+def read_checkpoint(source: bytes | str | Path, where: str, expected: str = "a safetensors checkpoint") -> bytes:
+    """A checkpoint's bytes (a file's, read only once its size is within ``MAX_CHECKPOINT_BYTES``), or a
+    :class:`StoreError` naming ``where``: a file that cannot be read, or one too large."""
+    if isinstance(source, str | Path):
+        try:
+            size = Path(source).stat().st_size
+            if size > MAX_CHECKPOINT_BYTES:
+                raise StoreError(source=where, found=f"{size:,} bytes", expected=f"at most {MAX_CHECKPOINT_BYTES:,}")
+            data = Path(source).read_bytes()
+        except OSError as err:
+            raise StoreError(source=where, found=f"cannot be read ({err.strerror or err})", expected=expected) from err
+    else:
+        data = bytes(source)
+    if len(data) > MAX_CHECKPOINT_BYTES:
+        raise StoreError(source=where, found=f"{len(data):,} bytes", expected=f"at most {MAX_CHECKPOINT_BYTES:,}",
+                         fix="upload the weights of a smaller model")
+    return data
+
+
 def load_checkpoint(source: bytes | str | Path, kind: str, dataset: Dataset, source_name: str | None = None,
                     config=None) -> dict:
     """The tensors of an uploaded safetensors checkpoint for a registered model ``kind`` on ``dataset``, checked
@@ -67,19 +86,7 @@ def load_checkpoint(source: bytes | str | Path, kind: str, dataset: Dataset, sou
     if kind not in list_model_kinds():
         raise StoreError(source=where, found=f"model kind {shown(kind)}",
                          expected=f"one of the registered kinds: {', '.join(list_model_kinds())}")
-    if isinstance(source, str | Path):
-        try:
-            size = Path(source).stat().st_size
-            if size > MAX_CHECKPOINT_BYTES:
-                raise StoreError(source=where, found=f"{size:,} bytes", expected=f"at most {MAX_CHECKPOINT_BYTES:,}")
-            data = Path(source).read_bytes()
-        except OSError as err:
-            raise StoreError(source=where, found=f"cannot be read ({err.strerror or err})", expected=expected) from err
-    else:
-        data = bytes(source)
-    if len(data) > MAX_CHECKPOINT_BYTES:
-        raise StoreError(source=where, found=f"{len(data):,} bytes", expected=f"at most {MAX_CHECKPOINT_BYTES:,}",
-                         fix="upload the weights of a smaller model")
+    data = read_checkpoint(source, where, expected)
     problem = _sniff_checkpoint(data)
     fix = ("save the weights with safetensors.torch.save_file(model.state_dict(), 'model.safetensors'); "
            "pickled checkpoints are never loaded here")

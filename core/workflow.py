@@ -256,7 +256,7 @@ class MethodRun:
     request: ForgetRequest
     original_key: str
     model: Classifier
-    seconds: float
+    seconds: float | None  # None: not measured here (weights unlearned elsewhere, :func:`supplied_run`)
     touched: dict = field(default_factory=dict)
     log: dict = field(default_factory=dict)
     weights_sha256: str | None = None  # of the unlearned weights (None for a by-design memory edit)
@@ -266,6 +266,53 @@ class MethodRun:
     @property
     def key(self) -> str:
         return run_key(self.method, self.original_key, self.request, self.config)
+
+    @property
+    def label(self) -> str:
+        """The run's name for people: its method, or for supplied weights the file they came from."""
+        return f"{SUPPLIED} ({self.config.file})" if self.method == SUPPLIED else self.method
+
+
+SUPPLIED = "supplied"  # the method name of weights unlearned elsewhere and judged here
+
+
+@dataclass(frozen=True)
+class SuppliedWeights:
+    """Weights unlearned outside this project, judged here against the oracles: the file they came from (as the
+    user named it) and the SHA-256 of its bytes as supplied. The run's config, so its key and report name them."""
+
+    file: str
+    sha256: str
+
+
+def check_supplied_kind(kind: str) -> None:
+    """Supplied unlearned weights are judged on a network that forgets by its weights (ValueError otherwise)."""
+    if get_model_kind(kind).by_design:
+        raise ValueError(f"{kind} forgets by deleting samples from its memory, not by changing its weights: "
+                         "supplied unlearned weights are judged on a network that forgets by its weights "
+                         "(the parametric model)")
+
+
+def supplied_run(original: bundle.TrainedModel, dataset: Dataset, request: ForgetRequest, data: bytes,
+                 source_name: str) -> MethodRun:
+    """Weights that someone says were unlearned for ``request`` elsewhere (safetensors bytes of ``original``'s
+    architecture and config), as a run to score against the oracles like any method's: an auditor's check of a
+    deletion done with another tool. Checked strictly (names, shapes, dtypes, finite values; a
+    :class:`core.errors.StoreError` names ``source_name``); nothing is unpickled. Its time is unknown (None), and
+    its weights' hash is that of the file as supplied."""
+    from core.validate import load_checkpoint
+
+    kind = original.meta["kind"]
+    spec = get_model_kind(kind)
+    if spec.by_design:
+        raise ValueError(f"{kind} forgets by deleting samples from its memory, not by changing its weights: "
+                         "supplied unlearned weights are judged on the parametric network)")
+    config = store.config_of(original.meta, spec.config_cls)
+    load_checkpoint(data, kind, dataset, source_name, config=config)
+    model = bundle.from_weights(kind, dataset, data, config, where=source_name)
+    sha = hashlib.sha256(data).hexdigest()
+    return MethodRun(SUPPLIED, kind, SuppliedWeights(source_name, sha), request, original.key, model, None,
+                     log={"supplied_file": source_name}, weights_sha256=sha)
 
 
 @dataclass
@@ -390,8 +437,9 @@ def unlearned_key(run: MethodRun) -> str:
 def store_unlearned(run: MethodRun) -> store.StoredModel | None:
     """Keep a post-hoc run's unlearned weights (safetensors, under ``models/unlearned-<run key>-<hash>``) so
     that an auditor can hash and reload exactly the model that was judged; their SHA-256 must equal the run's.
-    A by-design deletion moves no weight (None: its network is the original's)."""
-    if run.weights_sha256 is None:
+    A by-design deletion moves no weight (None: its network is the original's); supplied weights are the user's
+    own file, not copied into the store (None)."""
+    if run.weights_sha256 is None or run.method == SUPPLIED:
         return None
     stored = store.find_model(unlearned_key(run))
     if stored is not None:

@@ -101,6 +101,45 @@ def test_report_hashes_the_stored_unlearned_weights_of_a_post_hoc_run(digits, pa
         store.verified_weights(altered)
 
 
+def test_weights_unlearned_elsewhere_are_judged_as_the_run_that_made_them(digits, parametric_model):
+    """An auditor supplies a file of unlearned weights: it is judged against the request's oracles exactly as the
+    run that made it (same metrics, same verdict), the report names the file and the SHA-256 of its bytes, and the
+    file is not copied into the store. The original's own weights supplied as "unlearned" are caught."""
+    from core import store
+
+    request = request_classes(digits, [3])
+    original = workflow.original("parametric", digits)
+    oracles = workflow.oracles("parametric", digits, request, 3)
+    damp = workflow.score(workflow.execute("damp", original, digits, request), original, oracles, digits)
+    data = store.verified_weights(workflow.store_unlearned(damp))
+    supplied = workflow.score(workflow.supplied_run(original, digits, request, data, "vendor.safetensors"), original,
+                              oracles, digits)
+    assert supplied.method == workflow.SUPPLIED and supplied.label == "supplied (vendor.safetensors)"
+    assert supplied.comparison.verdict == damp.comparison.verdict
+    assert supplied.comparison.sentence == damp.comparison.sentence
+    for name in ("TA", "RA", "FA", "MIA", "AvgGap"):
+        assert supplied.comparison.metrics[name] == pytest.approx(damp.comparison.metrics[name], abs=1e-6), name
+    assert supplied.comparison.metrics["FA"] < 5 and supplied.comparison.metrics["RA"] > 80  # forgot, kept the rest
+    assert "seconds" not in supplied.comparison.metrics and "speedup" not in supplied.comparison.metrics
+    assert workflow.store_unlearned(supplied) is None  # the user's file stays theirs
+    report = audit.audit_report(digits, request, original.classifier, supplied.model, original.meta, supplied.method,
+                                {"file": "vendor.safetensors", "sha256": supplied.weights_sha256}, None,
+                                supplied.comparison)
+    assert report["unlearned"]["weights_sha256"] == hashlib.sha256(data).hexdigest() == supplied.weights_sha256
+    assert report["unlearned"]["supplied_file"] == "vendor.safetensors" and report["method"]["seconds"] is None
+    text = audit.report_markdown(report)
+    assert "the file `vendor.safetensors`" in text and "time not measured here" in text
+
+    unchanged = workflow.score(workflow.supplied_run(original, digits, request, store.verified_weights(
+        store.find_model(original.key)), "unchanged.safetensors"), original, oracles, digits)
+    assert unchanged.comparison.verdict == "not forgotten" and unchanged.comparison.metrics["FA"] > 80
+    assert "nearer the original's" in unchanged.comparison.sentence
+    with pytest.raises(store.StoreError, match="vendor.safetensors"):
+        workflow.supplied_run(original, digits, request, data[:-9], "vendor.safetensors")
+    with pytest.raises(ValueError, match="spm forgets by deleting samples from its memory"):
+        workflow.supplied_run(workflow.original("spm", digits), digits, request, data, "vendor.safetensors")
+
+
 def test_report_without_an_oracle_says_so(parametric_model, digits):
     request = request_classes(digits, [2])
     meta = {"kind": "parametric", "key": "p", "weights_sha256": "x"}
@@ -136,6 +175,31 @@ def test_cli_audit_writes_an_html_report_that_needs_nothing_outside_it(tmp_path,
     assert not re.search(r"<script[^>]+src=", page) and "<link" not in page  # plotly.js is inlined
     assert file_hash in page and report["request"]["ids_sha256"] in page
     assert (out / "membership.csv").read_text().count("\n") == len(request_classes(digits, [3])) + 1
+
+
+@pytest.mark.slow
+def test_cli_audits_weights_unlearned_elsewhere(tmp_path, digits, parametric_model):
+    """``audit --weights FILE``: the supplied file is judged as the run that made it, and the report names the
+    file as the user gave it and the SHA-256 of its bytes."""
+    from core import store
+    from tests.test_cli import cli
+
+    request = request_classes(digits, [3])
+    original = workflow.original("parametric", digits)
+    damp = workflow.score(workflow.execute("damp", original, digits, request), original,
+                          workflow.oracles("parametric", digits, request, 3), digits)
+    weights = tmp_path / "theirs.safetensors"
+    weights.write_bytes(store.verified_weights(workflow.store_unlearned(damp)))
+    out = tmp_path / "report"
+    code, result = cli("audit", "--dataset", "digits", "--model", "parametric", "--classes", "3", "--weights",
+                       str(weights), "--oracles", "3", "--out", str(out))
+    assert code == 0, result
+    report = json.loads((out / "audit.json").read_text())
+    assert report["unlearned"]["supplied_file"] == str(weights) and report["method"]["name"] == "supplied"
+    assert report["unlearned"]["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert result["verdict"] == damp.comparison.verdict and result["sentence"] == damp.comparison.sentence
+    assert report["metrics"]["after"]["FA"] == pytest.approx(damp.comparison.metrics["FA"], abs=1e-6)
+    assert str(weights) in (out / "audit.md").read_text()
 
 
 def test_the_html_report_escapes_what_it_quotes(parametric_model, digits):

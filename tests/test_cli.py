@@ -86,6 +86,25 @@ def test_hostile_inputs_exit_2_with_the_message_and_no_traceback(tmp_path):
     assert code == 2 and out["error"].startswith(f"{tmp_path / 'nope.npz'}: no such file or folder")
 
 
+def test_cli_refuses_supplied_weights_it_cannot_judge_before_anything_starts(tmp_path):
+    """``--weights`` names a file of unlearned weights to judge: a damaged file, a by-design model (which forgets by
+    its memory) and ``--method`` beside it are each refused with status 2 and a message, before Ray starts."""
+    weights = tmp_path / "theirs.safetensors"
+    weights.write_bytes(b"PK\x03\x04 a zip, as torch.save writes")
+    code, out = cli("audit", "--dataset", "digits", "--model", "parametric", "--classes", "3", "--weights",
+                    str(weights), "--out", str(tmp_path / "report"))
+    assert code == 2 and str(weights) in out["error"] and "a PyTorch checkpoint" in out["error"]
+    code, out = cli("forget", "--dataset", "digits", "--model", "spm", "--classes", "3", "--weights", str(weights))
+    assert code == 2 and "spm forgets by deleting samples from its memory" in out["error"]
+    code, out = cli("forget", "--dataset", "digits", "--model", "parametric", "--classes", "3", "--weights",
+                    str(weights), "--method", "damp")
+    assert code == 2 and "either --weights or --method" in out["error"]
+    code, out = cli("forget", "--dataset", "digits", "--model", "parametric", "--classes", "3", "--weights",
+                    str(tmp_path / "missing.safetensors"))
+    assert code == 2 and "missing.safetensors" in out["error"] and "cannot be read" in out["error"]
+    assert not (tmp_path / "report").exists()
+
+
 def test_model_and_method_configs_from_name_value_pairs():
     import pytest
 

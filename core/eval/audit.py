@@ -48,9 +48,16 @@ def sample_exposure(train_probs: np.ndarray, test_probs: np.ndarray, dataset: Da
     return (higher + 0.5 * ties) / max(len(held_loss), 1) * 100
 
 
-def _unlearned(model_meta: dict, stored) -> dict:
-    """The unlearned model's weights: the stored file of a post-hoc run (``store.StoredModel``), or for a by-design
-    deletion the original's network, which the deletion does not change."""
+def _unlearned(model_meta: dict, stored, method: str, method_config: dict | None) -> dict:
+    """The unlearned model's weights: the stored file of a post-hoc run (``store.StoredModel``), the user's own
+    file for weights unlearned elsewhere (``workflow.SUPPLIED``), or for a by-design deletion the original's
+    network, which the deletion does not change."""
+    from core.workflow import SUPPLIED
+
+    if method == SUPPLIED and method_config:
+        return {"weights_sha256": method_config["sha256"], "supplied_file": method_config["file"],
+                "note": "weights unlearned elsewhere and supplied for this audit; the SHA-256 is of the file as "
+                        "supplied, so the auditor can match it against the file they were given"}
     if stored is None:
         return {"weights_sha256": model_meta.get("weights_sha256"), "stored_key": model_meta.get("key"),
                 "note": "a by-design deletion edits the model's memory and moves no weight: the network is the "
@@ -73,15 +80,16 @@ def _spread_rows(comparison) -> list[dict]:
 
 
 def audit_report(dataset: Dataset, request: ForgetRequest, original: Classifier, unlearned: Classifier,
-                 model_meta: dict, method: str, method_config: dict | None, seconds: float, comparison=None,
+                 model_meta: dict, method: str, method_config: dict | None, seconds: float | None, comparison=None,
                  unlearned_weights=None, top: int = 20, residue: dict | None = None,
                  relearn: dict | None = None) -> dict:
     """The whole report as JSON-ready values; ``report_markdown`` renders it for people. ``model_meta``: the
     original's stored metadata; ``comparison``: the ``workflow.Comparison`` of ``unlearned`` against the finished
     oracles (None: none has finished, and the report says so); ``unlearned_weights``: the ``store.StoredModel``
-    of a post-hoc run's unlearned weights (None for a by-design deletion); ``residue``: ``residue.residue`` of the
-    unlearned model and ``relearn``: the relearn-time reading (metric, target, target_text, rows, ain, curves),
-    each included when it was measured."""
+    of a post-hoc run's unlearned weights (None for a by-design deletion and for supplied weights, whose file is
+    named by ``method_config``); ``seconds``: None when not measured here (supplied weights); ``residue``:
+    ``residue.residue`` of the unlearned model and ``relearn``: the relearn-time reading (metric, target,
+    target_text, rows, ain, curves), each included when it was measured."""
     from core import store  # versions of the software that computed the report
 
     test_p, train_p = unlearned.split_proba(dataset, "test"), unlearned.split_proba(dataset, "train")
@@ -96,8 +104,8 @@ def audit_report(dataset: Dataset, request: ForgetRequest, original: Classifier,
                      "weights_sha256": model_meta.get("weights_sha256"), "config": model_meta.get("config"),
                      "train_config": model_meta.get("train_config"),
                      "seed": (model_meta.get("train_config") or {}).get("seed")},
-        "unlearned": _unlearned(model_meta, unlearned_weights),
-        "method": {"name": method, "config": method_config, "seconds": float(seconds)},
+        "unlearned": _unlearned(model_meta, unlearned_weights, method, method_config),
+        "method": {"name": method, "config": method_config, "seconds": None if seconds is None else float(seconds)},
         "metrics": {"before": _plain(before), "after": _plain(after)},
     }
     check = getattr(unlearned, "memory_check", None)
@@ -224,6 +232,10 @@ def _weights_lines(r: dict) -> list[str]:
     return lines
 
 
+def _took(seconds: float | None) -> str:
+    return "time not measured here" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
 def report_markdown(report: dict, class_names: tuple[str, ...] | None = None) -> str:
     """The report as Markdown a person can read, print or attach to a ticket."""
     r, req = report, report["request"]
@@ -240,8 +252,10 @@ def report_markdown(report: dict, class_names: tuple[str, ...] | None = None) ->
              f"- Original: {orig['kind']} `{orig['key']}`, seed {orig['seed']}, weights SHA-256 "
              f"`{orig['weights_sha256']}`",
              f"- Unlearned: weights SHA-256 `{unl['weights_sha256']}`"
-             + (f", stored as `{unl['stored_file']}`" if "stored_file" in unl else f" ({unl.get('note', '')})"),
-             f"- Method: {r['method']['name']}, {r['method']['seconds'] * 1000:.1f} ms; config "
+             + (f", stored as `{unl['stored_file']}`" if "stored_file" in unl else
+                f", the file `{unl['supplied_file']}` ({unl['note']})" if "supplied_file" in unl else
+                f" ({unl.get('note', '')})"),
+             f"- Method: {r['method']['name']}, {_took(r['method']['seconds'])}; config "
              f"`{json.dumps(r['method']['config'])}`"]
     for i, o in enumerate(r.get("oracles", {}).get("models", []), 1):
         lines.append(f"- Oracle {i}: `{o['key']}`, seed {o['seed']}, weights SHA-256 `{o['weights_sha256']}`"
