@@ -227,6 +227,17 @@ def method_job(method: str, original: bundle.TrainedModel, dataset: Dataset, req
     return job
 
 
+def add_run(run: workflow.MethodRun) -> Job:
+    """A run made here at once (weights unlearned elsewhere) among this session's runs of its request, as a
+    finished job, so that the pages list, score and audit it as they do a method run's."""
+    state = session_state()
+    job = backend().add_done(run.key, f"{run.label} on {run.request.description}", run, owner=state.id)
+    runs = state.method_runs.setdefault(run.request.key(), [])
+    if run.key not in runs:
+        runs.append(run.key)
+    return job
+
+
 def session_runs(request) -> list[Job]:
     """This session's method-run jobs for ``request``."""
     keys = session_state().method_runs.get(request.key(), [])
@@ -235,8 +246,10 @@ def session_runs(request) -> list[Job]:
 
 def own_inputs(run: workflow.MethodRun, dataset: Dataset) -> bool:
     """Whether ``run`` rests on what this session uploaded (the data, or weights in place of the shared original):
-    such a run stays in this session, out of the server's runs table that every session's Runs page lists."""
-    return dataset.name in session_state().uploads or uploaded_key(run.original_key)
+    such a run stays in this session, out of the server's runs table that every session's Runs page lists. So do
+    weights unlearned elsewhere that this session supplied."""
+    return (dataset.name in session_state().uploads or uploaded_key(run.original_key)
+            or run.method == workflow.SUPPLIED)
 
 
 def scored_runs(dataset: Dataset, request, start: bool = True) -> list[workflow.MethodRun]:

@@ -53,9 +53,9 @@ def models_ui(column, dataset: Dataset, session: ForgetSession) -> MapModels | N
     request = session.current
     kinds = sorted(by_design_kinds(), key=lambda k: (k != "spm", k))  # SPM first: the paper's model
     done_runs = [j.result for j in session_runs(request) if j.finished_ok] if request is not None else []
-    shown = column.selectbox("Model", kinds + [r.method for r in done_runs], key="emb-model",
+    shown = column.selectbox("Model", kinds + [r.label for r in done_runs], key="emb-model",
                              help="By-design models forget by deletion; the others are post-hoc runs (Forget page).")
-    run = next((r for r in done_runs if r.method == shown), None)
+    run = next((r for r in done_runs if r.label == shown), None)
     kind = run.kind if run is not None else shown
     trained = ready_model(kind, dataset)
     if trained is None:

@@ -140,7 +140,8 @@ def methods_ui(dataset: Dataset, request: ForgetRequest) -> list[Job]:
     runs = session_runs(request)
     for job in runs:
         if job_status_ui(job):
-            st.caption(f"{job.title}: done in {job.result.seconds:.2f} s — see the Predictions page.")
+            took = "" if job.result.seconds is None else f" in {job.result.seconds:.2f} s"
+            st.caption(f"{job.title}: done{took} — see the Predictions page.")
     return runs
 
 

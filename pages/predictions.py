@@ -30,7 +30,7 @@ from pages.common import (
     session_runs,
 )
 from pages.evidence_panels import evidence_ui, oracles_ui, verdict_ui
-from pages.predictions_audit import audit_ui, method_ui, probes_ui, runs_ui
+from pages.predictions_audit import SHOW_NEXT, audit_ui, method_ui, probes_ui, runs_ui, supplied_ui
 from pages.sidebar import page_dataset
 from pages.widgets import (
     chosen_tab_ui,
@@ -54,16 +54,19 @@ TABS = {
 def shown_ui(dataset: Dataset, session: ForgetSession, done_runs: list) -> ShownModel | None:
     """The model picker; None (with a message) when no model is trained yet."""
     ready = {k: t for k in by_design_kinds() if (t := ready_model(k, dataset)) is not None}
-    choices = list(ready) + [r.method for r in done_runs]
+    choices = list(ready) + [r.label for r in done_runs]
     if not choices:
         st.info("No model is trained for this dataset yet: train one on the Models page or the Forget page.")
         return None
+    if st.session_state.get(SHOW_NEXT) in choices:  # a run just added below the picker (supplied weights)
+        st.session_state["pred-model"] = st.session_state.pop(SHOW_NEXT)
     name = st.radio("Model", choices, horizontal=True, key="pred-model",
-                    help="By-design models forget by deletion; the others are post-hoc runs from the Forget page.")
+                    help="By-design models forget by deletion; the others are post-hoc runs from the Forget page, "
+                        "or weights unlearned elsewhere (the Runs and audit tab).")
     if name in ready:
         applied = session.apply_by_design(ready[name].key, ready[name].classifier)
         return ShownModel(name, name, ready[name].classifier, applied.model, applied.seconds, ready[name])
-    run = next(r for r in done_runs if r.method == name)
+    run = next(r for r in done_runs if r.label == name)
     original = ready_model(run.kind, dataset)
     return ShownModel(name, run.kind, original.classifier, run.model, run.seconds, original, run)
 
@@ -99,8 +102,9 @@ def metrics_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, reques
                  column_config={c: st.column_config.NumberColumn(format="%.2f") for c in table.columns
                                 if c not in ("metric", "meaning")})
     cols, seconds, comparison = st.columns(2), view.seconds, view.comparison
-    cols[0].metric("Unlearning time", f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.1f} s",
-                   help=M.EXPLANATIONS["seconds"])
+    took = "not measured" if seconds is None else f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.1f} s"
+    cols[0].metric("Unlearning time", took, help=M.EXPLANATIONS["seconds"] + (
+        " Weights unlearned elsewhere come without it." if seconds is None else ""))
     if comparison is not None and "speedup" in comparison.metrics:
         cols[1].metric("Speed-up over retraining", f"{comparison.metrics['speedup']:,.0f}x",
                        help=M.EXPLANATIONS["speedup"])
@@ -168,6 +172,7 @@ def main() -> None:
             changes_ui(view, dataset, request)
         else:
             runs_ui(view, shown, done_runs, dataset, request)
+            supplied_ui(dataset, request)
             audit_ui(view, shown, dataset, request)
             if shown.run is not None:
                 method_ui(shown, request)

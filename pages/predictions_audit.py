@@ -12,11 +12,12 @@ from core import charts, purge, store, workflow
 from core import report as report_files
 from core.configs import config_to_dict
 from core.data import Dataset, ForgetRequest
+from core.errors import InputError
 from core.eval import audit, probes
 from core.eval import metrics as M
 from core.views import evidence as EV
 from core.views.predictions import PredictionView, ShownModel, exposure_captions, run_row, runs_table
-from pages.common import oracle_jobs, ready_model
+from pages.common import add_run, oracle_jobs, ready_model
 from pages.state import session_state
 from pages.widgets import image_grid_ui
 
@@ -38,6 +39,36 @@ def runs_ui(view: PredictionView, shown: ShownModel, done_runs: list, dataset: D
     st.download_button("Export all runs (CSV)", table.to_csv(index=False), f"runs-{request.key()}.csv", "text/csv")
 
 
+SHOW_NEXT = "pred-model-next"  # the Model picker's choice at the next run (set below the picker)
+
+
+def supplied_ui(dataset: Dataset, request: ForgetRequest) -> None:
+    """Weights unlearned elsewhere for ``request``, judged here as a run (an auditor's check of a deletion done
+    with another tool): checked strictly, scored against the oracles, then shown with its audit report."""
+    with st.expander("Judge weights unlearned elsewhere", key="pred-supplied"):
+        st.markdown(f"A **safetensors** file of the parametric network after another tool forgot "
+                    f"*{request.description}*: it is judged against this request's oracles as the runs above are, "
+                    "becomes a model of the picker at the top, and its audit report names the file and the SHA-256 "
+                    "of its bytes. Names and shapes must match; nothing in it is unpickled. It stays in this "
+                    "browser session (not in the Runs page's table).")
+        upload = st.file_uploader("Unlearned weights", type=["safetensors"], key="pred-supplied-file")
+        if upload is None or not st.button("Judge these weights", key="pred-supplied-go"):
+            return
+        original = ready_model("parametric", dataset)
+        if original is None:
+            st.error("The parametric model is not trained for this dataset yet: train it on the Models page.")
+            return
+        with st.spinner(f"Checking {upload.name} and predicting every training and test image with it"):
+            try:
+                run = workflow.supplied_run(original, dataset, request, upload.getvalue(), upload.name)
+            except InputError as err:
+                st.error(f"These weights were not judged: {err}")
+                return
+        add_run(run)
+        st.session_state[SHOW_NEXT] = run.label
+        st.rerun()
+
+
 def audit_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, request: ForgetRequest) -> None:
     """The audit report of the shown model: memory check, membership exposure, and its downloads."""
     st.subheader("Audit report")
@@ -47,6 +78,9 @@ def audit_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, request:
                "models, read from the model), every metric against the oracle spread, and the per-sample membership "
                "table.")
     config = config_to_dict(shown.run.config) if shown.run is not None else {}
+    if shown.run is not None and shown.run.method == workflow.SUPPLIED:
+        st.info(f"Judged here: the weights of **{config['file']}** (SHA-256 `{config['sha256']}`), supplied in this "
+                "session. Their unlearning was done elsewhere, so its time is not measured.")
     stored = workflow.store_unlearned(shown.run) if shown.run is not None else None
     report = EV.audit_view(dataset, request, shown.before, shown.after, shown.original.meta, shown.method, config,
                            view.seconds, view.comparison, stored)
@@ -62,7 +96,8 @@ def audit_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, request:
                 + f". {audit.EXPOSURE_EXPLANATION}")
     most = exposure["most_exposed"][:8]
     image_grid_ui([dataset.x_train[r["id"]] for r in most], exposure_captions(most, dataset.class_names))
-    stem = f"audit-{request.key()}-{shown.name}"
+    stem = f"audit-{request.key()}-{shown.name}" if shown.run is None or shown.run.method != workflow.SUPPLIED else \
+        f"audit-{request.key()}-supplied-{shown.run.weights_sha256[:12]}"  # not the user's file name: any text
     row = st.container(horizontal=True)  # the buttons side by side, each as wide as its label
     names = dataset.class_names  # each file is made when its button is clicked
     row.download_button("Download the audit report (HTML, opens offline)",
@@ -131,7 +166,7 @@ def probes_ui(dataset: Dataset, request: ForgetRequest, done_runs: list) -> None
     for i, oracle in enumerate(workflow.finished(oracle_jobs("parametric", dataset, request, start=False,
                                                              recorded=False)), 1):
         models[f"oracle {i} (seed {workflow.train_seed(oracle)})"] = oracle.classifier
-    models.update({r.method: r.model for r in done_runs if r.kind == "parametric"})
+    models.update({r.label: r.model for r in done_runs if r.kind == "parametric"})
     known = all(probes.decodability_known(m, dataset, request) for m in models.values())
     if not known and not st.button("Compute the probe curves", key="pred-probes",
                                    help="One logistic probe per layer and model: a few seconds each."):

@@ -434,6 +434,62 @@ def test_a_run_on_this_sessions_own_weights_stays_out_of_the_shared_runs_table(p
     assert "damp" not in at.radio(key="pred-model").options
 
 
+class Uploaded:
+    """What ``st.file_uploader`` hands a page: a name and the bytes."""
+
+    def __init__(self, name: str, data: bytes):
+        self.name, self.data = name, data
+
+    def getvalue(self) -> bytes:
+        return self.data
+
+
+def test_weights_unlearned_elsewhere_are_judged_on_the_predictions_page_in_this_session_only(monkeypatch,
+                                                                                            parametric_model):
+    """An auditor uploads weights another tool unlearned (AppTest cannot drive a file uploader: the page's call of it
+    hands over the file, the rest of the page runs as is): a damaged file is named and refused, the real one is
+    judged against the request's three oracles as the DAMP run that made it is, shown with its file name and hash,
+    and kept out of the runs table every session lists."""
+    import hashlib
+
+    import streamlit as st
+
+    from core import bundle, runs_db, workflow
+    from core.data import load_dataset, request_classes
+
+    digits = load_dataset("digits")
+    request = request_classes(digits, [3])
+    original = workflow.original("parametric", digits)
+    damp = workflow.execute("damp", original, digits, request)
+    data = bundle.state_bytes(next(iter(damp.model.networks().values())))
+    offered = {"file": Uploaded("broken.safetensors", data[:-9])}
+    real = st.file_uploader
+    monkeypatch.setattr(st, "file_uploader", lambda label, *a, key=None, **kw: offered["file"]
+                        if key == "pred-supplied-file" else real(label, *a, key=key, **kw))
+    stored_before = len(runs_db.query(status=None))
+    at = forget_class(started_app(), "3: 3")
+    at.switch_page("pages/predictions.py").run()
+    at = predictions_tab(at, "Runs and audit")
+    at.button(key="pred-supplied-go").click().run()
+    assert any(e.value.startswith("These weights were not judged: broken.safetensors") for e in at.error)
+    offered["file"] = Uploaded("vendor.safetensors", data)
+    at.button(key="pred-supplied-go").click().run()
+    assert not at.exception, at.exception
+    assert at.radio(key="pred-model").value == "supplied (vendor.safetensors)"  # shown at once
+    wait_for_jobs()  # the parametric oracles of class 3
+    at.run()
+    sha = hashlib.sha256(data).hexdigest()
+    assert any("**vendor.safetensors**" in i.value and sha in i.value for i in at.info)
+    runs = next(d.value for d in at.dataframe if "selectivity" in d.value.columns).set_index("run")
+    judged = workflow.score(damp, original, workflow.oracles("parametric", digits, request, 3), digits)
+    row = runs.loc["supplied (vendor.safetensors)"]
+    assert row["oracles"] == 3 and row["verdict"] == judged.comparison.verdict
+    assert row["FA"] == pytest.approx(judged.comparison.metrics["FA"], abs=1e-6)
+    assert len(runs_db.query(status=None)) == stored_before  # the user's file is not in the shared table
+    at = predictions_tab(at, "Metrics")
+    assert next(m.value for m in at.metric if m.label == "Unlearning time") == "not measured"
+
+
 def test_a_finished_run_is_listed_on_the_runs_page_without_a_visit_to_the_predictions_page(parametric_model):
     """A run made for an earlier request of the session (the user forgot something else since) is scored against its
     oracles and stored when the Runs page opens: a user who goes straight there finds it."""

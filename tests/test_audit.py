@@ -129,6 +129,9 @@ def test_weights_unlearned_elsewhere_are_judged_as_the_run_that_made_them(digits
     assert report["unlearned"]["supplied_file"] == "vendor.safetensors" and report["method"]["seconds"] is None
     text = audit.report_markdown(report)
     assert "the file `vendor.safetensors`" in text and "time not measured here" in text
+    from core import report as report_files
+
+    assert "vendor.safetensors" in report_files.report_html(report, digits.class_names)
 
     unchanged = workflow.score(workflow.supplied_run(original, digits, request, store.verified_weights(
         store.find_model(original.key)), "unchanged.safetensors"), original, oracles, digits)

@@ -37,10 +37,12 @@ def app_url(tmp_path_factory):
     env = {**os.environ, "UE_HOME": str(home), "UE_DATASET": "digits", "UE_NO_DOWNLOAD": "1",
            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     # Train the SPM first: the app then loads it at once instead of queueing it behind every other model.
-    # The generation SPM and its oracle without class 0 too, for the Generate page (seconds each on digits).
+    # The generation SPM and its oracle without class 0 too, for the Generate page, and the parametric network, whose
+    # unlearned weights an auditor brings (seconds each on digits).
     subprocess.run([sys.executable, "-c", "from core import workflow; from core.data import load_dataset, "
                     "request_classes; d = load_dataset('digits'); workflow.original('spm', d); "
-                    "workflow.original('gen-spm', d); workflow.oracle('gen-spm', d, request_classes(d, [0]), 1)"],
+                    "workflow.original('gen-spm', d); workflow.oracle('gen-spm', d, request_classes(d, [0]), 1); "
+                    "workflow.original('parametric', d)"],
                    cwd=ROOT, env=env, check=True, timeout=600)
     log = open(home / "streamlit.log", "w")
     proc, url = start_app(env, log)
@@ -411,6 +413,52 @@ def test_own_weights_upload_replaces_the_original_in_this_session_only(app_url):
         other.get_by_text("Use your own weights").first.wait_for(timeout=STARTUP_S * 1000)
         assert "uses your weights" not in other.locator("[data-testid='stMain']").inner_text()
         browser.close()
+
+
+def test_an_auditor_uploads_weights_unlearned_elsewhere_and_downloads_their_report(app_url):
+    """Forget class 3, then on the Predictions page's Runs and audit tab upload a safetensors file of the parametric
+    network unlearned elsewhere: it becomes the shown model, is judged against the oracles, and the report
+    downloaded from the page names the file and the SHA-256 of the bytes uploaded."""
+    import hashlib
+
+    from core import bundle, workflow
+    from core.data import load_dataset, request_classes
+
+    digits = load_dataset("digits")
+    run = workflow.execute("damp", workflow.original("parametric", digits), digits, request_classes(digits, [3]))
+    weights = bundle.state_bytes(next(iter(run.model.networks().values())))
+    with sync_api.sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.goto(f"{app_url}/forget?classes=3", timeout=STARTUP_S * 1000)
+        page.locator(".st-key-forget-classes").get_by_text("3: 3", exact=True).first.wait_for(timeout=MODEL_S * 1000)
+        time.sleep(1.0)
+        page.locator(".st-key-forget-go button").click(timeout=MODEL_S * 1000)
+        page.get_by_text("Now forgetting: class 3").first.wait_for(timeout=MODEL_S * 1000)
+        page.get_by_role("link", name="Predictions", exact=True).first.click()
+        main = page.locator("[data-testid='stMain']")
+        main.get_by_role("tab", name="Runs and audit").click(timeout=MODEL_S * 1000)
+        main.get_by_text("Judge weights unlearned elsewhere").first.click(timeout=MODEL_S * 1000)
+        picker = page.locator(".st-key-pred-supplied-file [data-testid='stFileUploaderDropzoneInput']")
+        picker.set_input_files(files=[{"name": "theirs.safetensors", "mimeType": "application/octet-stream",
+                                       "buffer": weights}])
+        page.locator("[data-testid='stFileChipName']").filter(has_text="theirs.safetensors").wait_for(timeout=30_000)
+        time.sleep(2.0)  # the chip shows before the upload has reached the server
+        page.get_by_role("button", name="Judge these weights").click()
+        sha = hashlib.sha256(weights).hexdigest()
+        main.get_by_text(sha).first.wait_for(timeout=MODEL_S * 1000)
+        assert page.locator(".st-key-pred-model input[type=radio]:checked").count() == 1
+        checked = page.locator(".st-key-pred-model label:has(input:checked)").inner_text()
+        main.get_by_text("Verdict:").first.wait_for(timeout=300_000)  # once an oracle has finished
+        with page.expect_download(timeout=60_000) as download:
+            page.locator(".st-key-pred-audit-json button").click()
+        report = json.loads(Path(download.value.path()).read_text())
+        page.screenshot(path=str(OUT / "supplied-weights-audit.png"), full_page=True)
+        browser.close()
+    assert checked.strip() == "supplied (theirs.safetensors)"
+    assert report["unlearned"]["supplied_file"] == "theirs.safetensors" and report["unlearned"]["weights_sha256"] == sha
+    assert report["method"]["name"] == "supplied" and report["request"]["description"] == "class 3 (3)"
+    assert report["verdict"]["verdict"] and report["oracles"]["k"] >= 1
 
 
 def test_classroom_bench_three_sessions_no_error_no_crosstalk():

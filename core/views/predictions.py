@@ -25,17 +25,17 @@ ORACLE, ORACLE_SD = "oracle", "oracle sd"  # the table's columns: mean and sd ov
 class ShownModel:
     """The model a page shows: a by-design model after deletion, or a post-hoc method run."""
 
-    name: str  # as the picker lists it: the model kind, or the method
+    name: str  # as the picker lists it: the model kind, or the run's label (``MethodRun.label``)
     kind: str
     before: Classifier  # the original
     after: Classifier  # after unlearning
-    seconds: float  # how long unlearning took
+    seconds: float | None  # how long unlearning took (None: not measured here, e.g. supplied weights)
     original: bundle.TrainedModel
     run: workflow.MethodRun | None = None  # None: a by-design deletion
 
     @property
     def method(self) -> str:
-        return self.name if self.run is not None else f"{self.name}-delete"
+        return self.run.method if self.run is not None else f"{self.name}-delete"
 
 
 @dataclass
@@ -136,7 +136,7 @@ def run_row(run: str, kind: str, seconds: float, before: dict, comparison: workf
 def runs_table(runs: Sequence[workflow.MethodRun], originals: Mapping[str, Classifier], dataset: Dataset,
                request: ForgetRequest) -> list[dict]:
     """The scored method runs of ``request`` side by side (``originals``: the model each kind started from)."""
-    return [run_row(r.method, r.kind, r.seconds, M.split_metrics(originals[r.kind], dataset, request), r.comparison)
+    return [run_row(r.label, r.kind, r.seconds, M.split_metrics(originals[r.kind], dataset, request), r.comparison)
             for r in runs if r.comparison is not None and r.kind in originals]
 
 
