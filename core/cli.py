@@ -51,19 +51,31 @@ from core.views import evidence as EV
 DEFAULT_METHOD = "spm-delete"
 
 
+LOG_EVERY_S = 10.0  # progress lines when stderr is not a terminal: at most one per this many seconds
+
+
 class _Bar:
-    """A tqdm bar on stderr fed by the project's progress callbacks."""
+    """Progress on stderr, fed by the project's progress callbacks: a tqdm bar at a terminal; elsewhere (a log
+    file, CI) a plain line at most every ``LOG_EVERY_S`` seconds, so that a log holds no carriage returns and
+    the summary after it starts on a line of its own."""
 
     def __init__(self, title: str):
+        self.title = title
         self.bar = tqdm(total=1000, desc=title, file=sys.stderr, leave=False,
-                        bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix}")
+                        bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix}") if sys.stderr.isatty() else None
+        self.logged = -LOG_EVERY_S
 
     def __call__(self, fraction: float, message: str) -> None:
-        self.bar.n = int(fraction * 1000)
-        self.bar.set_postfix_str(message, refresh=True)
+        if self.bar is not None:
+            self.bar.n = int(fraction * 1000)
+            self.bar.set_postfix_str(message, refresh=True)
+        elif time.monotonic() - self.logged >= LOG_EVERY_S:
+            self.logged = time.monotonic()
+            print(f"{self.title} {fraction * 100:3.0f}% {message}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 _NOTES: list[str] = []  # what the user should know about their input (skipped files, dropped repeats)

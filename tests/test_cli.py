@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,9 @@ def test_cli_train_forget_evaluate(digits, spm_model):
     # a person at the terminal reads the verdict on stderr; stdout stays one JSON line for scripts
     assert out["sentence"] in stderr and f"FA 0.00 (oracles {out['oracle_metrics']['FA']:.2f})" in stderr
     assert f"stored as run {out['run_key']}" in stderr
+    # stderr is not a terminal here: progress comes as plain lines (no bar redrawn with carriage returns)
+    assert "\r" not in stderr and re.search(r"^spm +\d+% ", stderr, re.MULTILINE), stderr
+    assert any(line.startswith("spm-delete on class 0") for line in stderr.splitlines()), stderr  # its own line
     assert out["metrics"]["FA"] == 0.0 and out["metrics"]["forgotten_TA"] == 0.0
     assert out["touched"]["parameters"] == 0 and out["metrics"]["speedup"] > 1
     assert {"TA", "RA", "MIA", "PG", "KL", "AvgGap"} <= set(out["metrics"])
