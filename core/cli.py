@@ -49,8 +49,6 @@ from core.validate import load_checkpoint, read_checkpoint
 from core.views import evidence as EV
 
 DEFAULT_METHOD = "spm-delete"
-
-
 LOG_EVERY_S = 10.0  # progress lines when stderr is not a terminal: at most one per this many seconds
 
 

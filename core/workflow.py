@@ -303,10 +303,8 @@ def supplied_run(original: bundle.TrainedModel, dataset: Dataset, request: Forge
     from core.validate import load_checkpoint
 
     kind = original.meta["kind"]
+    check_supplied_kind(kind)
     spec = get_model_kind(kind)
-    if spec.by_design:
-        raise ValueError(f"{kind} forgets by deleting samples from its memory, not by changing its weights: "
-                         "supplied unlearned weights are judged on the parametric network)")
     config = store.config_of(original.meta, spec.config_cls)
     load_checkpoint(data, kind, dataset, source_name, config=config)
     model = bundle.from_weights(kind, dataset, data, config, where=source_name)
