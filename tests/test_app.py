@@ -488,6 +488,10 @@ def test_weights_unlearned_elsewhere_are_judged_on_the_predictions_page_in_this_
     assert len(runs_db.query(status=None)) == stored_before  # the user's file is not in the shared table
     at = predictions_tab(at, "Metrics")
     assert next(m.value for m in at.metric if m.label == "Unlearning time") == "not measured"
+    for tab in ("Evidence", "What changed"):
+        assert not predictions_tab(at, tab).exception, tab
+    at.switch_page("pages/embeddings.py").run()
+    assert "supplied (vendor.safetensors)" in at.selectbox(key="emb-model").options and not at.exception
 
 
 def test_a_finished_run_is_listed_on_the_runs_page_without_a_visit_to_the_predictions_page(parametric_model):
