@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core import bundle, charts, workflow
+from core import bundle, charts, store, workflow
 from core.backend import Job
 from core.data import Dataset
 from core.eval import metrics as M
@@ -30,10 +30,23 @@ def trained_ui(trained: bundle.TrainedModel, dataset: Dataset) -> None:
     origin = "your upload, in this session only" if "uploaded_as" in meta else \
         "a content hash of kind, configs and data"
     st.caption(f"Stored as `{trained.key}` ({origin}) · data `{meta.get('dataset_fingerprint', '')}`")
+    if "uploaded_as" not in meta and (stored := store.find_model(trained.key)) is not None:
+        weights_download_ui(stored)
     per_class = M.per_class_accuracy(trained.classifier.split_proba(dataset, "test"), dataset.y_test,
                                      dataset.num_classes)
     st.plotly_chart(charts.grouped_bars(class_labels(dataset), {"test accuracy %": per_class}, "test accuracy %",
                                         height=220), width="stretch", key=f"models-per-class-{trained.key}")
+
+
+def weights_download_ui(stored: store.StoredModel) -> None:
+    """The stored model's weights file, read and checked against its recorded SHA-256 only when clicked: to
+    unlearn with another tool, then to judge the result here."""
+    sha = stored.meta.get("weights_sha256", "")
+    st.download_button("Download the weights (safetensors)", lambda: store.verified_weights(stored),
+                       f"{stored.key}.safetensors", "application/octet-stream", key=f"models-weights-{stored.key}",
+                       help=f"The network's weights as stored (SHA-256 {sha[:16]}…). Unlearn them with your own code, "
+                            "then judge the result against the oracles: the Predictions page's Runs and audit tab "
+                            "(Judge weights unlearned elsewhere), or `python -m core audit --weights FILE`.")
 
 
 def model_ui(kind: str, dataset: Dataset) -> Job | None:

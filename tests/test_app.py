@@ -53,6 +53,9 @@ def test_models_page_shows_each_model(app):
     accuracies = [float(m.value.rstrip("%")) for m in app.metric if m.label == "Test accuracy"]
     assert len(accuracies) >= 2
     assert min(accuracies[:2]) > 80  # parametric and SPM come first
+    # each stored model's weights can be downloaded, to unlearn elsewhere and judge here
+    downloads = [d.proto.label for d in app.get("download_button")]
+    assert downloads.count("Download the weights (safetensors)") >= 2, downloads
 
 
 def test_loaded_by_design_models_warm_their_predictions_in_the_background(app):
