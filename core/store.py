@@ -2,11 +2,15 @@
 
 Layout under ``home()`` (``$UE_HOME`` or ``~/.cache/unlearning-explorer``)::
 
-    models/<key>/weights.safetensors, meta.json, train_features-<weights sha256[:16]>.npy (cache)
+    models/<key>/weights.safetensors, meta.json, train_features-<weights sha256[:16]>.safetensors (cache)
+    cache/<name>.safetensors (arrays that are a pure function of their name)
     runs/<key>/run.json, arrays.npz
 
 ``assets/models`` in the repository is a read-only second place to find models (the shipped bundle).
 Loading reads weights only (safetensors; never pickle), and a corrupt or foreign file gives StoreError.
+Cached arrays are safetensors too: numpy's .npy header is parsed with ``ast``, and CPython 3.11's AST builder
+is not safe in two threads at once (a model loading in the background while a page compiled failed with a
+SystemError); safetensors parses its JSON header in Rust.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.numpy import load_file as load_array_file
+from safetensors.numpy import save_file as save_array_file
 from safetensors.torch import load as load_bytes
 from safetensors.torch import load_file
 from safetensors.torch import save as save_bytes
@@ -169,7 +175,7 @@ def save_model_bytes(key: str, weights: bytes, meta: dict, arrays: dict[str, np.
     (tmp / "weights.safetensors").write_bytes(weights)
     digest = hashlib.sha256(weights).hexdigest()
     for name, array in (arrays or {}).items():
-        np.save(tmp / f"{name}-{digest[:16]}.npy", np.asarray(array), allow_pickle=False)
+        _write_array(tmp / f"{name}-{digest[:16]}.safetensors", array)
     meta = {**meta, "key": key, "versions": versions(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "weights_sha256": digest}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -223,50 +229,54 @@ def _array_path(stored: StoredModel, name: str) -> Path:
     """Where ``name`` is cached for ``stored``: beside its weights, named by their SHA-256, so an array computed
     from other weights (a file replaced by hand, a damaged copy restored) is never read for these."""
     digest = (stored.meta or {}).get("weights_sha256", "")[:16] or "unhashed"
-    return home() / "models" / stored.key / f"{name}-{digest}.npy"
+    return home() / "models" / stored.key / f"{name}-{digest}.safetensors"
 
 
-def cached_array(stored: StoredModel, name: str) -> np.ndarray | None:
-    path = _array_path(stored, name)
-    if path.is_file():
-        try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError):
-            path.unlink(missing_ok=True)
-    return None
+def _write_array(path: Path, array: np.ndarray) -> None:
+    _write_arrays(path, {"array": array})
 
 
-def cache_array(stored: StoredModel, name: str, array: np.ndarray) -> None:
-    path = _array_path(stored, name)
+def _write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``arrays`` as one safetensors file at ``path``, atomically (a temporary file renamed into place)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy")
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, array, allow_pickle=False)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".safetensors")
+    os.close(fd)
+    try:
+        save_array_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
-def load_computed(name: str) -> dict[str, np.ndarray] | None:
-    """Arrays saved by ``save_computed`` under ``cache/<name>.npz``; None when absent or unreadable (then the
-    file is dropped and the caller recomputes). Never unpickles."""
-    path = home() / "cache" / f"{name}.npz"
+def _read_arrays(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of a cache file; None when absent or unreadable (the file is then dropped: it is recomputed)."""
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError):
+        return load_array_file(str(path))
+    except Exception:  # the safetensors parser raises its own error types for a damaged file
         path.unlink(missing_ok=True)
         return None
 
 
+def cached_array(stored: StoredModel, name: str) -> np.ndarray | None:
+    arrays = _read_arrays(_array_path(stored, name))
+    return None if arrays is None else arrays.get("array")
+
+
+def cache_array(stored: StoredModel, name: str, array: np.ndarray) -> None:
+    _write_array(_array_path(stored, name), array)
+
+
+def load_computed(name: str) -> dict[str, np.ndarray] | None:
+    """Arrays saved by ``save_computed`` under ``cache/<name>.safetensors``; None when absent or unreadable (then
+    the file is dropped and the caller recomputes). Never unpickles."""
+    return _read_arrays(home() / "cache" / f"{name}.safetensors")
+
+
 def save_computed(name: str, arrays: dict[str, np.ndarray]) -> None:
     """Keep arrays that are a pure function of their name (a content hash) for the next process; atomic."""
-    folder = home() / "cache"
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, folder / f"{name}.npz")
+    _write_arrays(home() / "cache" / f"{name}.safetensors", arrays)
 
 
 # ---- runs ---------------------------------------------------------------------------------------

@@ -382,7 +382,7 @@ def test_candidate_lists_are_kept_on_disk_and_recomputed_when_unreadable(digits,
     index = mk.key_index(keys)
     memo = ("disk-test", MunkeyConfig().keys, "train")
     first = mk.candidates(index, keys, 8, memo=memo)
-    files = sorted((store.home() / "cache").glob("munkey-candidates-*-8.npz"))
+    files = sorted((store.home() / "cache").glob("munkey-candidates-*-8.safetensors"))
     assert files
     monkeypatch.setattr(mk, "_CANDIDATES", {})
     searched = []
@@ -391,7 +391,7 @@ def test_candidate_lists_are_kept_on_disk_and_recomputed_when_unreadable(digits,
     assert not searched
     np.testing.assert_array_equal(again[0], first[0])
     for f in files:
-        f.write_bytes(b"not an npz")
+        f.write_bytes(b"not a safetensors file")
     monkeypatch.setattr(mk, "_CANDIDATES", {})
     mk.candidates(index, keys, 8, memo=memo)  # unreadable: searched again, no error
     assert searched

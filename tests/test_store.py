@@ -206,3 +206,25 @@ def test_cached_arrays_are_named_by_the_weights_hash():
     assert store.cached_array(other, "train_features") is None  # other weights never read this cache
     store.cache_array(other, "train_features", np.zeros((3, 2), np.float32))
     assert store.cached_array(saved, "train_features").sum() == 6  # and never overwrite it
+
+
+def test_a_stored_model_and_its_cached_arrays_load_without_the_ast_module(monkeypatch, digits, spm_model):
+    """Models load in the background lane while a page may be compiling, and CPython 3.11's AST builder is not
+    safe in two threads at once: loading must not parse anything with ``ast`` (numpy's .npy header reader does).
+    A damaged cache file is dropped and recomputed, not an error."""
+    import ast
+
+    def no_ast(*args, **kwargs):
+        raise AssertionError("ast used while loading")
+
+    store.save_computed("ast-free", {"ids": np.arange(6).reshape(2, 3), "sims": np.ones(2, np.float32)})
+    stored = store.find_model(bundle.resolve("spm", digits, train_config=FAST)[2])
+    cache = next(stored.path.glob("train_features-*.safetensors"))  # written when the model was trained
+    bundle.forget_memo()
+    monkeypatch.setattr(ast, "parse", no_ast)
+    monkeypatch.setattr(ast, "literal_eval", no_ast)
+    loaded = bundle.train_or_load("spm", digits, train_config=FAST, allow_train=False)
+    np.testing.assert_array_equal(loaded.classifier.train_features, store.cached_array(stored, "train_features"))
+    np.testing.assert_array_equal(store.load_computed("ast-free")["ids"], np.arange(6).reshape(2, 3))
+    cache.write_bytes(b"damaged")
+    assert store.cached_array(stored, "train_features") is None and not cache.exists()
