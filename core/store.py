@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file as load_array_file
+from safetensors import safe_open
 from safetensors.numpy import save_file as save_array_file
 from safetensors.torch import load as load_bytes
 from safetensors.torch import load_file
@@ -175,7 +175,7 @@ def save_model_bytes(key: str, weights: bytes, meta: dict, arrays: dict[str, np.
     (tmp / "weights.safetensors").write_bytes(weights)
     digest = hashlib.sha256(weights).hexdigest()
     for name, array in (arrays or {}).items():
-        _write_array(tmp / f"{name}-{digest[:16]}.safetensors", array)
+        write_arrays(tmp / f"{name}-{digest[:16]}.safetensors", {"array": array})
     meta = {**meta, "key": key, "versions": versions(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "weights_sha256": digest}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -232,51 +232,51 @@ def _array_path(stored: StoredModel, name: str) -> Path:
     return home() / "models" / stored.key / f"{name}-{digest}.safetensors"
 
 
-def _write_array(path: Path, array: np.ndarray) -> None:
-    _write_arrays(path, {"array": array})
-
-
-def _write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """``arrays`` as one safetensors file at ``path``, atomically (a temporary file renamed into place)."""
+def write_arrays(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+    """``arrays`` (and string ``metadata``) as one safetensors file at ``path``, atomically (a temporary file
+    renamed into place): the store's caches of computed arrays."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".safetensors")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".safetensors")
     os.close(fd)
     try:
-        save_array_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp)
+        save_array_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp, metadata=metadata)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray] | None:
-    """The arrays of a cache file; None when absent or unreadable (the file is then dropped: it is recomputed)."""
+def read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]] | None:
+    """The arrays and metadata of a file ``write_arrays`` wrote; None when absent or unreadable (a damaged file is
+    dropped: it is a cache, recomputed by the caller)."""
     if not path.is_file():
         return None
     try:
-        return load_array_file(str(path))
+        with safe_open(str(path), framework="np") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
     except Exception:  # the safetensors parser raises its own error types for a damaged file
         path.unlink(missing_ok=True)
         return None
 
 
 def cached_array(stored: StoredModel, name: str) -> np.ndarray | None:
-    arrays = _read_arrays(_array_path(stored, name))
-    return None if arrays is None else arrays.get("array")
+    read = read_arrays(_array_path(stored, name))
+    return None if read is None else read[0].get("array")
 
 
 def cache_array(stored: StoredModel, name: str, array: np.ndarray) -> None:
-    _write_array(_array_path(stored, name), array)
+    write_arrays(_array_path(stored, name), {"array": array})
 
 
 def load_computed(name: str) -> dict[str, np.ndarray] | None:
     """Arrays saved by ``save_computed`` under ``cache/<name>.safetensors``; None when absent or unreadable (then
     the file is dropped and the caller recomputes). Never unpickles."""
-    return _read_arrays(home() / "cache" / f"{name}.safetensors")
+    read = read_arrays(home() / "cache" / f"{name}.safetensors")
+    return None if read is None else read[0]
 
 
 def save_computed(name: str, arrays: dict[str, np.ndarray]) -> None:
     """Keep arrays that are a pure function of their name (a content hash) for the next process; atomic."""
-    _write_arrays(home() / "cache" / f"{name}.safetensors", arrays)
+    write_arrays(home() / "cache" / f"{name}.safetensors", arrays)
 
 
 # ---- runs ---------------------------------------------------------------------------------------

@@ -126,7 +126,7 @@ def test_layouts_are_cached_on_disk_by_models_request_and_rows(ds, tmp_path, mon
     emb = E.collect({"original": Linear(ds.num_classes), "oracle": Linear(ds.num_classes, seed=4)}, ds, rows)
     keys = {"original": "m-a", "oracle": "m-b"}
     first = E.cached_layout(emb, "pca", keys, request.key())
-    assert not first.cached and (tmp_path / "layouts" / f"{first.key}.npz").is_file()
+    assert not first.cached and (tmp_path / "layouts" / f"{first.key}.safetensors").is_file()
     second = E.cached_layout(emb, "pca", keys, request.key())
     assert second.cached and second.key == first.key
     for m in first.coords:
@@ -134,7 +134,12 @@ def test_layouts_are_cached_on_disk_by_models_request_and_rows(ds, tmp_path, mon
     assert E.layout_key("pca", keys, "other", rows) != first.key
     assert E.layout_key("pca", {**keys, "oracle": "m-c"}, request.key(), rows) != first.key
     assert E.layout_key("umap", keys, request.key(), rows) != first.key
-    (tmp_path / "layouts" / f"{first.key}.npz").write_bytes(b"not a zip")  # corrupt: recomputed, not a crash
+    import ast  # the page reads the cache at every run, beside other sessions' threads: no ast parse (see store)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ast, "literal_eval", lambda *a, **k: pytest.fail("ast used"))
+        assert E.load_layout(first.key).method == "pca"
+    (tmp_path / "layouts" / f"{first.key}.safetensors").write_bytes(b"damaged")  # corrupt: recomputed, not a crash
     assert E.load_layout(first.key) is None
     assert not list((tmp_path / "layouts").glob(".*"))  # no temporary files left behind
 

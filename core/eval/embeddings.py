@@ -29,7 +29,7 @@ Speed
     PCA (a thin SVD) gives a layout in milliseconds; UMAP's first fit in a process pays about a minute of
     numba compilation, so the UI shows the PCA layout and runs UMAP in the background
     (``warm_umap`` compiles on a tiny problem). Layouts are cached on disk under
-    ``store.home()/layouts/<key>.npz``, keyed by the method, the model keys, the request key and the rows.
+    ``store.home()/layouts/<key>.safetensors``, keyed by the method, the model keys, the request key and the rows.
     Features and probabilities come from each model's memoised whole-split arrays.
 
 How the map is coloured and what a selection shows is ``core.views.maps``; the figure is
@@ -41,8 +41,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -324,31 +322,25 @@ def layouts_dir():
 
 
 def save_layout(key: str, layout: Layout) -> None:
-    """Write ``layouts/<key>.npz`` atomically (a temporary file renamed into place)."""
-    folder = layouts_dir()
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, method=np.array(layout.method), seconds=np.array(layout.seconds),
-                     models=np.array(list(layout.coords)), **{f"coords_{m}": c for m, c in layout.coords.items()})
-        os.replace(tmp, folder / f"{key}.npz")
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``layouts/<key>.safetensors`` atomically (``store.write_arrays``)."""
+    store.write_arrays(layouts_dir() / f"{key}.safetensors", {f"coords_{m}": c for m, c in layout.coords.items()},
+                       {"method": layout.method, "seconds": repr(float(layout.seconds)),
+                        "models": json.dumps(list(layout.coords))})
 
 
 def load_layout(key: str, n_rows: int | None = None) -> Layout | None:
-    """A cached layout, or None when absent, unreadable or of another size."""
-    path = layouts_dir() / f"{key}.npz"
-    if not path.is_file():
+    """A cached layout, or None when absent, unreadable or of another size. Read on every run of the Embeddings
+    page: safetensors, not .npz, so that no ``ast`` parse (numpy's header reader) runs beside another session's."""
+    path = layouts_dir() / f"{key}.safetensors"
+    read = store.read_arrays(path)
+    if read is None:
         return None
+    arrays, meta = read
     try:
-        with np.load(path, allow_pickle=False) as z:
-            models = [str(m) for m in z["models"]]
-            coords = {m: z[f"coords_{m}"].astype(np.float32) for m in models}
-            layout = Layout(str(z["method"]), coords, float(z["seconds"]), cached=True, key=key)
-    except (OSError, ValueError, KeyError):
+        models = json.loads(meta["models"])
+        coords = {m: arrays[f"coords_{m}"].astype(np.float32) for m in models}
+        layout = Layout(meta["method"], coords, float(meta["seconds"]), cached=True, key=key)
+    except (KeyError, ValueError, TypeError):
         path.unlink(missing_ok=True)
         return None
     if n_rows is not None and any(len(c) != n_rows for c in coords.values()):
