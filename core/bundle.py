@@ -313,19 +313,23 @@ def damaged_model_error(kind: str, dataset_name: str, train_config: TrainConfig,
                             expected="a complete model folder (meta.json and weights.safetensors, as saved)", fix=fix)
 
 
-def from_weights(kind: str, dataset: Dataset, weights: bytes, config=None,
+def from_weights(kind: str, dataset: Dataset, weights: bytes | dict[str, torch.Tensor], config=None,
                  excluded: ForgetRequest | None = None, device: str = "auto",
                  where: str = "the weights sent back by the worker") -> Classifier:
-    """A classifier of ``kind`` whose network holds ``weights`` (safetensors bytes), e.g. an unlearned copy
-    sent back by a worker, an original sent to one, or a user's checkpoint (``where`` names it in a StoreError).
-    Strict: every tensor must fit."""
+    """A classifier of ``kind`` whose network holds ``weights`` (safetensors bytes, or the tensors a caller has
+    already parsed, e.g. ``validate.load_checkpoint``'s), such as an unlearned copy sent back by a worker, an
+    original sent to one, or a user's checkpoint (``where`` names it in a StoreError). Strict: every tensor must
+    fit."""
     spec = get_model_kind(kind)
     config = config or default_config(kind, dataset.name)
     net = _build(spec, dataset, config, 0)
-    try:
-        state = load_bytes(weights)
-    except Exception as err:  # the safetensors parser raises its own error types for damaged bytes
-        raise store.StoreError(f"{where} are not a readable safetensors file: {err}") from err
+    if isinstance(weights, dict):
+        state = weights
+    else:
+        try:
+            state = load_bytes(weights)
+        except Exception as err:  # the safetensors parser raises its own error types for damaged bytes
+            raise store.StoreError(f"{where} are not a readable safetensors file: {err}") from err
     store.load_state(net, state, where)
     net.eval()
     return spec.wrap(net, dataset, _train_ids(dataset, excluded), config, pick_device(device))

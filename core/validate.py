@@ -75,7 +75,7 @@ def load_checkpoint(source: bytes | str | Path, kind: str, dataset: Dataset, sou
     strictly against the network that kind builds (names, shapes, float vs integer, finite values); otherwise a
     :class:`StoreError` naming ``source_name``. Nothing is unpickled: a PyTorch ``.pt`` file is refused.
 
-    ``bundle.from_weights(kind, dataset, data, config)`` then makes a classifier of the checked bytes."""
+    ``bundle.from_weights(kind, dataset, tensors, config)`` then makes a classifier of the checked tensors."""
     from safetensors.torch import load as load_bytes
 
     from core import bundle
@@ -123,9 +123,9 @@ def checkpoint_model(data: bytes, kind: str, dataset: Dataset, source_name: str)
     from core import bundle
     from core.configs import config_to_dict
 
-    load_checkpoint(data, kind, dataset, source_name)
+    state = load_checkpoint(data, kind, dataset, source_name)
     sha = hashlib.sha256(data).hexdigest()
-    classifier = bundle.from_weights(kind, dataset, data, where=source_name)
+    classifier = bundle.from_weights(kind, dataset, state, where=source_name)
     test_acc = float((classifier.split_proba(dataset, "test").argmax(1) == dataset.y_test).mean() * 100)
     meta = {"kind": kind, "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(), "excluded": None,
             "config": config_to_dict(bundle.default_config(kind, dataset.name)), "weights_sha256": sha,

@@ -306,8 +306,8 @@ def supplied_run(original: bundle.TrainedModel, dataset: Dataset, request: Forge
     check_supplied_kind(kind)
     spec = get_model_kind(kind)
     config = store.config_of(original.meta, spec.config_cls)
-    load_checkpoint(data, kind, dataset, source_name, config=config)
-    model = bundle.from_weights(kind, dataset, data, config, where=source_name)
+    state = load_checkpoint(data, kind, dataset, source_name, config=config)
+    model = bundle.from_weights(kind, dataset, state, config, where=source_name)
     sha = hashlib.sha256(data).hexdigest()
     return MethodRun(SUPPLIED, kind, SuppliedWeights(source_name, sha), request, original.key, model, None,
                      log={"supplied_file": source_name}, weights_sha256=sha)
