@@ -495,6 +495,8 @@ def test_weights_unlearned_elsewhere_are_judged_on_the_predictions_page_in_this_
         assert not predictions_tab(at, tab).exception, tab
     at.switch_page("pages/embeddings.py").run()
     assert "supplied (vendor.safetensors)" in at.selectbox(key="emb-model").options and not at.exception
+    at.switch_page("pages/predictions.py").run()  # coming back shows the model picked before, not the first
+    assert at.radio(key="pred-model").value == "supplied (vendor.safetensors)" and not at.exception
 
 
 def test_a_finished_run_is_listed_on_the_runs_page_without_a_visit_to_the_predictions_page(parametric_model):
