@@ -57,7 +57,7 @@ def main() -> int:
     print(f"PCA layout (shown at once): {time.perf_counter() - start:.3f} s")
 
     umap_key = E.layout_key("umap", keys, request.key(), rows)
-    (E.layouts_dir() / f"{umap_key}.npz").unlink(missing_ok=True)
+    E.layout_path(umap_key).unlink(missing_ok=True)
     start = time.perf_counter()
     first = E.cached_layout(emb, "umap", keys, request.key())
     layout_first_s = time.perf_counter() - start

@@ -321,9 +321,14 @@ def layouts_dir():
     return path
 
 
+def layout_path(key: str):
+    """Where the layout ``key`` (``layout_key``) is cached."""
+    return layouts_dir() / f"{key}.safetensors"
+
+
 def save_layout(key: str, layout: Layout) -> None:
     """Write ``layouts/<key>.safetensors`` atomically (``store.write_arrays``)."""
-    store.write_arrays(layouts_dir() / f"{key}.safetensors", {f"coords_{m}": c for m, c in layout.coords.items()},
+    store.write_arrays(layout_path(key), {f"coords_{m}": c for m, c in layout.coords.items()},
                        {"method": layout.method, "seconds": repr(float(layout.seconds)),
                         "models": json.dumps(list(layout.coords))})
 
@@ -331,7 +336,7 @@ def save_layout(key: str, layout: Layout) -> None:
 def load_layout(key: str, n_rows: int | None = None) -> Layout | None:
     """A cached layout, or None when absent, unreadable or of another size. Read on every run of the Embeddings
     page: safetensors, not .npz, so that no ``ast`` parse (numpy's header reader) runs beside another session's."""
-    path = layouts_dir() / f"{key}.safetensors"
+    path = layout_path(key)
     read = store.read_arrays(path)
     if read is None:
         return None
