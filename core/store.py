@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +52,27 @@ def home() -> Path:
 
 
 def versions() -> dict:
+    """The software, and the processor and float kernels, that computed a result: the same recipe and seed train
+    bit-identical weights only on the same processor and kernels, so an auditor retraining elsewhere may differ."""
+    return dict(_versions())
+
+
+@lru_cache(maxsize=1)
+def _versions() -> dict:
     import numpy
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "cpu": _cpu_model(), "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
+            **({"cuda_device": torch.cuda.get_device_name(0)} if torch.cuda.is_available() else {})}
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        model = ""
+    return model or platform.processor() or platform.machine()
 
 
 def _atomic_dir(final: Path):

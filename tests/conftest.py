@@ -9,9 +9,10 @@ import pytest
 os.environ.setdefault("UE_HOME", tempfile.mkdtemp(prefix="ue-test-home-"))
 os.environ.setdefault("UE_DATASET", "digits")
 os.environ.setdefault("UE_NO_DOWNLOAD", "1")
-# The same float kernels on every x86 machine: torch, MKL and oneDNN pick AVX2 code paths, not AVX-512 where the
+# The same instruction set on every x86 machine: torch, MKL and oneDNN pick AVX2 code paths, not AVX-512 where the
 # CPU has it. The post-hoc methods' outcomes on digits at some seeds sit close to the tests' margins, and a
 # wider vector unit rounds differently (FINDINGS in test_posthoc.py were measured this way). Subprocesses inherit it.
+# Another CPU may still round differently on these paths (test_posthoc.ON_THE_EDGE lists what changed on one).
 for name, value in (("ATEN_CPU_CAPABILITY", "avx2"), ("MKL_ENABLE_INSTRUCTIONS", "AVX2"), ("MKL_CBWR", "AVX2"),
                     ("ONEDNN_MAX_CPU_ISA", "AVX2")):
     os.environ.setdefault(name, value)

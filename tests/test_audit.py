@@ -68,6 +68,8 @@ def test_report_of_an_spm_deletion(spm_oracles, digits):
     text = audit.report_markdown(report, digits.class_names)
     assert expected in text and "| FA |" in text and "forgotten samples still among them: **0**" in text
     assert comparison.sentence in text and "seeds 1, 2" in text
+    where = report["versions"]  # a retrain reproduces bit for bit only on the same processor and kernels
+    assert where["cpu"] and f"on {where['cpu']} with its {where['cpu_kernels']} kernels" in text
 
 
 @pytest.mark.slow

@@ -7,7 +7,9 @@ never the original's own) while the forget accuracy comes within FORGET_MARGIN p
 method that misses this at its defaults on some seed is a finding, not a reason to tune the test: that one
 case is an xfail with the measured numbers, on the AVX2 kernels tests/conftest.py selects: outcomes this close to
 the margins change with the CPU's float kernels. On one machine's AVX-512 kernels, rl's defining property and
-salun's forgetting failed at seed 1, and ssd forgot the class at seeds 0, 1 and 2.
+salun's forgetting failed at seed 1, and ssd forgot the class at seeds 0, 1 and 2. Even on AVX2 kernels an AMD
+EPYC (Zen 5) trains other weights than the machine FINDINGS come from; the cases whose outcome changed there are
+ON_THE_EDGE (either outcome passes, both are given).
 Also: registration, the input model is never touched, progress and cancellation, the probe diagnostics.
 """
 
@@ -69,8 +71,26 @@ FINDINGS: dict[tuple[str, int], str] = {
 }
 
 
-def _case(name: str, seed: int):
-    marks = [pytest.mark.xfail(strict=True, reason=FINDINGS[(name, seed)])] if (name, seed) in FINDINGS else []
+# Outcomes that differ between two machines with the same AVX2 kernels: FINDINGS were measured on one, and on an AMD
+# EPYC (Zen 5) the same recipe trains other weights (the originals' retained accuracy differs by a point at seed 2).
+# Either outcome is allowed there and the reason gives both: the case sits on the margin, which is the finding.
+ON_THE_EDGE: dict[tuple[str, int], str] = {
+    ("ssd", 2): FINDINGS[("ssd", 2)] + "; on an AMD EPYC (Zen 5): FA 0.0 (100.0; 0.0), retained 98.8 (98.8; 98.8)",
+}
+PROPERTY_ON_THE_EDGE: dict[tuple[str, int], str] = {
+    ("neggrad+", 0): "on an AMD EPYC (Zen 5) the ascent raised D_f's mean loss by 0.78 nats only (FA 81.7), elsewhere "
+                     "by more than 1; seeds 1 and 2 raise it by 14 and 34",
+}
+
+
+def _case(name: str, seed: int, edge: dict | None = None, findings: dict | None = None):
+    edge, findings = ON_THE_EDGE if edge is None else edge, FINDINGS if findings is None else findings
+    if (name, seed) in edge:
+        marks = [pytest.mark.xfail(strict=False, reason=edge[(name, seed)])]
+    elif (name, seed) in findings:
+        marks = [pytest.mark.xfail(strict=True, reason=findings[(name, seed)])]
+    else:
+        marks = []
     return pytest.param(name, seed, marks=marks, id=f"{name}-seed{seed}")
 
 
@@ -252,7 +272,7 @@ PROPERTIES = {"damp": _property_damp("damp"), "damp-sequential": _property_damp(
               "rl": property_rl, "salun": property_salun, "scrub": property_scrub, "ssd": property_ssd}
 
 
-@pytest.mark.parametrize("name,seed", [pytest.param(n, s, id=f"{n}-seed{s}") for n in METHODS for s in SEEDS])
+@pytest.mark.parametrize("name,seed", [_case(n, s, PROPERTY_ON_THE_EDGE, {}) for n in METHODS for s in SEEDS])
 def test_defining_property_at_defaults(lab, name, seed):
     PROPERTIES[name](lab, seed)
 

@@ -236,13 +236,22 @@ def _took(seconds: float | None) -> str:
     return "time not measured here" if seconds is None else f"{seconds * 1000:.1f} ms"
 
 
+def _processor(versions: dict) -> str:
+    """Where the report was computed (reports written before this was recorded do not say)."""
+    if not versions.get("cpu"):
+        return ""
+    return (f", on {versions['cpu']} with its {versions.get('cpu_kernels', '?')} kernels"
+            + (f" and {versions['cuda_device']}" if versions.get("cuda_device") else ""))
+
+
 def report_markdown(report: dict, class_names: tuple[str, ...] | None = None) -> str:
     """The report as Markdown a person can read, print or attach to a ticket."""
     r, req = report, report["request"]
     orig, unl = r["original"], r["unlearned"]
     lines = [f"# Unlearning audit: {req['description']}", "",
              f"Created {r['created']} with Unlearning Explorer (python {r['versions']['python']}, "
-             f"torch {r['versions']['torch']}).", "", "## Verdict", *_verdict_lines(r), "", "## Request",
+             f"torch {r['versions']['torch']}{_processor(r['versions'])}).", "", "## Verdict", *_verdict_lines(r), "",
+             "## Request",
              f"- Dataset: {r['dataset']['name']} (data fingerprint `{r['dataset']['fingerprint']}`, "
              f"{r['dataset']['train_size']:,} training samples)",
              f"- Forgotten: {req['samples']:,} samples ({req['kind']} request"
