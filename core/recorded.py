@@ -14,17 +14,23 @@ offsets 1..K), into ``assets/oracles/<the oracle's store key>.npz``:
   fingerprint, and its population attacks on its own request (``comparison.attacks``, computed from the full
   probabilities when recorded: the SVC fit is most of a comparison's time).
 
-About 290 KB per Fashion-MNIST oracle. :class:`RecordedOracle` answers ``split_proba`` from them (on the training
-set, a probability vector with that p_y and that argmax, which is all those measures read) and refuses what needs
-the weights (embeddings, relearn time, the weights' residue, probes): those train the real oracles, which then
-replace the recorded ones. A record is read only for its own store key and dataset fingerprint, so a changed recipe
-or dataset trains instead of reading a stale record; a damaged record is skipped (the oracle trains) and named.
+About 290 KB per Fashion-MNIST oracle. A record is read without numpy's ``.npy`` header parser, which evaluates the
+header with ``ast``: CPython 3.11's AST builder is not safe beside another thread's (a page compiling), and the
+records are read ahead in the background while sessions open pages (``read_npz``).
+
+:class:`RecordedOracle` answers ``split_proba`` from them (on the training set, a probability vector with that p_y
+and that argmax, which is all those measures read) and refuses what needs the weights (embeddings, relearn time,
+the weights' residue, probes): those train the real oracles, which then replace the recorded ones. A record is read
+only for its own store key and dataset fingerprint, so a changed recipe or dataset trains instead of reading a
+stale record; a damaged record is skipped (the oracle trains) and named.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import tempfile
 import time
 import zipfile
@@ -188,14 +194,15 @@ def find(key: str, dataset: Dataset) -> bundle.TrainedModel | None:
 @lru_cache(maxsize=64)
 def load(path: str, _mtime: int, _size: int, key: str, fingerprint: str, num_train: int, num_test: int,
          num_classes: int) -> bundle.TrainedModel:
-    """Read and check one record (memoised per file version): never unpickles."""
+    """Read and check one record (memoised per file version): never unpickles, and decompresses no more than a
+    record of this dataset's size holds."""
     where = Path(path)
     fix = (f"restore it with `git checkout -- {where.relative_to(ASSETS_ORACLES.parent.parent)}`"
            if ASSETS_ORACLES in where.parents else f"delete {where}") + \
         "; or record it again with `python -m core record-oracles` (without it the oracle trains)"
+    most = num_test * num_classes * 2 + num_train * 3 + 2**20  # the arrays, and up to 1 MiB of headers and meta
     try:
-        with np.load(where, allow_pickle=False) as z:
-            arrays = {name: z[name] for name in ("test_logp", "train_margin", "train_pred", "meta")}
+        arrays = read_npz(where, ("test_logp", "train_margin", "train_pred", "meta"), most)
         meta = json.loads(str(arrays.pop("meta")))
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         raise store.StoreError(source=f"the recorded oracle {where}", found=f"unreadable ({err})",
@@ -216,3 +223,35 @@ def load(path: str, _mtime: int, _size: int, key: str, fingerprint: str, num_tra
                                 f"the recorded oracle {where.name}",
                                 {meta["request_key"]: meta["attacks"]} if meta.get("attacks") else None)
     return bundle.TrainedModel(KEY_PREFIX + key, classifier, meta)
+
+
+# numpy's own header for a C-ordered array of numbers or text, as np.savez writes it (format 1.0): nothing else is read
+_NPY_MAGIC = b"\x93NUMPY\x01\x00"
+_NPY_HEADER = re.compile(r"\{'descr': '(?P<descr>[<>|][biufU]\d+)', 'fortran_order': False, "
+                         r"'shape': \((?P<shape>(?:\d+, )*(?:\d+,?)?)\), \} *\n")
+
+
+def read_npz(path: Path, names: tuple[str, ...], most: int) -> dict[str, np.ndarray]:
+    """The arrays ``names`` of an ``.npz`` that ``np.savez_compressed`` wrote, decompressing at most ``most`` bytes
+    in all; a ValueError (or the zip module's own errors) for anything else. numpy's reader evaluates each array's
+    header with ``ast.literal_eval``; this one matches the header numpy writes and parses the shape's integers."""
+    arrays = {}
+    with zipfile.ZipFile(path) as archive:
+        for name in names:
+            with archive.open(f"{name}.npy") as member:
+                raw = member.read(most + 1)
+            most -= len(raw)
+            if most < 0:
+                raise ValueError("larger than a record of this dataset once decompressed")
+            size = int.from_bytes(raw[8:10], "little") if raw[:8] == _NPY_MAGIC else -1
+            header = _NPY_HEADER.fullmatch(raw[10:10 + size].decode("latin-1")) if size >= 0 else None
+            if header is None:
+                raise ValueError(f"{name} is not an array as numpy.savez writes one")
+            dtype = np.dtype(header["descr"])
+            shape = tuple(int(n) for n in header["shape"].split(",") if n.strip())
+            data = raw[10 + size:]
+            if len(data) != math.prod(shape) * dtype.itemsize:
+                raise ValueError(f"{name} holds {len(data):,} bytes, not the {math.prod(shape) * dtype.itemsize:,} "
+                                 f"its shape {shape} needs")
+            arrays[name] = np.frombuffer(data, dtype).reshape(shape)
+    return arrays

@@ -127,3 +127,47 @@ def test_a_trained_oracle_comes_before_its_record(digits, record_dir, monkeypatc
             fresh.shutdown()
     finally:
         engine.shutdown()
+
+
+def test_a_record_is_read_without_the_ast_module_and_odd_files_are_refused(digits, record_dir, monkeypatch):
+    """Records are read ahead in the background while sessions compile pages, and CPython 3.11's AST builder is not
+    safe in two threads at once: reading one must parse nothing with ``ast`` (numpy's .npy header reader does). A
+    record that decompresses to more than one of this dataset's size can hold, or holds a pickled array, is
+    refused and named."""
+    import ast
+
+    oracle = workflow.oracle("spm", digits, request_classes(digits, [2]), 1, train_config=FAST)
+    path = recorded.record(oracle, digits, record_dir)
+    recorded.load.cache_clear()
+
+    def no_ast(*args, **kwargs):
+        raise AssertionError("ast used while reading a record")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ast, "parse", no_ast)
+        patched.setattr(ast, "literal_eval", no_ast)
+        twin = recorded.find(oracle.key, digits)
+    np.testing.assert_allclose(twin.classifier.split_proba(digits, "test"),
+                               oracle.classifier.split_proba(digits, "test"), atol=2e-3)
+    with np.load(path) as z:
+        good = {name: z[name] for name in z.files}
+    for odd, found in (({"test_logp": np.zeros((5000, 1000), np.float32)}, "larger than a record of this dataset"),
+                       ({"meta": np.array([{"a": 1}], dtype=object)}, "meta is not an array as numpy.savez writes")):
+        np.savez_compressed(path, **{**good, **odd}, allow_pickle=True)
+        recorded.load.cache_clear()
+        with pytest.raises(StoreError, match=rf"{oracle.key}\.npz: unreadable \({found}"):
+            recorded.find(oracle.key, digits)
+
+
+def test_the_shipped_records_are_those_of_the_default_models_oracles():
+    """Every class of Fashion-MNIST has its three recorded SPM oracles under the keys today's recipe gives: a change
+    of recipe or data that would leave the teacher's first comparison training for minutes fails here."""
+    from core.data import load_dataset
+    from core.data.sources import SYSTEM_DIRS
+
+    if not any(d.is_dir() for d in SYSTEM_DIRS):
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    recorded.load.cache_clear()
+    fashion = load_dataset("fashion-mnist")
+    assert workflow.read_class_records("spm", fashion) == fashion.num_classes * len(workflow.oracle_offsets()) == 30
+    recorded.load.cache_clear()
