@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import tempfile
 import time
 import zipfile
@@ -42,6 +41,7 @@ import numpy as np
 
 from core import bundle, store
 from core.data.dataset import Dataset
+from core.data.npy_header import read_header
 from core.errors import InputError
 from core.models.base import Classifier
 
@@ -225,33 +225,24 @@ def load(path: str, _mtime: int, _size: int, key: str, fingerprint: str, num_tra
     return bundle.TrainedModel(KEY_PREFIX + key, classifier, meta)
 
 
-# numpy's own header for a C-ordered array of numbers or text, as np.savez writes it (format 1.0): nothing else is read
-_NPY_MAGIC = b"\x93NUMPY\x01\x00"
-_NPY_HEADER = re.compile(r"\{'descr': '(?P<descr>[<>|][biufU]\d+)', 'fortran_order': False, "
-                         r"'shape': \((?P<shape>(?:\d+, )*(?:\d+,?)?)\), \} *\n")
-
-
 def read_npz(path: Path, names: tuple[str, ...], most: int) -> dict[str, np.ndarray]:
-    """The arrays ``names`` of an ``.npz`` that ``np.savez_compressed`` wrote, decompressing at most ``most`` bytes
-    in all; a ValueError (or the zip module's own errors) for anything else. numpy's reader evaluates each array's
-    header with ``ast.literal_eval``; this one matches the header numpy writes and parses the shape's integers."""
+    """The arrays ``names`` (C-ordered numbers or text) of an ``.npz`` that ``np.savez_compressed`` wrote, read
+    without ``ast`` (``npy_header``) and decompressing at most ``most`` bytes in all; a ValueError (or the zip
+    module's own errors) for anything else."""
     arrays = {}
     with zipfile.ZipFile(path) as archive:
         for name in names:
             with archive.open(f"{name}.npy") as member:
-                raw = member.read(most + 1)
-            most -= len(raw)
-            if most < 0:
-                raise ValueError("larger than a record of this dataset once decompressed")
-            size = int.from_bytes(raw[8:10], "little") if raw[:8] == _NPY_MAGIC else -1
-            header = _NPY_HEADER.fullmatch(raw[10:10 + size].decode("latin-1")) if size >= 0 else None
-            if header is None:
-                raise ValueError(f"{name} is not an array as numpy.savez writes one")
-            dtype = np.dtype(header["descr"])
-            shape = tuple(int(n) for n in header["shape"].split(",") if n.strip())
-            data = raw[10 + size:]
-            if len(data) != math.prod(shape) * dtype.itemsize:
-                raise ValueError(f"{name} holds {len(data):,} bytes, not the {math.prod(shape) * dtype.itemsize:,} "
-                                 f"its shape {shape} needs")
+                shape, fortran, dtype = read_header(member)
+                if fortran or dtype.hasobject or dtype.fields is not None:
+                    raise ValueError(f"{name} is not an array as numpy.savez writes one here ({dtype}, "
+                                     f"{'Fortran' if fortran else 'C'} order)")
+                size = math.prod(shape) * dtype.itemsize
+                most -= size
+                if most < 0:
+                    raise ValueError("larger than a record of this dataset once decompressed")
+                data = member.read(size)
+            if len(data) != size:
+                raise ValueError(f"{name} holds {len(data):,} bytes, not the {size:,} its shape {shape} needs")
             arrays[name] = np.frombuffer(data, dtype).reshape(shape)
     return arrays

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -410,6 +411,36 @@ def test_npz_never_unpickles(tmp_path):
     np.savez(tmp_path / "obj.npz", x=np.array([GOOD_X, None], dtype=object), y=_labels(2))
     with pytest.raises(DataError, match="pickled"):
         load_npz(tmp_path / "obj.npz")
+
+
+def test_npz_is_read_without_ast_in_any_layout_numpy_writes_and_a_structured_array_is_named(tmp_path, monkeypatch):
+    """An upload is read in a page's thread while other sessions' pages may be compiling, and CPython 3.11's AST
+    builder is not safe in two threads: numpy's header reader (ast.literal_eval) is not used. Fortran order and
+    the .npy format versions 1.0-3.0 read as numpy reads them."""
+    import ast
+
+    from numpy.lib import format as npy
+
+    from core.data.npz import _read_npz_arrays
+
+    x = np.asfortranarray(np.arange(12 * 8 * 8, dtype=np.uint8).reshape(12, 8, 8))
+    for version in ((1, 0), (2, 0), (3, 0)):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for name, array in (("x", x), ("y", _labels(12))):
+                member = io.BytesIO()
+                npy.write_array(member, array, version=version)
+                archive.writestr(f"{name}.npy", member.getvalue())
+        with monkeypatch.context() as patched:
+            patched.setattr(ast, "literal_eval", lambda *a, **k: pytest.fail("ast used"))
+            patched.setattr(ast, "parse", lambda *a, **k: pytest.fail("ast used"))
+            arrays = _read_npz_arrays(buffer.getvalue(), "mine.npz")
+        np.testing.assert_array_equal(arrays["x"], x)
+        np.testing.assert_array_equal(arrays["y"], _labels(12))
+        assert load_npz(buffer.getvalue(), test_fraction=0.25, source_name="mine.npz").num_train == 9
+    np.savez(tmp_path / "rec.npz", x=np.zeros(12, dtype=[("a", "<f4"), ("b", "u1")]), y=_labels(12))
+    with pytest.raises(DataError, match=r"rec.npz \[x\]: a structured dtype; expected plain numbers"):
+        load_npz(tmp_path / "rec.npz")
 
 
 def test_npz_not_an_archive(tmp_path):

@@ -11,6 +11,7 @@ import numpy as np
 
 from . import user_common as C
 from .dataset import DataError, Dataset
+from .npy_header import HeaderError, read_header
 from .sources import stratified_split
 from .user_common import (
     ZIP_ERRORS,
@@ -29,15 +30,15 @@ _NPZ_FIX = "save the arrays with numpy.savez_compressed('data.npz', x=images, y=
 
 
 def _npz_header(fp, where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
-    """Shape, Fortran order and dtype from a .npy header, refusing object and structured dtypes."""
-    from numpy.lib import format as npy
-
+    """Shape, Fortran order and dtype from a .npy header (read without ``ast``: ``npy_header``), refusing object
+    and structured dtypes."""
     try:
-        version = npy.read_magic(fp)
-        read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
-        shape, fortran, dtype = read(fp)
-    except Exception as exc:  # numpy's header parser raises several types on malformed input
-        raise DataError(source=where, found=f"a damaged array header ({type(exc).__name__}: {exc})"[:300],
+        shape, fortran, dtype = read_header(fp)
+    except HeaderError as exc:
+        if str(exc) == "a structured dtype":
+            raise DataError(source=where, found="a structured dtype", expected="plain numbers or strings",
+                            fix="store each field as its own array") from exc
+        raise DataError(source=where, found=f"a damaged array header: {exc}"[:300],
                         expected="arrays written by numpy", fix=_NPZ_FIX) from exc
     if dtype.hasobject:
         raise DataError(source=where, found="an object (pickled) array",
