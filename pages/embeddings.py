@@ -27,7 +27,7 @@ from pages.common import (
 from pages.embeddings_panels import layout_ui, sample_ui, selection_ui
 from pages.sidebar import page_dataset
 from pages.state import session_state
-from pages.widgets import job_status_ui, poll_while_active, training_refused_ui, untrained_model_ui
+from pages.widgets import job_status_ui, keep_choice, poll_while_active, training_refused_ui, untrained_model_ui
 
 SHOW = {"both": "test + training sample", "test": "test set", "train": "training sample"}
 
@@ -53,7 +53,9 @@ def models_ui(column, dataset: Dataset, session: ForgetSession) -> MapModels | N
     request = session.current
     kinds = sorted(by_design_kinds(), key=lambda k: (k != "spm", k))  # SPM first: the paper's model
     done_runs = [j.result for j in session_runs(request) if j.finished_ok] if request is not None else []
-    shown = column.selectbox("Model", kinds + [r.label for r in done_runs], key="emb-model",
+    choices = kinds + [r.label for r in done_runs]
+    keep_choice("emb-model", choices)  # each picker shows what it showed before a visit to another page
+    shown = column.selectbox("Model", choices, key="emb-model",
                              help="By-design models forget by deletion; the others are post-hoc runs (Forget page).")
     run = next((r for r in done_runs if r.label == shown), None)
     kind = run.kind if run is not None else shown
@@ -111,6 +113,8 @@ class MapChoices:
 
 def controls_ui(columns, dataset: Dataset, kind: str) -> MapChoices:
     """How the map is drawn."""
+    for key, options in (("emb-layout", ["UMAP", "PCA"]), ("emb-colour", COLOURINGS), ("emb-show", list(SHOW))):
+        keep_choice(key, options)
     layout = columns[0].radio("Layout", ["UMAP", "PCA"], horizontal=True, key="emb-layout",
                               help="UMAP keeps neighbourhoods; PCA is instant. PCA is shown while UMAP computes.")
     colouring = columns[1].selectbox(

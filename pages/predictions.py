@@ -36,6 +36,7 @@ from pages.widgets import (
     chosen_tab_ui,
     image_grid_ui,
     job_status_ui,
+    keep_choice,
     keep_value,
     poll_while_active,
     trainings_waiting_ui,
@@ -60,10 +61,7 @@ def shown_ui(dataset: Dataset, session: ForgetSession, done_runs: list) -> Shown
         return None
     if st.session_state.get(SHOW_NEXT) in choices:  # a run just added below the picker (supplied weights)
         st.session_state["pred-model"] = st.session_state.pop(SHOW_NEXT)
-    for key in ("pred-model", "pred-model-kept"):  # a run of another request, or of weights no longer shown
-        if key in st.session_state and st.session_state[key] not in choices:
-            del st.session_state[key]
-    keep_value("pred-model", choices[0])  # coming back to the page shows the model picked before
+    keep_choice("pred-model", choices)  # coming back to the page shows the model picked before
     name = st.radio("Model", choices, horizontal=True, key="pred-model",
                     help="By-design models forget by deletion; the others are post-hoc runs from the Forget page, "
                         "or weights unlearned elsewhere (the Runs and audit tab).")

@@ -187,6 +187,15 @@ def keep_value(key: str, default, options=None) -> None:
     st.session_state[kept] = st.session_state[key]
 
 
+def keep_choice(key: str, options: list) -> None:
+    """``keep_value`` for a radio or selectbox whose options change with the session (its runs, its request): a
+    kept choice no longer offered gives way to the first option."""
+    for name in (key, f"{key}-kept"):
+        if name in st.session_state and st.session_state[name] not in options:
+            del st.session_state[name]
+    keep_value(key, options[0])
+
+
 def chosen_tab_ui(labels: list[str], key: str) -> tuple[str, typing.Any]:
     """Tabs of which only the chosen one is drawn (Streamlit's lazy tabs: choosing another reruns the page);
     returns its label and its container. A page's costly panels are then computed, sent and rendered only when

@@ -616,6 +616,12 @@ def test_embeddings_page_selection_forget_and_one_sample(spm_model, digits):
                                          if m.value.startswith("**Nearest training samples")}
     at.button(key="emb-clear").click().run()
     assert any(s.value == "Selection: 0 samples" for s in at.subheader)
+    colour = at.selectbox(key="emb-colour").options[-1]
+    at.selectbox(key="emb-colour").set_value(colour).run()
+    at.switch_page("pages/forget.py").run()
+    at.switch_page("pages/embeddings.py").run()  # the pickers show what they showed before
+    assert at.selectbox(key="emb-colour").value == colour and at.radio(key="emb-layout").value == "PCA"
+    assert not at.exception, at.exception
 
 
 
