@@ -442,6 +442,36 @@ def test_property_any_upload(data):
     _valid_or_input_error(load_npz, b"PK\x03\x04" + data, source_name="u.npz")
 
 
+NPY_HEADER_TEXT = st.one_of(
+    st.text(max_size=200),
+    st.builds("{{'descr': {!r}, 'fortran_order': {}, 'shape': {}, }}".format,
+              st.one_of(st.sampled_from(["<f4", "|u1", "<U3", "|O", "<i8", ">f2", "V8", "|b1"]), st.text(max_size=8)),
+              st.sampled_from(["True", "False", "1", ""]),
+              st.one_of(st.lists(st.integers(0, 2**70), max_size=4).map(tuple).map(repr), st.text(max_size=12))),
+)
+
+
+@PROPERTY
+@given(header=NPY_HEADER_TEXT, version=st.sampled_from([1, 2, 3]), body=st.binary(max_size=64))
+def test_property_npy_header(header, version, body):
+    """An array header (numpy's format, read without ast) of any text: its shape, order and dtype, or a
+    HeaderError; inside an upload, a dataset or the user's error."""
+    from core.data.npy_header import HeaderError, read_header
+
+    raw = header.encode("utf-8" if version == 3 else "latin-1", errors="replace")
+    member = b"\x93NUMPY" + bytes([version, 0]) + len(raw).to_bytes(2 if version == 1 else 4, "little") + raw + body
+    try:
+        shape, fortran, dtype = read_header(io.BytesIO(member))
+        assert all(n >= 0 for n in shape) and isinstance(fortran, bool) and isinstance(dtype, np.dtype)
+    except HeaderError:
+        pass
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("x.npy", member)
+        zf.writestr("y.npy", member)
+    _valid_or_input_error(load_npz, archive.getvalue(), source_name="h.npz")
+
+
 @PROPERTY
 @given(data=st.data())
 def test_property_damaged_npz(data):
