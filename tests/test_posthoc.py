@@ -83,8 +83,7 @@ PROPERTY_ON_THE_EDGE: dict[tuple[str, int], str] = {
 }
 
 
-def _case(name: str, seed: int, edge: dict | None = None, findings: dict | None = None):
-    edge, findings = ON_THE_EDGE if edge is None else edge, FINDINGS if findings is None else findings
+def _case(name: str, seed: int, edge: dict = ON_THE_EDGE, findings: dict = FINDINGS):
     if (name, seed) in edge:
         marks = [pytest.mark.xfail(strict=False, reason=edge[(name, seed)])]
     elif (name, seed) in findings:

@@ -23,6 +23,10 @@ class HeaderError(ValueError):
     """What was found instead of a ``.npy`` header numpy writes (a phrase for a message)."""
 
 
+class StructuredDtype(HeaderError):
+    """A header naming a structured dtype (a list of fields), which no reader here takes."""
+
+
 def read_header(fp) -> tuple[tuple[int, ...], bool, np.dtype]:
     """Shape, Fortran order and dtype of the array whose ``.npy`` bytes ``fp`` is at the start of; ``fp`` is left
     at the array's data. A :class:`HeaderError` for anything numpy would not have written (a structured dtype
@@ -42,7 +46,7 @@ def read_header(fp) -> tuple[tuple[int, ...], bool, np.dtype]:
         raise HeaderError("a truncated array header")
     text = raw.decode("utf-8" if major == 3 else "latin-1", errors="replace")
     if _STRUCTURED.search(text):
-        raise HeaderError("a structured dtype")
+        raise StructuredDtype("a structured dtype")
     descr, fortran, shape = _DESCR.search(text), _FORTRAN.search(text), _SHAPE.search(text)
     if not (descr and fortran and shape):
         raise HeaderError(f"an array header numpy would not write ({text.strip()[:80]!r})")

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import user_common as C
 from .dataset import DataError, Dataset
-from .npy_header import HeaderError, read_header
+from .npy_header import HeaderError, StructuredDtype, read_header
 from .sources import stratified_split
 from .user_common import (
     ZIP_ERRORS,
@@ -34,10 +34,10 @@ def _npz_header(fp, where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
     and structured dtypes."""
     try:
         shape, fortran, dtype = read_header(fp)
+    except StructuredDtype as exc:
+        raise DataError(source=where, found="a structured dtype", expected="plain numbers or strings",
+                        fix="store each field as its own array") from exc
     except HeaderError as exc:
-        if str(exc) == "a structured dtype":
-            raise DataError(source=where, found="a structured dtype", expected="plain numbers or strings",
-                            fix="store each field as its own array") from exc
         raise DataError(source=where, found=f"a damaged array header: {exc}"[:300],
                         expected="arrays written by numpy", fix=_NPZ_FIX) from exc
     if dtype.hasobject:
