@@ -1,7 +1,5 @@
 """Forget: say what to forget; by-design models forget at once, oracles and post-hoc methods run in the background."""
 
-from collections.abc import Callable
-
 import streamlit as st
 
 from core import bundle
@@ -36,43 +34,53 @@ from pages.widgets import (
 KINDS = ("classes", "random fraction", "sample ids")
 
 
-def asked_request_ui(dataset: Dataset) -> Callable[[], ForgetRequest]:
-    """The request pickers; returns what makes the request from what was picked (it may refuse it). What was
-    picked stays picked when the user comes back from another page (``keep_value``)."""
+@st.fragment
+def asked_request_ui(dataset: Dataset) -> None:
+    """The request pickers. A fragment of their own: picking reruns them alone, and clicking Forget (in
+    ``forget_ui``) does not send them again. What was picked stays picked when the user comes back from another page
+    (``keep_value``)."""
     keep_value("forget-kind", KINDS[0])
     kind = st.radio("Forget", KINDS, horizontal=True, key="forget-kind",
                     help="Whole classes, a random share of the training set, or listed ids.")
     if kind == "classes":
         options = list(range(dataset.num_classes))
         keep_value("forget-classes", [], options)  # picked on another dataset: only the classes this one has
-        classes = st.multiselect("Classes to forget", options,
-                                 format_func=lambda c: class_label(dataset, c), key="forget-classes")
-        return lambda: request_classes(dataset, classes)
-    if kind == "random fraction":
+        st.multiselect("Classes to forget", options, format_func=lambda c: class_label(dataset, c),
+                       key="forget-classes")
+    elif kind == "random fraction":
         keep_value("forget-fraction", 10)
         keep_value("forget-seed", 0)
-        fraction = st.slider("Fraction of the training set (%)", 1, 50, key="forget-fraction") / 100
-        seed = st.number_input("Seed", 0, 10_000, key="forget-seed",
-                               help="The same seed picks the same samples, so results can be reproduced.")
-        return lambda: request_random(dataset, fraction, int(seed))
-    keep_value("forget-ids", "")
-    pasted = st.text_area("Training ids (commas, spaces or one per line)", key="forget-ids", placeholder="12, 40, 913")
-    uploaded = st.file_uploader("...or a CSV/TXT file of ids", type=["csv", "txt"], key="forget-ids-file")
-    if uploaded is not None:  # decoded by core, so that a non-UTF-8 file is named with its line
-        return lambda: request_ids(dataset, parse_ids_bytes(uploaded.getvalue(), uploaded.name))
-    return lambda: request_ids(dataset, parse_ids_text(pasted))
+        st.slider("Fraction of the training set (%)", 1, 50, key="forget-fraction")
+        st.number_input("Seed", 0, 10_000, key="forget-seed",
+                        help="The same seed picks the same samples, so results can be reproduced.")
+    else:
+        keep_value("forget-ids", "")
+        st.text_area("Training ids (commas, spaces or one per line)", key="forget-ids", placeholder="12, 40, 913")
+        st.file_uploader("...or a CSV/TXT file of ids", type=["csv", "txt"], key="forget-ids-file")
+    keep_value("forget-add", False)
+    st.checkbox("Add to what is already forgotten", key="forget-add",
+                help="Forget these samples as well as those forgotten now, rather than instead of them.")
+
+
+def asked_request(dataset: Dataset) -> ForgetRequest:
+    """The request the pickers of ``asked_request_ui`` say (read from the session's widget state); may refuse it."""
+    state = st.session_state
+    kind = state.get("forget-kind", KINDS[0])
+    if kind == "classes":
+        return request_classes(dataset, state.get("forget-classes", []))
+    if kind == "random fraction":
+        return request_random(dataset, state.get("forget-fraction", 10) / 100, int(state.get("forget-seed", 0)))
+    if (uploaded := state.get("forget-ids-file")) is not None:  # decoded by core: a non-UTF-8 file named with its line
+        return request_ids(dataset, parse_ids_bytes(uploaded.getvalue(), uploaded.name))
+    return request_ids(dataset, parse_ids_text(state.get("forget-ids", "")))
 
 
 def request_ui(dataset: Dataset, session: ForgetSession) -> None:
-    """What to forget, and the Forget / Undo / Reset buttons that change this session's history."""
-    make = asked_request_ui(dataset)
-    keep_value("forget-add", False)
-    add = st.checkbox("Add to what is already forgotten", key="forget-add",
-                      disabled=session.current is None)
+    """The Forget / Undo / Reset buttons that change this session's history."""
     cols = st.columns([1, 1, 1, 3])
     if cols[0].button("Forget", type="primary", key="forget-go"):
         try:  # what is forgotten now is the heading just below: no toast (its animation is browser work per click)
-            session.push(dataset, make(), add_to_current=add)
+            session.push(dataset, asked_request(dataset), add_to_current=st.session_state.get("forget-add", False))
         except ForgetRequestError as err:
             st.error(f"Nothing was forgotten: {err}")
     if cols[1].button("Undo", disabled=session.current is None, key="forget-undo",
@@ -162,12 +170,13 @@ def main() -> None:
     st.markdown("Choose training samples to forget. **SPM** and **MUNKEY** drop them from their memory at once; "
                 "**oracles** (the same recipe retrained without them, each on its own seed) train in the "
                 "background, so every result can be compared with what the model would be had it never seen them.")
+    asked_request_ui(dataset)
     forget_ui(dataset, session)
 
 
 @st.fragment
 def forget_ui(dataset: Dataset, session: ForgetSession) -> None:
-    """The request and what it did. A fragment: picking and clicking Forget rerun this part alone, not the sidebar
+    """The request and what it did. A fragment: clicking Forget reruns this part alone, not the pickers, the sidebar
     and the page around it: fewer messages for the server to send and less for the browser to redraw, which add
     up with a classroom on one server. The sidebar is redrawn at the next full run (Undo, Reset, a finished job,
     another page), so the sidebar box naming the request is left off this page, whose heading names it."""
@@ -177,8 +186,11 @@ def forget_ui(dataset: Dataset, session: ForgetSession) -> None:
         st.info("Nothing is forgotten yet.")
         return
     st.subheader(f"Now forgetting: {request.description}")
-    st.caption(f"{len(request):,} training samples · request key `{request.key()}` · "
-               f"history: {' → '.join(r.description for r in session.history)}")
+    repeats = request.duplicates_dropped  # a listed id repeated is harmless: said, not refused
+    st.caption(f"{len(request):,} training samples · request key {request.key()} · "
+               + (f"{repeats:,} repeated id{'s' if repeats > 1 else ''} dropped: each id is forgotten once · "
+                  if repeats else "")
+               + f"history: {' → '.join(r.description for r in session.history)}")
     poll_while_active(by_design_ui(dataset, session) + methods_ui(dataset, request))
 
 

@@ -321,6 +321,19 @@ def test_ids_request_with_unknown_ids_is_refused():
     at.text_area(key="forget-ids").input("1, 2, 999999").run()
     at.button(key="forget-go").click().run()
     assert any("999999" in e.value for e in at.error)
+    assert not any(h.value.startswith("Now forgetting") for h in at.subheader)
+
+
+def test_ids_listed_twice_are_forgotten_once_and_the_page_says_so():
+    at = started_app()
+    at.switch_page("pages/forget.py").run()
+    at.radio(key="forget-kind").set_value("sample ids").run()
+    at.text_area(key="forget-ids").input("4, 7, 7\n12\n4, 7").run()
+    at.button(key="forget-go").click().run()
+    assert not at.exception and not at.error
+    assert [h.value for h in at.subheader if h.value.startswith("Now forgetting")] == ["Now forgetting: 3 ids"]
+    assert any(c.value.startswith("3 training samples") and "3 repeated ids dropped: each id is forgotten once"
+               in c.value for c in at.caption), [c.value for c in at.caption]
 
 
 def test_two_sessions_forgetting_the_same_class_share_one_comparison(monkeypatch):
@@ -542,6 +555,25 @@ def test_the_forget_pages_pickers_and_method_settings_stay_set_after_another_pag
     assert at.multiselect(key="forget-classes").value == [2]
     assert at.multiselect(key="forget-methods").value == ["damp"]
     assert at.number_input(key="cfg-damp-samples_per_class").value == samples
+
+
+def test_a_pick_waits_for_forget_and_add_to_what_is_forgotten_merges_the_requests():
+    """The pickers are a fragment of their own: what they say becomes the request when Forget is clicked."""
+    def heading(at: AppTest) -> str:
+        return next(h.value for h in at.subheader if h.value.startswith("Now forgetting"))
+
+    at = forget_class(started_app(), "1: 1")
+    assert heading(at) == "Now forgetting: class 1 (1)"
+    at.multiselect(key="forget-classes").unselect(1).select("3: 3").run()
+    assert heading(at) == "Now forgetting: class 1 (1)" and not at.exception
+    at.checkbox(key="forget-add").check().run()
+    at.button(key="forget-go").click().run()
+    assert heading(at) == "Now forgetting: classes 1 (1), 3 (3)", heading(at)
+    at.checkbox(key="forget-add").uncheck().run()
+    at.button(key="forget-go").click().run()
+    assert heading(at) == "Now forgetting: class 3 (3)" and not at.exception
+    at.button(key="forget-undo").click().run()
+    assert heading(at) == "Now forgetting: classes 1 (1), 3 (3)"
 
 
 def test_a_dataset_that_cannot_load_leaves_a_clear_message_and_the_upload(monkeypatch):

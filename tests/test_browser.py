@@ -292,6 +292,26 @@ def test_own_data_upload_loads_a_zip_and_refuses_a_bad_file_by_name(app_url):
         browser.close()
 
 
+def test_an_ids_file_forgets_each_id_once_and_a_file_that_is_not_text_is_named_with_its_line(app_url):
+    """The pickers are a fragment apart from the Forget button: the uploaded file is read when Forget is clicked."""
+    with app_page(app_url, "Forget") as (_, page):
+        main = page.locator("[data-testid='stMain']")
+        page.locator(".st-key-forget-kind").get_by_text("sample ids").click(timeout=MODEL_S * 1000)
+        picker = page.locator(".st-key-forget-ids-file [data-testid='stFileUploaderDropzoneInput']")
+        for name, data in (("bad.csv", b"id\n3\n9\xff\n"), ("ids.csv", b"id\n3\n8\n8\n21\n")):
+            picker.set_input_files(files=[{"name": name, "mimeType": "text/csv", "buffer": data}])
+            page.locator("[data-testid='stFileChipName']").filter(has_text=name).wait_for(timeout=30_000)
+            time.sleep(2.0)  # the chip shows before the upload has reached the server
+            page.locator(".st-key-forget-go button").click()
+            if name == "bad.csv":
+                main.get_by_text("Nothing was forgotten: bad.csv, line 3: byte 0xff is not UTF-8 text").wait_for(
+                    timeout=30_000)
+        main.get_by_text("Now forgetting: 3 ids").wait_for(timeout=30_000)
+        main.get_by_text("1 repeated id dropped: each id is forgotten once").wait_for(timeout=10_000)
+        assert not page.locator("[data-testid='stException']").count()
+        page.screenshot(path=str(OUT / "forget-ids-file.png"), full_page=True)
+
+
 def test_progress_and_the_verdict_arrive_without_a_click(app_url):
     """A shared link pre-fills the class; while the oracles train, the sidebar's progress redraws itself, and the
     Predictions page redraws its comparison as they finish: the verdict shows up with nobody touching the page."""
