@@ -11,7 +11,7 @@ from core.data import Dataset, ForgetRequest
 from core.eval import metrics as M
 from core.models import get_model_kind
 from core.session import ForgetSession
-from core.views import class_labels
+from core.views import class_labels, markdown_table
 from core.views.predictions import (
     PredictionView,
     ShownModel,
@@ -99,10 +99,8 @@ def metrics_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, reques
         st.caption(f"Against the {ref.name} oracle: AvgGap {ref.gaps['AvgGap']:.2f}, PG {ref.gaps['PG']:.2f} (the "
                    f"{ref.column} column holds its own TA/RA/FA/MIA; its PG/KL/AvgGap rows are the unlearned model's "
                    "gaps to it).")
-    table = pd.DataFrame(metrics_table(view, references))
-    st.dataframe(table, hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="%.2f") for c in table.columns
-                                if c not in ("metric", "meaning")})
+    rows = metrics_table(view, references)
+    st.markdown(markdown_table(rows))  # not st.dataframe: each browser would load ~1.3 MB of scripts to draw it
     cols, seconds, comparison = st.columns(2), view.seconds, view.comparison
     took = "not measured" if seconds is None else f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.1f} s"
     cols[0].metric("Unlearning time", took, help=M.EXPLANATIONS["seconds"] + (
@@ -110,7 +108,7 @@ def metrics_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, reques
     if comparison is not None and "speedup" in comparison.metrics:
         cols[1].metric("Speed-up over retraining", f"{comparison.metrics['speedup']:,.0f}x",
                        help=M.EXPLANATIONS["speedup"])
-    st.download_button("Export this table (CSV)", table.to_csv(index=False),
+    st.download_button("Export this table (CSV)", pd.DataFrame(rows).to_csv(index=False),
                        f"metrics-{request.key()}-{shown.name}.csv", "text/csv")
     return jobs
 

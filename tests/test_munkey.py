@@ -17,6 +17,7 @@ from core.models.id_index import held_ids
 from core.models.munkey import MunkeyConfig, RandomKeyEncoder, fit_munkey
 from core.models.training import TrainConfig
 from core.unlearn import get_method, list_methods
+from tests.apptables import metrics_frame
 
 TINY = replace(bundle.recipe("digits", "munkey"), epochs=3)  # the MUNKEY recipe (AdamW), cut to 3 epochs
 
@@ -287,7 +288,7 @@ def test_retrieval_page_before_and_after_deletion():
         job.wait(600)
     at.run()
     assert not at.exception, at.exception
-    table = at.dataframe[0].value.set_index("metric")
+    table = metrics_frame(at).set_index("metric")
     assert {"oracle", "vit oracle"} <= set(table.columns)
     assert table.loc["FA", "vit oracle"] == 0.0  # the ViT oracle never saw class 0
     assert any("Against the vit oracle: AvgGap" in c.value for c in at.caption)
@@ -295,7 +296,7 @@ def test_retrieval_page_before_and_after_deletion():
     at.run()
     at.session_state["pred-tab"] = "Metrics"
     at.run()
-    assert at.checkbox(key="pred-ref-vit").value and "vit oracle" in at.dataframe[0].value.columns
+    assert at.checkbox(key="pred-ref-vit").value and "vit oracle" in metrics_frame(at).columns
     # back on Retrieval: A_img before and after deletion and of the oracle, which never saw class 0
     at.switch_page("pages/retrieval.py").run()
     at.button(key="retrieval-aimg").click().run()

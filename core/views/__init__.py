@@ -6,6 +6,9 @@ same views serve anything else that shows results. Nothing here imports Streamli
 
 from __future__ import annotations
 
+import numbers
+import re
+
 from core import bundle
 from core.data.dataset import Dataset
 
@@ -28,3 +31,24 @@ def recipe_note(dataset: Dataset, kind: str) -> str:
 def duration(seconds: float) -> str:
     """``"45 s"`` under two minutes, else ``"2.5 min"``."""
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+MARKDOWN_SPECIAL = re.compile(r"[\\`*_\[\]<>$~|]")  # what Markdown (and Streamlit's $ for LaTeX) would read as markup
+
+
+def markdown_table(rows: list[dict], digits: int = 2) -> str:
+    """``rows`` (one dict per row, the first row's keys as columns) as a Markdown table: fractional numbers to
+    ``digits`` decimals, missing values (None, NaN) empty, markup characters escaped and line breaks made spaces, so
+    that a cell shows its text as it is. A page draws it with ``st.markdown``, which needs none of the JavaScript an
+    interactive table loads in each browser (about 1.3 MB: bench/classroom.py)."""
+    columns = list(rows[0]) if rows else []
+
+    def cell(value) -> str:
+        if value is None or value != value:  # NaN is the one value unequal to itself
+            return ""
+        fractional = isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
+        text = f"{value:.{digits}f}" if fractional else str(value)
+        return " ".join(MARKDOWN_SPECIAL.sub(r"\\\g<0>", text).splitlines())
+
+    lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows])
