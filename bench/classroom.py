@@ -747,7 +747,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--same-class", type=int, default=None,
                     help="every session forgets this class (a teacher naming one class), instead of a different set "
                          "each")
-    ap.add_argument("--keep", type=Path, help="folder for the server's log and a screenshot of each failed session")
+    ap.add_argument("--keep", type=Path, help="folder for the server's log, its timing log (bench/server_timing) "
+                                              "and a screenshot of each failed session")
     ap.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -782,7 +783,8 @@ def main(argv=None) -> None:
                 server.stop()
                 if args.keep:
                     args.keep.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(home / "streamlit.log", args.keep / "streamlit.log")
+                    for name in ("streamlit.log", "timing.log"):
+                        shutil.copy(home / name, args.keep / name)
             run["server_forget_s"] = server_seconds(home / "timing.log", "click", "result")
             run["server_table_s"] = server_seconds(home / "timing.log", "rerun", "table")
         finally:
