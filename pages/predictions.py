@@ -100,7 +100,7 @@ def metrics_ui(view: PredictionView, shown: ShownModel, dataset: Dataset, reques
                    f"{ref.column} column holds its own TA/RA/FA/MIA; its PG/KL/AvgGap rows are the unlearned model's "
                    "gaps to it).")
     rows = metrics_table(view, references)
-    st.markdown(markdown_table(rows))  # not st.dataframe: each browser would load ~1.3 MB of scripts to draw it
+    st.markdown(markdown_table(rows))  # not st.dataframe: each browser would load ~1.6 MB of scripts to draw it
     cols, seconds, comparison = st.columns(2), view.seconds, view.comparison
     took = "not measured" if seconds is None else f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.1f} s"
     cols[0].metric("Unlearning time", took, help=M.EXPLANATIONS["seconds"] + (

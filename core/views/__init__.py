@@ -40,7 +40,7 @@ def markdown_table(rows: list[dict], digits: int = 2) -> str:
     """``rows`` (one dict per row, the first row's keys as columns) as a Markdown table: fractional numbers to
     ``digits`` decimals, missing values (None, NaN) empty, markup characters escaped and line breaks made spaces, so
     that a cell shows its text as it is. A page draws it with ``st.markdown``, which needs none of the JavaScript an
-    interactive table loads in each browser (about 1.3 MB: bench/classroom.py)."""
+    interactive table loads in each browser (about 1.6 MB: bench/classroom.py)."""
     columns = list(rows[0]) if rows else []
 
     def cell(value) -> str:
