@@ -29,7 +29,7 @@ def test_property_markdown_table_keeps_each_cells_text(cells):
 def test_markdown_table_escapes_markup_and_line_breaks():
     table = markdown_table([{"metric": "FA", "before": 98.123, "after": float("nan"), "n": 3,
                              "meaning": "a|b $x$ D_f *k* [l](u)\nnext\u2028line"}])
-    assert table.splitlines() == ["| metric | before | after | n | meaning |", "|---|---|---|---|---|",
+    assert table.splitlines() == ["| metric | before | after | n | meaning |", "|---|---:|---:|---:|---|",
                                   r"| FA | 98.12 |  | 3 | a\|b \$x\$ D\_f \*k\* \[l\](u) next line |"]
     frame = markdown_frame(table)
     assert frame.loc[0, "before"] == 98.12 and math.isnan(frame.loc[0, "after"]) and frame.loc[0, "n"] == 3

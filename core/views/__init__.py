@@ -38,9 +38,9 @@ MARKDOWN_SPECIAL = re.compile(r"[\\`*_\[\]<>$~|]")  # what Markdown (and Streaml
 
 def markdown_table(rows: list[dict], digits: int = 2) -> str:
     """``rows`` (one dict per row, the first row's keys as columns) as a Markdown table: fractional numbers to
-    ``digits`` decimals, missing values (None, NaN) empty, markup characters escaped and line breaks made spaces, so
-    that a cell shows its text as it is. A page draws it with ``st.markdown``, which needs none of the JavaScript an
-    interactive table loads in each browser (about 1.6 MB: bench/classroom.py)."""
+    ``digits`` decimals and numbers right-aligned, missing values (None, NaN) empty, markup characters escaped and
+    line breaks made spaces, so that a cell shows its text as it is. A page draws it with ``st.markdown``, which needs
+    none of the JavaScript an interactive table loads in each browser (about 1.6 MB: bench/classroom.py)."""
     columns = list(rows[0]) if rows else []
 
     def cell(value) -> str:
@@ -50,5 +50,10 @@ def markdown_table(rows: list[dict], digits: int = 2) -> str:
         text = f"{value:.{digits}f}" if fractional else str(value)
         return " ".join(MARKDOWN_SPECIAL.sub(r"\\\g<0>", text).splitlines())
 
-    lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    def numeric(column) -> bool:  # right-aligned, as a spreadsheet shows numbers
+        values = [row.get(column) for row in rows if row.get(column) is not None]
+        return bool(values) and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
+
+    rule = "|" + "".join("---:|" if numeric(c) else "---|" for c in columns)
+    lines = ["| " + " | ".join(cell(c) for c in columns) + " |", rule]
     return "\n".join(lines + ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows])
