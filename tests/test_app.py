@@ -315,22 +315,21 @@ def test_a_queued_job_says_what_it_waits_for():
                      "spm: predictions: queued · waiting for this server's previous load"], texts
 
 
-def test_ids_request_with_unknown_ids_is_refused():
-    at = started_app()
+def forget_ids(at: AppTest, text: str) -> AppTest:
     at.switch_page("pages/forget.py").run()
     at.radio(key="forget-kind").set_value("sample ids").run()
-    at.text_area(key="forget-ids").input("1, 2, 999999").run()
-    at.button(key="forget-go").click().run()
+    at.text_area(key="forget-ids").input(text).run()
+    return at.button(key="forget-go").click().run()
+
+
+def test_ids_request_with_unknown_ids_is_refused():
+    at = forget_ids(started_app(), "1, 2, 999999")
     assert any("999999" in e.value for e in at.error)
     assert not any(h.value.startswith("Now forgetting") for h in at.subheader)
 
 
 def test_ids_listed_twice_are_forgotten_once_and_the_page_says_so():
-    at = started_app()
-    at.switch_page("pages/forget.py").run()
-    at.radio(key="forget-kind").set_value("sample ids").run()
-    at.text_area(key="forget-ids").input("4, 7, 7\n12\n4, 7").run()
-    at.button(key="forget-go").click().run()
+    at = forget_ids(started_app(), "4, 7, 7\n12\n4, 7")
     assert not at.exception and not at.error
     assert [h.value for h in at.subheader if h.value.startswith("Now forgetting")] == ["Now forgetting: 3 ids"]
     assert any(c.value.startswith("3 training samples") and "3 repeated ids dropped: each id is forgotten once"
