@@ -31,6 +31,9 @@ def test_margin_is_log_odds_of_the_true_class_from_logits_or_probs():
     p = probs[0, 0]
     assert MB.margins_from_probs(probs, labels)[0] == pytest.approx(np.log(p / (1 - p)))
     assert MB.margins_from_logits(np.array([[500.0, 0.0]]), np.array([0]))[0] == 100.0  # clipped
+    # p_y rounds to 1 in float32: the others' own mass still gives φ (1 − p_y would be 0)
+    sure = np.exp(np.array([[40.0, 0.0, 0.0]]) - 40.0).astype(np.float32)
+    assert MB.margins_from_probs(sure / sure.sum(), np.array([0]))[0] == pytest.approx(40 - np.log(2), rel=1e-6)
 
 
 def test_band_is_a_student_t_prediction_interval_with_a_floor():

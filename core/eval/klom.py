@@ -26,16 +26,14 @@ def klom(unlearned: np.ndarray, oracle: np.ndarray, bins: int = 20, eps: float =
     width = np.where(hi > lo, (hi - lo) / bins, 1.0)
     n = p.shape[1]
 
-    def hist(v: np.ndarray) -> np.ndarray:
-        idx = np.clip(np.floor((v - lo) / width).astype(int), 0, bins - 1)
-        counts = np.zeros((n, bins))
-        np.add.at(counts, (np.broadcast_to(np.arange(n), v.shape), idx), 1.0)
-        return counts / len(v)
+    def hist(v: np.ndarray) -> np.ndarray:  # (n·bins,): sample i's share of models in bin b at i·bins + b
+        idx = np.clip(np.floor((v - lo) / width).astype(np.int64), 0, bins - 1)
+        return np.bincount((np.arange(n) * bins + idx).ravel(), minlength=n * bins) / len(v)
 
     hp, hq = hist(p), hist(q)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(hp > 0, hp * np.log(hp / np.maximum(hq, eps)), 0.0)
-    return terms.sum(1)
+    used = np.flatnonzero(hp)  # the terms with p_b > 0: at most N_u per sample
+    terms = hp[used] * np.log(hp[used] / np.maximum(hq[used], eps))
+    return np.bincount(used // bins, weights=terms, minlength=n)
 
 
 def klom_gauss(unlearned: np.ndarray, oracle: np.ndarray) -> np.ndarray:

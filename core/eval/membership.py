@@ -37,8 +37,13 @@ def margins_from_logits(logits: np.ndarray, labels: np.ndarray, clip: float = CL
 
 def margins_from_probs(probs: np.ndarray, labels: np.ndarray, clip: float = CLIP) -> np.ndarray:
     """φ from probabilities: log p_y − log Σ_{j≠y} p_j (the same value as from logits, since softmax only shifts
-    every logit by one constant); exact in float32 until a probability underflows, beyond |φ| ≈ 87."""
-    return margins_from_logits(np.log(np.clip(np.asarray(probs, np.float64), _TINY_P, None)), labels, clip)
+    every logit by one constant); exact in float32 until a probability underflows, beyond |φ| ≈ 87. The others'
+    sum is taken directly in float64 (not p_y's complement, which cancels when p_y is near 1)."""
+    p = np.clip(np.asarray(probs, np.float64), _TINY_P, None)
+    rows = np.arange(len(labels))
+    own = p[rows, labels]
+    p[rows, labels] = 0.0
+    return np.clip(np.log(own) - np.log(p.sum(1)), -clip, clip)
 
 
 def split_margins(model, dataset, split: str) -> np.ndarray:
