@@ -70,6 +70,19 @@ def open_app(page, url: str) -> None:
     page.get_by_text("Unlearning Explorer").first.wait_for(timeout=STARTUP_S * 1000)
 
 
+UPLOAD_PATH = "/_stcore/upload_file/"
+TWO_FRAMES_JS = "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))"
+
+
+def upload(page, picker, name: str, data: bytes, mime: str = "application/octet-stream") -> None:
+    """Give ``picker`` (a file uploader's input on ``page``) the file ``name``, and return once the file has
+    reached the server (its upload request finished) and the page has handled the answer."""
+    with page.expect_request_finished(lambda r: UPLOAD_PATH in r.url and r.method == "PUT", timeout=60_000):
+        picker.set_input_files(files=[{"name": name, "mimeType": mime, "buffer": data}])
+    page.locator("[data-testid='stFileChipName']").filter(has_text=name).wait_for(timeout=30_000)
+    page.evaluate(TWO_FRAMES_JS)  # the answer's handler, which sets the widget's value, has run
+
+
 @contextmanager
 def app_page(url: str, link: str):
     """(browser, page): the app in a wide page, opened on the page ``link`` of its navigation; closed after."""
@@ -273,17 +286,11 @@ def test_own_data_upload_loads_a_zip_and_refuses_a_bad_file_by_name(app_url):
         main.get_by_text("Use your own data").first.click()
         picker = page.locator("[data-testid='stFileUploaderDropzoneInput']").first
 
-        picker.set_input_files(files=[{"name": "notes.npz", "mimeType": "application/octet-stream",
-                                       "buffer": b"just some text, not an archive"}])
-        page.locator("[data-testid='stFileChipName']").filter(has_text="notes.npz").wait_for(timeout=30_000)
-        time.sleep(2.0)  # the chip shows before the upload has reached the server
+        upload(page, picker, "notes.npz", b"just some text, not an archive")
         page.get_by_role("button", name="Use this dataset").click()
         main.get_by_text("Nothing was loaded: notes.npz").first.wait_for(timeout=30_000)
 
-        picker.set_input_files(files=[{"name": "shapes.zip", "mimeType": "application/zip",
-                                       "buffer": _image_folder_zip("broken.png")}])
-        page.locator("[data-testid='stFileChipName']").filter(has_text="shapes.zip").wait_for(timeout=30_000)
-        time.sleep(2.0)  # the chip shows before the upload has reached the server
+        upload(page, picker, "shapes.zip", _image_folder_zip("broken.png"), "application/zip")
         page.get_by_role("button", name="Use this dataset").click()
         main.get_by_text("1 unreadable image file(s) skipped").first.wait_for(timeout=60_000)
         text = main.inner_text()
@@ -299,9 +306,7 @@ def test_an_ids_file_forgets_each_id_once_and_a_file_that_is_not_text_is_named_w
         page.locator(".st-key-forget-kind").get_by_text("sample ids").click(timeout=MODEL_S * 1000)
         picker = page.locator(".st-key-forget-ids-file [data-testid='stFileUploaderDropzoneInput']")
         for name, data in (("bad.csv", b"id\n3\n9\xff\n"), ("ids.csv", b"id\n3\n8\n8\n21\n")):
-            picker.set_input_files(files=[{"name": name, "mimeType": "text/csv", "buffer": data}])
-            page.locator("[data-testid='stFileChipName']").filter(has_text=name).wait_for(timeout=30_000)
-            time.sleep(2.0)  # the chip shows before the upload has reached the server
+            upload(page, picker, name, data, "text/csv")
             page.locator(".st-key-forget-go button").click()
             if name == "bad.csv":
                 main.get_by_text("Nothing was forgotten: bad.csv, line 3: byte 0xff is not UTF-8 text").wait_for(
@@ -396,8 +401,6 @@ def test_a_new_servers_first_visitor_is_shown_only_the_apps_own_pages(tmp_path):
 
 
 def test_own_weights_upload_replaces_the_original_in_this_session_only(app_url):
-    import io as _io
-
     import torch
     from safetensors.torch import save
 
@@ -417,16 +420,10 @@ def test_own_weights_upload_replaces_the_original_in_this_session_only(app_url):
         main = mine.locator("[data-testid='stMain']")
         main.get_by_text("Use your own weights").first.click()
         picker = mine.locator(".st-key-own-weights-file [data-testid='stFileUploaderDropzoneInput']")
-        picker.set_input_files(files=[{"name": "bad.safetensors", "mimeType": "application/octet-stream",
-                                       "buffer": _io.BytesIO(b"\x00" * 64).getvalue()}])
-        mine.locator("[data-testid='stFileChipName']").filter(has_text="bad.safetensors").wait_for(timeout=30_000)
-        time.sleep(2.0)
+        upload(mine, picker, "bad.safetensors", b"\x00" * 64)
         mine.get_by_role("button", name="Use these weights").click()
         main.get_by_text("These weights were not loaded: bad.safetensors").first.wait_for(timeout=30_000)
-        picker.set_input_files(files=[{"name": "mine.safetensors", "mimeType": "application/octet-stream",
-                                       "buffer": weights}])
-        mine.locator("[data-testid='stFileChipName']").filter(has_text="mine.safetensors").wait_for(timeout=30_000)
-        time.sleep(2.0)  # the chip shows before the upload has reached the server
+        upload(mine, picker, "mine.safetensors", weights)
         mine.get_by_role("button", name="Use these weights").click()
         main.get_by_text("This session uses your weights mine.safetensors").first.wait_for(timeout=60_000)
         other.reload()
@@ -462,10 +459,7 @@ def test_an_auditor_judges_weights_from_elsewhere_and_catches_a_deletion_never_d
         main.get_by_role("tab", name="Runs and audit").click(timeout=MODEL_S * 1000)
         main.get_by_text("Judge weights unlearned elsewhere").first.click(timeout=MODEL_S * 1000)
         picker = page.locator(".st-key-pred-supplied-file [data-testid='stFileUploaderDropzoneInput']")
-        picker.set_input_files(files=[{"name": "theirs.safetensors", "mimeType": "application/octet-stream",
-                                       "buffer": weights}])
-        page.locator("[data-testid='stFileChipName']").filter(has_text="theirs.safetensors").wait_for(timeout=30_000)
-        time.sleep(2.0)  # the chip shows before the upload has reached the server
+        upload(page, picker, "theirs.safetensors", weights)
         page.get_by_role("button", name="Judge these weights").click()
         main.get_by_text(sha).first.wait_for(timeout=MODEL_S * 1000)
         checked = page.locator(".st-key-pred-model label:has(input:checked)").inner_text()
