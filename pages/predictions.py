@@ -140,9 +140,8 @@ def main() -> None:
         st.info("Nothing is forgotten yet: choose what to forget on the Forget page.")
         return
     st.markdown(f"Forgetting **{request.description}** ({len(request):,} training samples).")
-    with st.expander("What the numbers mean"):
-        for name, text in M.EXPLANATIONS.items():
-            st.markdown(f"- **{name}**: {text}")
+    with st.expander("What the numbers mean"):  # one element, not one per metric: less for each browser to draw
+        st.markdown("\n".join(f"- **{name}**: {text}" for name, text in M.EXPLANATIONS.items()))
     jobs, done_runs = session_runs(request), scored_runs(dataset, request)
     shown = shown_ui(dataset, session, done_runs)
     if shown is None:

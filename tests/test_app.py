@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.eval import metrics as M
 from pages.common import backend
 from tests.apptables import metrics_frame
 
@@ -96,6 +97,9 @@ def test_forget_then_predictions_against_oracle_and_undo():
     # the Metrics tab is drawn alone: the other tabs' tables, charts and images wait until one is chosen
     assert not at.dataframe and not at.get("plotly_chart") and not at.get("image")
     assert [b.proto.label for b in at.get("download_button")] == ["Export this table (CSV)"]
+    # every metric explained, as one list (one element for each browser to draw, not one per metric)
+    (explained,) = next(e for e in at.expander if e.label == "What the numbers mean").markdown
+    assert [line.split("**")[1] for line in explained.value.splitlines()] == list(M.EXPLANATIONS)
     predictions_tab(at, "Evidence")
     assert not at.exception, at.exception
     assert verdicts(at) == [sentence] and not any("meaning" in d.value.columns for d in at.dataframe)
