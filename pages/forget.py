@@ -32,6 +32,8 @@ from pages.widgets import (
 )
 
 KINDS = ("classes", "random fraction", "sample ids")
+# each picker's value before the user sets one; read by the pickers and by ``asked_request`` alike
+PICKED = {"forget-kind": KINDS[0], "forget-fraction": 10, "forget-seed": 0, "forget-ids": "", "forget-add": False}
 
 
 @st.fragment
@@ -39,7 +41,7 @@ def asked_request_ui(dataset: Dataset) -> None:
     """The request pickers. A fragment of their own: picking reruns them alone, and clicking Forget (in
     ``forget_ui``) does not send them again. What was picked stays picked when the user comes back from another page
     (``keep_value``)."""
-    keep_value("forget-kind", KINDS[0])
+    keep_value("forget-kind", PICKED["forget-kind"])
     kind = st.radio("Forget", KINDS, horizontal=True, key="forget-kind",
                     help="Whole classes, a random share of the training set, or listed ids.")
     if kind == "classes":
@@ -48,31 +50,35 @@ def asked_request_ui(dataset: Dataset) -> None:
         st.multiselect("Classes to forget", options, format_func=lambda c: class_label(dataset, c),
                        key="forget-classes")
     elif kind == "random fraction":
-        keep_value("forget-fraction", 10)
-        keep_value("forget-seed", 0)
+        keep_value("forget-fraction", PICKED["forget-fraction"])
+        keep_value("forget-seed", PICKED["forget-seed"])
         st.slider("Fraction of the training set (%)", 1, 50, key="forget-fraction")
         st.number_input("Seed", 0, 10_000, key="forget-seed",
                         help="The same seed picks the same samples, so results can be reproduced.")
     else:
-        keep_value("forget-ids", "")
+        keep_value("forget-ids", PICKED["forget-ids"])
         st.text_area("Training ids (commas, spaces or one per line)", key="forget-ids", placeholder="12, 40, 913")
         st.file_uploader("...or a CSV/TXT file of ids", type=["csv", "txt"], key="forget-ids-file")
-    keep_value("forget-add", False)
+    keep_value("forget-add", PICKED["forget-add"])
     st.checkbox("Add to what is already forgotten", key="forget-add",
                 help="Forget these samples as well as those forgotten now, rather than instead of them.")
 
 
+def picked(key: str):
+    """What the picker ``key`` holds in this session (its ``PICKED`` value before the user sets one)."""
+    return st.session_state.get(key, PICKED.get(key))
+
+
 def asked_request(dataset: Dataset) -> ForgetRequest:
     """The request the pickers of ``asked_request_ui`` say (read from the session's widget state); may refuse it."""
-    state = st.session_state
-    kind = state.get("forget-kind", KINDS[0])
+    kind = picked("forget-kind")
     if kind == "classes":
-        return request_classes(dataset, state.get("forget-classes", []))
+        return request_classes(dataset, picked("forget-classes") or [])
     if kind == "random fraction":
-        return request_random(dataset, state.get("forget-fraction", 10) / 100, int(state.get("forget-seed", 0)))
-    if (uploaded := state.get("forget-ids-file")) is not None:  # decoded by core: a non-UTF-8 file named with its line
+        return request_random(dataset, picked("forget-fraction") / 100, int(picked("forget-seed")))
+    if (uploaded := picked("forget-ids-file")) is not None:  # decoded by core: a non-UTF-8 file named with its line
         return request_ids(dataset, parse_ids_bytes(uploaded.getvalue(), uploaded.name))
-    return request_ids(dataset, parse_ids_text(state.get("forget-ids", "")))
+    return request_ids(dataset, parse_ids_text(picked("forget-ids")))
 
 
 def request_ui(dataset: Dataset, session: ForgetSession) -> None:
@@ -80,7 +86,7 @@ def request_ui(dataset: Dataset, session: ForgetSession) -> None:
     cols = st.columns([1, 1, 1, 3])
     if cols[0].button("Forget", type="primary", key="forget-go"):
         try:  # what is forgotten now is the heading just below: no toast (its animation is browser work per click)
-            session.push(dataset, asked_request(dataset), add_to_current=st.session_state.get("forget-add", False))
+            session.push(dataset, asked_request(dataset), add_to_current=picked("forget-add"))
         except ForgetRequestError as err:
             st.error(f"Nothing was forgotten: {err}")
     if cols[1].button("Undo", disabled=session.current is None, key="forget-undo",
