@@ -40,7 +40,8 @@ timed to its metrics table, whose CSV export is compared with the request comput
                  (a virtual machine's CPUs waiting for the host: noise no code here causes): on one machine the browsers
                  share the server's cores. ``--browser-nice 10`` runs chromium at nice 10; where the kernel groups
                  processes by session (sched_autogroup_enabled, as here), nice orders only processes of one group,
-                 so chromium (a session of its own) still shares the CPU with the server's group
+                 so chromium (a session of its own) still shares the CPU with the server's group; Ray's processes
+                 are in a group of their own at the workers' niceness (``core.backend.own_scheduling_group``)
     first_comparison_s  fresh UE_HOME with only the shipped assets: open the Forget page, pick a class, click
                  Forget, open Predictions, until "Verdict:" shows (the comparison with the finished oracles), timed
                  from the click; each class of --first-comparison-classes on its own fresh home, the slowest
@@ -277,6 +278,28 @@ def session_members(sid: int) -> list[int]:
     return out
 
 
+def descendants(pid: int) -> list[int]:
+    """Live processes that ``pid`` started, and those they started: Ray's processes, whose sessions are their own
+    (``core.backend.own_scheduling_group``)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        fields = stat_fields(stat)
+        if fields is not None and fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def started_at(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot), to tell it from a later process given its number."""
+    fields = stat_fields(Path(f"/proc/{pid}/stat"))
+    return None if fields is None or fields[0] == "Z" else fields[19]
+
+
 class Server:
     """``streamlit run app.py`` on a free port of 127.0.0.1, in its own process session."""
 
@@ -301,21 +324,27 @@ class Server:
 
     def helpers_rss_mb(self) -> float:
         """Resident memory of the processes the server started (Ray), summed."""
-        return sum(rss_mb(p) or 0.0 for p in session_members(self.proc.pid) if p != self.proc.pid)
+        return sum(rss_mb(p) or 0.0 for p in descendants(self.proc.pid))
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds used so far by the server process, by the processes it started (Ray) and by chromium, and
         the machine's steal time (its virtual CPUs waiting while the host ran someone else)."""
-        ray = [p for p in session_members(self.proc.pid) if p != self.proc.pid] if self.alive else []
+        ray = descendants(self.proc.pid) if self.alive else []
         return {"server": cpu_seconds(self.proc.pid) if self.alive else 0.0,
                 "ray": sum(cpu_seconds(p) for p in ray), "browsers": sum(cpu_seconds(p) for p in browser_pids()),
                 "steal": steal_seconds()}
 
     def stop(self) -> None:
-        """SIGTERM the server (Ray stops with it), then end what it left behind in its session."""
+        """SIGTERM the server (Ray stops with it), then end what it left behind: in its session, and the processes
+        it had started (Ray's have sessions of their own)."""
         if self.proc is None:
             return
         sid = self.proc.pid
+        started = {pid: started_at(pid) for pid in descendants(sid)}
+
+        def left() -> list[int]:
+            return sorted(set(session_members(sid)) | {p for p, at in started.items() if at and started_at(p) == at})
+
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -324,16 +353,16 @@ class Server:
                 self.proc.kill()
                 self.proc.wait(10)
         for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
-            left = session_members(sid)
-            if not left:
+            remaining = left()
+            if not remaining:
                 break
-            for pid in left:
+            for pid in remaining:
                 try:
                     os.kill(pid, sig)
                 except OSError:
                     pass
             deadline = time.time() + grace
-            while session_members(sid) and time.time() < deadline:
+            while left() and time.time() < deadline:
                 time.sleep(0.2)
         self.log.close()
 

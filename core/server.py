@@ -34,7 +34,7 @@ def free_port() -> int:
 
 def start_app(env: dict, log: IO, own_session: bool = False) -> tuple[subprocess.Popen, str]:
     """Start the app headless on a free local port with ``env``, output to ``log``; the process and its URL.
-    ``own_session``: in a process session of its own, so that what it starts (Ray) can be found and stopped."""
+    ``own_session``: in a process session of its own, so that what it leaves behind can be found and stopped."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",

@@ -38,6 +38,12 @@ def thread_niceness(progress=None):
     return sorted({os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir("/proc/self/task")})
 
 
+def scheduling_group(progress=None):
+    """The scheduling group (autogroup) of the worker running this task and its nice value."""
+    group, _, nice = open("/proc/self/autogroup").read().split()
+    return group, int(nice)
+
+
 def wait_until(predicate, timeout: float = 60.0) -> bool:
     end = time.time() + timeout
     while time.time() < end:
@@ -80,11 +86,15 @@ def test_training_yields_the_cpu_to_the_pages(ray_backend):
     levels = job.wait(60)
     assert levels and min(levels) >= max(mine, DEFAULT_WORKER_NICE), (levels, job.error)  # no thread above it
     assert os.getpriority(os.PRIO_PROCESS, 0) == mine  # the driver (the app's process) keeps its priority
+    if os.path.exists("/proc/self/autogroup"):  # and, where nice orders one group only, its own group
+        group, nice = ray_backend.submit("group", "scheduling group", Task(scheduling_group)).wait(60)
+        assert group != open("/proc/self/autogroup").read().split()[0] and nice >= DEFAULT_WORKER_NICE
 
 
 def test_a_local_ray_runs_below_the_pages_and_its_monitor_does_not(ray_backend):
-    """Ray's own processes (GCS, raylet) start from a thread at the workers' niceness, so a busy Ray never takes
-    the CPU from a page; the monitor thread, which holds the GIL while it submits, keeps the pages' priority."""
+    """Ray's own processes (GCS, raylet) start from a thread at the workers' niceness, in a scheduling group of
+    their own where the kernel has them, so a busy Ray never takes the CPU from a page; the monitor thread, which
+    holds the GIL while it submits, keeps the pages' priority."""
     from core.job import worker_nice
 
     assert ray_backend.status == "ready"
@@ -96,10 +106,15 @@ def test_a_local_ray_runs_below_the_pages_and_its_monitor_does_not(ray_backend):
         except OSError:
             continue
         if int(fields[1]) == os.getpid():  # ppid: started by this process
-            children.append((name, int(fields[16])))  # nice
-    ray_children = [(name, nice) for name, nice in children if name in ("gcs_server", "raylet")]
+            children.append((int(pid), name, int(fields[16])))  # nice
+    ray_children = [(pid, name, nice) for pid, name, nice in children if name in ("gcs_server", "raylet")]
     assert len(ray_children) == 2, children
-    assert all(nice >= worker_nice() for _, nice in ray_children), ray_children
+    assert all(nice >= worker_nice() for _, _, nice in ray_children), ray_children
+    if os.path.exists("/proc/self/autogroup"):  # nice orders only one scheduling group: Ray is in its own
+        mine = open("/proc/self/autogroup").read().split()[0]
+        for pid, name, _ in ray_children:
+            group, _, nice = open(f"/proc/{pid}/autogroup").read().split()
+            assert group != mine and int(nice) >= worker_nice(), (name, group, nice, mine)
     mine = os.getpriority(os.PRIO_PROCESS, 0)
     assert os.getpriority(os.PRIO_PROCESS, ray_backend._thread.native_id) == mine < worker_nice()
 
