@@ -90,25 +90,28 @@ def init_below_pages(ray, **options) -> None:
 @contextlib.contextmanager
 def own_scheduling_group(nice: int):
     """While this is open, the processes Ray starts (GCS, raylet and, through the raylet, the workers) start in a
-    process session of their own, whose scheduling group is set to ``nice``.
+    process session of their own, whose scheduling group is set to ``nice`` (or the pages' group's, if higher).
 
     Where Linux groups processes by session for scheduling (``sched_autogroup``, on in many distributions'
     kernels), nice orders threads only within one group, and busy groups share the CPU equally. Ray in the
     dashboard's group would take that group's share from the pages whenever anything else on the machine is busy
     (the teacher's browser, the room's browsers, another user's work), whatever the workers' nice. In a group of its
-    own at ``nice`` it trains on what the pages and the rest leave. Ray offers no option for this: the hook wraps
+    own it trains on what the pages and the rest leave. Ray offers no option for this: the hook wraps
     ``ray._private.services.ConsolePopen``, the class Ray starts its processes with (ray is pinned). Elsewhere (no
-    autogroups, not Linux, a Ray without that class) it changes nothing. Ray's processes still end with the thread
-    that started them: Ray's kernel fate-sharing does not depend on the session."""
-    if not Path("/proc/self/autogroup").exists():
+    autogroups, not Linux, a kernel that refuses the setting, a Ray without that class) it changes nothing. Ray's
+    processes still end with the thread that started them: Ray's kernel fate-sharing does not depend on the
+    session."""
+    try:
+        from ray._private import services
+    except ImportError:
+        services = None
+    mine, started = group_nice(os.getpid()), getattr(services, "ConsolePopen", None)
+    # where this process cannot set its own group's niceness (to the value it has), it could not set Ray's either,
+    # and Ray in a group of its own at nice 0 would compete with the pages as an equal: it stays in theirs
+    if mine is None or not isinstance(started, type) or not set_group_nice(os.getpid(), mine):
         yield
         return
-    from ray._private import services
-
-    started = getattr(services, "ConsolePopen", None)
-    if not isinstance(started, type):
-        yield
-        return
+    nice = max(nice, mine)  # never above the pages' group
 
     class InOwnGroup(started):
         def __init__(self, *args, **kwargs):
@@ -121,6 +124,14 @@ def own_scheduling_group(nice: int):
         yield
     finally:
         services.ConsolePopen = started
+
+
+def group_nice(pid: int) -> int | None:
+    """The niceness of the scheduling group (autogroup) of process ``pid``; None where the kernel has none."""
+    try:
+        return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def set_group_nice(pid: int, nice: int, tries: int = 20) -> bool:

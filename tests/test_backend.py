@@ -119,6 +119,28 @@ def test_a_local_ray_runs_below_the_pages_and_its_monitor_does_not(ray_backend):
     assert os.getpriority(os.PRIO_PROCESS, ray_backend._thread.native_id) == mine < worker_nice()
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"), reason="this kernel has no scheduling autogroups")
+def test_ray_stays_in_the_pages_group_where_the_kernel_refuses_to_set_a_groups_niceness(monkeypatch):
+    """Ray in a group of its own at nice 0 would compete with the pages as an equal: without the setting, no move."""
+    from ray._private import services
+
+    from core import backend
+
+    started, asked = services.ConsolePopen, []
+    with backend.own_scheduling_group(10):
+        assert services.ConsolePopen is not started  # where the kernel lets it, Ray's processes start elsewhere
+    assert services.ConsolePopen is started
+
+    def refused(pid: int, nice: int, tries: int = 20) -> bool:
+        asked.append((pid, nice))
+        return False
+
+    monkeypatch.setattr(backend, "set_group_nice", refused)
+    with backend.own_scheduling_group(10):
+        assert services.ConsolePopen is started
+    assert asked == [(os.getpid(), backend.group_nice(os.getpid()))]
+
+
 def test_a_bad_worker_niceness_fails_the_local_start_instead_of_hanging_it(monkeypatch):
     from core.backend import init_below_pages
 
