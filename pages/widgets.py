@@ -31,13 +31,22 @@ def refresh_seconds(jobs: list[Job]) -> float:
     return min(SLOWEST_REFRESH_S, max(PROGRESS_REFRESH_S, min(ends, default=0.0) / 4))
 
 
-DRAWN_GOING = "jobs-drawn-going"  # session state: keys of jobs drawn as still going, not yet drawn as ended
+DRAWN_GOING = "jobs-drawn-going"  # session state: key -> state ("queued", "running") of each job drawn still going
 
 
 def drawn_going(jobs: list[Job]) -> None:
-    """Note ``jobs`` as drawn still going: should one end before the page's ``poll_while_active`` (a model that
-    loads in a tenth of a second), that redraws the page at once rather than leave the bar as it was drawn."""
-    st.session_state.setdefault(DRAWN_GOING, set()).update(j.key for j in jobs)
+    """Note ``jobs`` as drawn still going, in the state they are drawn in: should one end before the page's
+    ``poll_while_active`` (a model that loads in a tenth of a second), or one drawn queued start on a worker, that
+    redraws the page rather than leave it as it was drawn (and the sidebar, which lists jobs only once redrawn)."""
+    st.session_state.setdefault(DRAWN_GOING, {}).update({j.key: j.state for j in jobs})
+
+
+def drawn_stale(jobs: list[Job | None]) -> set[str]:
+    """Keys of ``jobs`` drawn still going that have ended since, or that were drawn queued for a worker and have
+    started since: a page drawn as a Forget click left it would otherwise say "queued" until a job ends."""
+    drawn = st.session_state.get(DRAWN_GOING, {})
+    return {j.key for j in jobs if j is not None and j.key in drawn
+            and (not j.active or (drawn[j.key] == "queued" and j.state == "running" and not j.local))}
 
 
 def job_status_ui(job: Job | None, label: str = "", retry: bool = False) -> bool:
@@ -158,10 +167,11 @@ def training_refused_ui() -> bool:
 def poll_while_active(jobs: list[Job | None]) -> None:
     """Re-run the page as soon as any of ``jobs`` that is going now ends, so that what depends on it (e.g. the
     comparison with each finished oracle) is redrawn; checked every ``refresh_seconds``, and the page reruns to
-    check more often once one may end sooner. One drawn as going that has ended since (``drawn_going``): at once."""
-    drawn = st.session_state.get(DRAWN_GOING, set())
-    if ended := {j.key for j in jobs if j is not None and not j.active} & drawn:
-        drawn -= ended
+    check more often once one may end sooner. One drawn as going that has ended since, or drawn queued that has
+    started on a worker since (``drawn_stale``): at once."""
+    if stale := drawn_stale(jobs):
+        for key in stale:
+            st.session_state[DRAWN_GOING].pop(key, None)
         st.rerun()
     active = [j for j in jobs if j is not None and j.active]
     if active:
@@ -169,7 +179,7 @@ def poll_while_active(jobs: list[Job | None]) -> None:
 
         @st.fragment(run_every=seconds)
         def _poll():
-            if any(not j.active for j in active) or refresh_seconds(active) <= seconds / 2:
+            if any(not j.active for j in active) or drawn_stale(active) or refresh_seconds(active) <= seconds / 2:
                 st.rerun()
         _poll()
 

@@ -795,6 +795,29 @@ def test_a_job_that_ends_while_its_page_is_drawn_is_redrawn_ended():
     assert [s.value for s in at.success] == ["spm ready"] and not at.get("progress")
 
 
+def starts_while_drawn_page():
+    """A page that draws an oracle queued for a worker, which starts on one before the page's poll."""
+    import streamlit as st
+
+    from core.backend import Job
+    from pages.widgets import job_status_ui, poll_while_active
+
+    job = st.session_state.setdefault("job", Job("oracle", "spm oracle", expected_s=900.0, message="queued"))
+    job_status_ui(job, "spm oracle")
+    if not st.session_state.get("started"):
+        st.session_state["started"] = True
+        job.report(0.01, "epoch 1 of 30")
+    poll_while_active([job])
+
+
+def test_an_oracle_drawn_queued_that_starts_is_redrawn_running():
+    """A Forget click redraws only its fragment: without this, its oracles read "queued" until one ended (minutes),
+    and the sidebar, redrawn only by a full run, did not list them at all."""
+    at = AppTest.from_function(starts_while_drawn_page).run()
+    assert not at.exception, at.exception
+    assert [p.proto.text for p in at.get("progress")] == ["spm oracle: epoch 1 of 30 (about 15.0 min left)"]
+
+
 def test_a_page_looks_at_its_jobs_less_often_while_they_have_minutes_left():
     from core.backend import Job
     from pages.widgets import PROGRESS_REFRESH_S, SLOWEST_REFRESH_S, refresh_seconds
