@@ -122,6 +122,10 @@ def model_job(engine: Backend, kind: str, dataset: Dataset, request: ForgetReque
     return job
 
 
+STORED_ORIGINAL = "the stored original's training"  # what a queued oracle's estimate was judged from (its text)
+SIBLINGS_RUNNING = "its sibling oracles' progress here"
+
+
 def _estimate(job: Job, engine: Backend, kind: str, dataset: Dataset, config, train_config,
               request: ForgetRequest) -> None:
     """Set a queued oracle's ``expected_s``: measured on this backend when one of its recipe has trained here,
@@ -131,7 +135,7 @@ def _estimate(job: Job, engine: Backend, kind: str, dataset: Dataset, config, tr
     elif job.expected_s is None:
         stored = bundle.expected_train_seconds(kind, dataset, config, train_config, request)
         if stored is not None:
-            job.expected_s, job.expected_from = stored, "the stored original's training"
+            job.expected_s, job.expected_from = stored, STORED_ORIGINAL
 
 
 def measured_train_seconds(engine: Backend, kind: str, dataset: Dataset, config, train_config,
@@ -172,8 +176,28 @@ def oracle_jobs(engine: Backend, kind: str, dataset: Dataset, request: ForgetReq
     none sent to train. With ``recorded``, an oracle that is not trained
     but was recorded (``core.recorded``) comes as a finished job holding its recorded predictions, enough for a
     comparison but not for what needs weights; a trained oracle always comes first."""
-    return [_oracle_job(engine, kind, dataset, request, offset, config, train_config, owner, start, gpu, recorded,
+    jobs = [_oracle_job(engine, kind, dataset, request, offset, config, train_config, owner, start, gpu, recorded,
                         train) for offset in oracle_offsets(k)]
+    estimate_from_siblings(jobs)
+    return jobs
+
+
+
+
+def estimate_from_siblings(jobs: list[Job | None]) -> None:
+    """Set the ``expected_s`` of the queued ones among the K oracles of one request (one recipe, one excluded set,
+    other seeds) from those running on a worker now, once their progress says enough: the shortest time so far over
+    progress. Only where the estimate was the stored original's time (measured on whichever machine trained it,
+    on this machine up to several times off) or missing; one measured here stays."""
+    running = [j for j in jobs if j is not None and not j.local and j.state == "running" and j.progress >= 0.02
+               and j.elapsed >= 1.0]
+    if not running:
+        return
+    total = min(j.elapsed / j.progress for j in running)
+    for job in jobs:
+        if job is not None and job.state == "queued" and not job.local and \
+                job.expected_from in ("", STORED_ORIGINAL, SIBLINGS_RUNNING):
+            job.expected_s, job.expected_from = total, SIBLINGS_RUNNING
 
 
 def _oracle_job(engine: Backend, kind: str, dataset: Dataset, request: ForgetRequest, offset: int, config,

@@ -312,6 +312,28 @@ def test_an_oracle_job_is_estimated_from_the_stored_original(digits, parametric_
                                                                                    epochs=99)) is None
 
 
+def test_a_queued_oracle_is_estimated_from_its_siblings_running_rather_than_the_stored_original():
+    """The stored original's time was measured on whichever machine trained it (985 s for the shipped SPM, where
+    its oracles train in about 2.5 min here): once a sibling oracle's progress says enough, a queued one's estimate
+    is that sibling's time so far over its progress. An estimate measured on this backend stays."""
+    from core.job import Job
+
+    def queued(expected_from):
+        return Job(f"q-{expected_from}", "oracle", expected_s=900.0, expected_from=expected_from)
+
+    running, early = Job("r1", "oracle #1"), Job("r2", "oracle #2")
+    running.report(0.2, "epoch 2 of 8")
+    running.started -= 30.0  # 30 s for a fifth: about 150 s in all
+    early.report(0.01, "step 1")  # too little progress to say anything
+    stored, measured = queued(workflow.STORED_ORIGINAL), queued("the last one trained here")
+    workflow.estimate_from_siblings([early, stored, None, measured])
+    assert stored.expected_s == 900.0  # no sibling has said enough yet
+    workflow.estimate_from_siblings([running, early, stored, None, measured])
+    assert stored.expected_s == pytest.approx(150.0, rel=0.01) and stored.expected_from == workflow.SIBLINGS_RUNNING
+    assert measured.expected_s == 900.0 and running.eta == pytest.approx(120.0, rel=0.01)
+    assert stored.eta == pytest.approx(150.0, rel=0.01)
+
+
 def test_a_queued_oracle_is_estimated_from_the_latest_one_trained_on_this_backend(digits):
     """Once an oracle of the recipe has trained on this backend's workers, a queued one's estimate is that
     oracle's own start-to-finish time (scaled by the samples kept), not the stored original's."""
