@@ -182,8 +182,6 @@ def oracle_jobs(engine: Backend, kind: str, dataset: Dataset, request: ForgetReq
     return jobs
 
 
-
-
 def estimate_from_siblings(jobs: list[Job | None]) -> None:
     """Set the ``expected_s`` of the queued ones among the K oracles of one request (one recipe, one excluded set,
     other seeds) from those running on a worker now, once their progress says enough: the shortest time so far over
