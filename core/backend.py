@@ -98,9 +98,9 @@ def own_scheduling_group(nice: int):
     (the teacher's browser, the room's browsers, another user's work), whatever the workers' nice. In a group of its
     own it trains on what the pages and the rest leave. Ray offers no option for this: the hook wraps
     ``ray._private.services.ConsolePopen``, the class Ray starts its processes with (ray is pinned). Elsewhere (no
-    autogroups, not Linux, a kernel that refuses the setting, a Ray without that class) it changes nothing. Ray's
-    processes still end with the thread that started them: Ray's kernel fate-sharing does not depend on the
-    session."""
+    autogroups, a process in none, not Linux, a kernel that refuses the setting, a Ray without that class) it changes
+    nothing. Ray's processes still end with the thread that started them: Ray's kernel fate-sharing does not depend
+    on the session."""
     try:
         from ray._private import services
     except ImportError:
@@ -127,7 +127,9 @@ def own_scheduling_group(nice: int):
 
 
 def group_nice(pid: int) -> int | None:
-    """The niceness of the scheduling group (autogroup) of process ``pid``; None where the kernel has none."""
+    """The niceness of the scheduling group (autogroup) of process ``pid``; None where the kernel has none or the
+    process is in none (its file is empty for processes of the boot session, such as a service or CI runner started
+    without a session of its own)."""
     try:
         return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
     except (OSError, ValueError, IndexError):

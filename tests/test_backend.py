@@ -38,6 +38,16 @@ def thread_niceness(progress=None):
     return sorted({os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir("/proc/self/task")})
 
 
+def ray_moves_here() -> bool:
+    """Whether the hook moves a local Ray to a scheduling group of its own on this machine: this process is in an
+    autogroup (a process of the boot session, such as a CI runner's, is in none and reads an empty file) whose
+    niceness the kernel lets it set."""
+    from core import backend
+
+    mine = backend.group_nice(os.getpid())
+    return mine is not None and backend.set_group_nice(os.getpid(), mine)
+
+
 def scheduling_group(progress=None):
     """The scheduling group (autogroup) of the worker running this task and its nice value."""
     group, _, nice = open("/proc/self/autogroup").read().split()
@@ -86,7 +96,7 @@ def test_training_yields_the_cpu_to_the_pages(ray_backend):
     levels = job.wait(60)
     assert levels and min(levels) >= max(mine, DEFAULT_WORKER_NICE), (levels, job.error)  # no thread above it
     assert os.getpriority(os.PRIO_PROCESS, 0) == mine  # the driver (the app's process) keeps its priority
-    if os.path.exists("/proc/self/autogroup"):  # and, where nice orders one group only, its own group
+    if ray_moves_here():  # and, where nice orders one group only, its own group
         group, nice = ray_backend.submit("group", "scheduling group", Task(scheduling_group)).wait(60)
         assert group != open("/proc/self/autogroup").read().split()[0] and nice >= DEFAULT_WORKER_NICE
 
@@ -110,7 +120,7 @@ def test_a_local_ray_runs_below_the_pages_and_its_monitor_does_not(ray_backend):
     ray_children = [(pid, name, nice) for pid, name, nice in children if name in ("gcs_server", "raylet")]
     assert len(ray_children) == 2, children
     assert all(nice >= worker_nice() for _, _, nice in ray_children), ray_children
-    if os.path.exists("/proc/self/autogroup"):  # nice orders only one scheduling group: Ray is in its own
+    if ray_moves_here():  # nice orders only one scheduling group: Ray is in its own
         mine = open("/proc/self/autogroup").read().split()[0]
         for pid, name, _ in ray_children:
             group, _, nice = open(f"/proc/{pid}/autogroup").read().split()
@@ -119,26 +129,47 @@ def test_a_local_ray_runs_below_the_pages_and_its_monitor_does_not(ray_backend):
     assert os.getpriority(os.PRIO_PROCESS, ray_backend._thread.native_id) == mine < worker_nice()
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"), reason="this kernel has no scheduling autogroups")
-def test_ray_stays_in_the_pages_group_where_the_kernel_refuses_to_set_a_groups_niceness(monkeypatch):
-    """Ray in a group of its own at nice 0 would compete with the pages as an equal: without the setting, no move."""
+def test_ray_moves_only_where_the_kernel_lets_this_process_set_its_own_groups_niceness(monkeypatch):
+    """Ray in a group of its own at nice 0 would compete with the pages as an equal, and a process outside any
+    autogroup has no group to leave: in both cases, no move. Where it moves, its group is never above the pages'."""
     from ray._private import services
 
     from core import backend
 
     started, asked = services.ConsolePopen, []
+
+    def answering(took: bool):
+        def set_group_nice(pid: int, nice: int, tries: int = 20) -> bool:
+            asked.append((pid, nice))
+            return took
+
+        return set_group_nice
+
+    monkeypatch.setattr(backend, "set_group_nice", answering(True))
+    for pages, ray in ((5, 10), (15, 15)):
+        monkeypatch.setattr(backend, "group_nice", lambda pid, pages=pages: pages)
+        asked.clear()
+        with backend.own_scheduling_group(10):
+            process = services.ConsolePopen(["sleep", "5"])
+            try:
+                assert os.getsid(process.pid) == process.pid != os.getsid(0)  # a session of its own
+            finally:
+                process.kill()
+                process.wait()
+        assert services.ConsolePopen is started
+        assert asked == [(os.getpid(), pages), (process.pid, ray)]  # the probe (its own group, as it was), then Ray's
+
+    monkeypatch.setattr(backend, "set_group_nice", answering(False))
+    asked.clear()
     with backend.own_scheduling_group(10):
-        assert services.ConsolePopen is not started  # where the kernel lets it, Ray's processes start elsewhere
-    assert services.ConsolePopen is started
+        assert services.ConsolePopen is started  # refused: Ray stays in the pages' group
+    assert asked == [(os.getpid(), 15)]
 
-    def refused(pid: int, nice: int, tries: int = 20) -> bool:
-        asked.append((pid, nice))
-        return False
-
-    monkeypatch.setattr(backend, "set_group_nice", refused)
+    monkeypatch.setattr(backend, "group_nice", lambda pid: None)  # this process is in no autogroup
+    asked.clear()
     with backend.own_scheduling_group(10):
         assert services.ConsolePopen is started
-    assert asked == [(os.getpid(), backend.group_nice(os.getpid()))]
+    assert asked == []
 
 
 def test_a_bad_worker_niceness_fails_the_local_start_instead_of_hanging_it(monkeypatch):
