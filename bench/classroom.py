@@ -40,8 +40,10 @@ timed to its metrics table, whose CSV export is compared with the request comput
                  (a virtual machine's CPUs waiting for the host: noise no code here causes): on one machine the browsers
                  share the server's cores. ``--browser-nice 10`` runs chromium at nice 10; where the kernel groups
                  processes by session (sched_autogroup_enabled, as here), nice orders only processes of one group,
-                 so chromium (a session of its own) still shares the CPU with the server's group; Ray's processes
-                 are in a group of their own at the workers' niceness (``core.backend.own_scheduling_group``)
+                 and busy groups share the CPU equally, so it also sets chromium's group (a session of its own) to
+                 nice 10 (``--browser-group-nice`` apart; 0 leaves the browsers an equal share with the server's
+                 group); Ray's processes are in a group of their own at the workers' niceness
+                 (``core.backend.own_scheduling_group``)
     first_comparison_s  fresh UE_HOME with only the shipped assets: open the Forget page, pick a class, click
                  Forget, open Predictions, until "Verdict:" shows (the comparison with the finished oracles), timed
                  from the click; each class of --first-comparison-classes on its own fresh home, the slowest
@@ -367,20 +369,42 @@ class Server:
         self.log.close()
 
 
-def niced_chromium(nice: int, folder: Path) -> str:
-    """Debian's chromium, or with ``nice`` > 0 a script in ``folder`` that runs it at that niceness. Chromium run
-    as root renices itself (its browser and GPU processes to -8, renderers to 0), so the script also drops
-    CAP_SYS_NICE from the bounding set (``setpriv``): chromium may then raise its niceness but never lower it."""
+def niced_chromium(nice: int, group_nice: int, folder: Path) -> str:
+    """Debian's chromium, or with ``nice`` or ``group_nice`` > 0 a script in ``folder`` that runs it at that
+    niceness, and sets its scheduling group's (``/proc/self/autogroup``) to ``group_nice`` where chromium leads a
+    process session of its own (Playwright starts it so). Chromium run as root renices itself (its browser and GPU
+    processes to -8, renderers to 0), so the script also drops CAP_SYS_NICE from the bounding set (``setpriv``):
+    chromium may then raise its niceness but never lower it."""
     found = chromium()
-    if nice <= 0:
+    if nice <= 0 and group_nice <= 0:
         return found
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         raise SystemExit("--browser-nice needs setpriv (util-linux) to keep chromium from renicing itself")
     wrapper = folder / "chromium-niced"
-    wrapper.write_text(f'#!/bin/sh\nexec "{setpriv}" --bounding-set -sys_nice nice -n {int(nice)} "{found}" "$@"\n')
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        # field 6 of /proc/PID/stat is the session (a shell's name holds no space); without CAP_SYS_ADMIN the kernel
+        # takes one such write per 0.1 s, machine-wide
+        f'if [ "$(cut -d" " -f6 /proc/$$/stat)" = "$$" ]; then for try in 1 2 3 4 5; do '
+        f"echo {int(group_nice)} 2>/dev/null > /proc/$$/autogroup && break; sleep 0.2; done; fi\n"
+        f'exec "{setpriv}" --bounding-set -sys_nice nice -n {int(nice)} "{found}" "$@"\n')
     wrapper.chmod(0o755)
     return str(wrapper)
+
+
+def browser_group_nices() -> list[int]:
+    """The niceness of each scheduling group chromium's processes are in (empty where the kernel has none), but for
+    its crash reporters' (idle, each in a session of its own)."""
+    from core.backend import group_nice
+
+    def crash_reporter(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/comm").read_text().startswith("chrome_crashpad")
+        except OSError:
+            return True
+
+    return sorted({n for pid in browser_pids() if not crash_reporter(pid) and (n := group_nice(pid)) is not None})
 
 
 # ---- one browser session ------------------------------------------------------------------------------------
@@ -638,8 +662,9 @@ async def classroom(server: Server, refs: list[dict], timeout_s: float, browser_
         rss["after_n"] = server.rss_mb()
         rss["ray_processes"] = server.helpers_rss_mb()
         cpu = {k: v - cpu_start[k] for k, v in server.cpu().items()} if len(refs) > 1 else {}
+        groups = browser_group_nices()
         await browser.close()
-    return {"records": records, "rss": rss, "cpu": cpu, "server_alive": server.alive}
+    return {"records": records, "rss": rss, "cpu": cpu, "server_alive": server.alive, "browser_groups": groups}
 
 
 # ---- the teacher's first comparison ---------------------------------------------------------------------------
@@ -750,6 +775,10 @@ def rounded(x: float | None, digits: int = 3) -> float | None:
     return None if x is None else round(x, digits)
 
 
+def browser_group_nice(args: argparse.Namespace) -> int:
+    return args.browser_nice if args.browser_group_nice is None else args.browser_group_nice
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="fashion-mnist", help="UE_DATASET for the server (digits: a quick run)")
@@ -757,7 +786,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="concurrent browser sessions (0: only the first comparison)")
     ap.add_argument("--browser-nice", type=int, default=0,
                     help="run chromium at this niceness: in a room each browser has its own laptop, here all share "
-                         "the server's cores (with autogroups, chromium's session still gets its share: see cpu_s)")
+                         "the server's cores")
+    ap.add_argument("--browser-group-nice", type=int, default=None,
+                    help="where the kernel groups processes by session, the niceness of chromium's group (default: "
+                         "--browser-nice; 0 leaves the group an equal share with the server's)")
     ap.add_argument("--clicks", choices=("together", "as-ready"), default="together",
                     help="together: every session opens its page and picks its set, then all click Forget at the "
                          "same instant; as-ready: each clicks as soon as it has picked, while others still load")
@@ -805,8 +837,8 @@ def main(argv=None) -> None:
             server.start(120)
             log(f"server at {server.url}, UE_HOME {home}")
             try:
-                run = asyncio.run(classroom(server, ref["specs"], args.timeout,
-                                            niced_chromium(args.browser_nice, home), args.clicks == "together",
+                chromium_run = niced_chromium(args.browser_nice, browser_group_nice(args), home)
+                run = asyncio.run(classroom(server, ref["specs"], args.timeout, chromium_run, args.clicks == "together",
                                             args.keep, args.think, args.page_css))
             finally:
                 server.stop()
@@ -937,9 +969,11 @@ def classroom_report(args, ref: dict, run: dict, notes: list[str]) -> dict:
           f"{secs(percentile(server_table_s, 50))}, p95 {secs(percentile(server_table_s, 95))}")
     print(f"  errors {errors}, cross-talk {crosstalk} session(s)")
     if run["cpu"]:
+        group = (f", its scheduling group at nice {'/'.join(map(str, run['browser_groups']))}"
+                 if run["browser_groups"] else "")
         print(f"  CPU seconds while sessions 1..{n - 1} ran: server {run['cpu']['server']:.1f}, Ray "
-              f"{run['cpu']['ray']:.1f}, browsers {run['cpu']['browsers']:.1f} (chromium at nice {args.browser_nice}); "
-              f"the machine's steal time {run['cpu']['steal']:.1f}")
+              f"{run['cpu']['ray']:.1f}, browsers {run['cpu']['browsers']:.1f} (chromium at nice {args.browser_nice}"
+              f"{group}); the machine's steal time {run['cpu']['steal']:.1f}")
     print(f"  streamlit RSS: {mb(rss['before'])} before, {mb(rss['after_1'])} after 1 session, {mb(rss['after_n'])} "
           f"after {n}" + (f" -> {per_session:.1f} MB per extra session" if per_session is not None else "")
           + f"; Ray's processes {mb(rss['ray_processes'])}")
@@ -959,6 +993,7 @@ def classroom_report(args, ref: dict, run: dict, notes: list[str]) -> dict:
         "predictions_server_p95_s": rounded(percentile(server_table_s, 95)),
         "rss_mb": {k: rounded(v, 1) for k, v in rss.items()},
         "cpu_s": {k: rounded(v, 1) for k, v in run["cpu"].items()}, "browser_nice": args.browser_nice,
+        "browser_group_nice": run["browser_groups"],
         "clicks": args.clicks, "think_s": args.think, "page_css": args.page_css,
     }
 
