@@ -373,14 +373,17 @@ def niced_chromium(nice: int, group_nice: int, folder: Path) -> str:
     """Debian's chromium, or with ``nice`` or ``group_nice`` > 0 a script in ``folder`` that runs it at that
     niceness, and sets its scheduling group's (``/proc/self/autogroup``) to ``group_nice`` where chromium leads a
     process session of its own (Playwright starts it so). Chromium run as root renices itself (its browser and GPU
-    processes to -8, renderers to 0), so the script also drops CAP_SYS_NICE from the bounding set (``setpriv``):
-    chromium may then raise its niceness but never lower it."""
+    processes to -8, renderers to 0), so as root the script also drops CAP_SYS_NICE from the bounding set
+    (``setpriv``): chromium may then raise its niceness but never lower it."""
     found = chromium()
     if nice <= 0 and group_nice <= 0:
         return found
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        raise SystemExit("--browser-nice needs setpriv (util-linux) to keep chromium from renicing itself")
+    keep_nice = ""
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            raise SystemExit("--browser-nice as root needs setpriv (util-linux) to keep chromium from renicing itself")
+        keep_nice = f'"{setpriv}" --bounding-set -sys_nice '
     wrapper = folder / "chromium-niced"
     wrapper.write_text(
         "#!/bin/sh\n"
@@ -388,7 +391,7 @@ def niced_chromium(nice: int, group_nice: int, folder: Path) -> str:
         # takes one such write per 0.1 s, machine-wide
         f'if [ "$(cut -d" " -f6 /proc/$$/stat)" = "$$" ]; then for try in 1 2 3 4 5; do '
         f"echo {int(group_nice)} 2>/dev/null > /proc/$$/autogroup && break; sleep 0.2; done; fi\n"
-        f'exec "{setpriv}" --bounding-set -sys_nice nice -n {int(nice)} "{found}" "$@"\n')
+        f'exec {keep_nice}nice -n {int(nice)} "{found}" "$@"\n')
     wrapper.chmod(0o755)
     return str(wrapper)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,11 @@ def reporting_browser(folder: Path) -> Path:
     return script
 
 
+NEEDS_SETPRIV = pytest.mark.skipif(os.geteuid() == 0 and shutil.which("setpriv") is None,
+                                   reason="--browser-nice as root needs setpriv (util-linux)")
+
+
+@NEEDS_SETPRIV
 @pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"), reason="this kernel has no scheduling autogroups")
 def test_the_niced_browser_lowers_its_own_group_and_never_the_benchs(tmp_path, monkeypatch):
     monkeypatch.setattr(classroom, "chromium", lambda: str(reporting_browser(tmp_path)))
@@ -38,6 +44,7 @@ def test_the_niced_browser_lowers_its_own_group_and_never_the_benchs(tmp_path, m
     assert inside.split("\n")[0] == "10" and group_nice(os.getpid()) == mine, inside  # the bench's group untouched
 
 
+@NEEDS_SETPRIV
 def test_the_browser_runs_as_found_without_niceness(tmp_path, monkeypatch):
     found = str(reporting_browser(tmp_path))
     monkeypatch.setattr(classroom, "chromium", lambda: found)
