@@ -778,10 +778,6 @@ def rounded(x: float | None, digits: int = 3) -> float | None:
     return None if x is None else round(x, digits)
 
 
-def browser_group_nice(args: argparse.Namespace) -> int:
-    return args.browser_nice if args.browser_group_nice is None else args.browser_group_nice
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="fashion-mnist", help="UE_DATASET for the server (digits: a quick run)")
@@ -814,7 +810,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--keep", type=Path, help="folder for the server's log, its timing log (bench/server_timing) "
                                               "and a screenshot of each failed session")
     ap.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.browser_group_nice is None:
+        args.browser_group_nice = args.browser_nice
+    return args
 
 
 def main(argv=None) -> None:
@@ -840,7 +839,7 @@ def main(argv=None) -> None:
             server.start(120)
             log(f"server at {server.url}, UE_HOME {home}")
             try:
-                chromium_run = niced_chromium(args.browser_nice, browser_group_nice(args), home)
+                chromium_run = niced_chromium(args.browser_nice, args.browser_group_nice, home)
                 run = asyncio.run(classroom(server, ref["specs"], args.timeout, chromium_run, args.clicks == "together",
                                             args.keep, args.think, args.page_css))
             finally:

@@ -105,10 +105,10 @@ def own_scheduling_group(nice: int):
         from ray._private import services
     except ImportError:
         services = None
-    mine, started = group_nice(os.getpid()), getattr(services, "ConsolePopen", None)
-    # where this process cannot set its own group's niceness (to the value it has), it could not set Ray's either,
-    # and Ray in a group of its own at nice 0 would compete with the pages as an equal: it stays in theirs
-    if mine is None or not isinstance(started, type) or not set_group_nice(os.getpid(), mine):
+    started = getattr(services, "ConsolePopen", None)
+    # where this process cannot set its own group's niceness, it could not set Ray's either, and Ray in a group of
+    # its own at nice 0 would compete with the pages as an equal: it stays in theirs
+    if not isinstance(started, type) or (mine := settable_group_nice()) is None:
         yield
         return
     nice = max(nice, mine)  # never above the pages' group
@@ -134,6 +134,13 @@ def group_nice(pid: int) -> int | None:
         return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def settable_group_nice() -> int | None:
+    """The niceness of this process's scheduling group where the kernel lets this process set it (probed by setting
+    it to the value it has), else None."""
+    mine = group_nice(os.getpid())
+    return mine if mine is not None and set_group_nice(os.getpid(), mine) else None
 
 
 def set_group_nice(pid: int, nice: int, tries: int = 20) -> bool:

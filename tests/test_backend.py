@@ -44,8 +44,7 @@ def ray_moves_here() -> bool:
     niceness the kernel lets it set."""
     from core import backend
 
-    mine = backend.group_nice(os.getpid())
-    return mine is not None and backend.set_group_nice(os.getpid(), mine)
+    return backend.settable_group_nice() is not None
 
 
 def scheduling_group(progress=None):
